@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // File is the whole configuration file. A nil section is absent from the
@@ -19,6 +21,39 @@ type File struct {
 
 	// Log chooses the log format and level.
 	Log Log `yaml:"log"`
+
+	// Demo, if set, makes the gateway run its own demo backends, so that a
+	// configuration can show a real answer with no servers of its own.
+	Demo *Demo `yaml:"demo"`
+}
+
+// Demo is the `demo:` section: built-in backends for the quickstart.
+type Demo struct {
+	// Names are the host names the demo TLS backend's self-signed
+	// certificate covers, e.g. ["blog.example.com"].
+	Names []string `yaml:"names"`
+	// TLS is the address of the demo TLS backend, e.g. "127.0.0.1:8444".
+	TLS string `yaml:"tls"`
+	// HTTP is the address of the demo plain-HTTP backend, e.g. "127.0.0.1:8081".
+	HTTP string `yaml:"http"`
+}
+
+func (d *Demo) validate() error {
+	var errs []error
+	for i, n := range d.Names {
+		if n == "" || strings.ContainsAny(n, " /:") {
+			errs = append(errs, Errorf(fmt.Sprintf("demo.names[%d]", i), n, "want a host name"))
+		}
+	}
+	for _, a := range []struct{ path, v string }{{"demo.tls", d.TLS}, {"demo.http", d.HTTP}} {
+		if a.v == "" {
+			continue
+		}
+		if _, err := netip.ParseAddrPort(a.v); err != nil {
+			errs = append(errs, Errorf(a.path, a.v, "want ip:port: %v", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Log is the `log:` section.
@@ -42,6 +77,9 @@ func (f *File) validate() error {
 	}
 	if f.Relay != nil {
 		errs = append(errs, f.Relay.validate())
+	}
+	if f.Demo != nil {
+		errs = append(errs, f.Demo.validate())
 	}
 	if f.Metrics != "" {
 		if _, err := netip.ParseAddrPort(f.Metrics); err != nil {
