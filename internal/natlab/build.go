@@ -3,6 +3,7 @@ package natlab
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -193,6 +194,9 @@ func (l *Lab) build() error {
 			}
 		}
 	}
+	if err := l.waitRunning(hosts); err != nil {
+		return err
+	}
 	for _, n := range nft {
 		if err := l.nft(n.h, n.l.ruleset()); err != nil {
 			return err
@@ -203,6 +207,46 @@ func (l *Lab) build() error {
 				"net.netfilter.nf_conntrack_udp_timeout_stream="+s); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// linkTimeout bounds the wait for links to come up. The kernel's link watch
+// activates a new link's queue (until then it drops every packet) within
+// about a second, longer when many namespaces are being built at once.
+const linkTimeout = 10 * time.Second
+
+// waitRunning waits until every interface of every host is operationally up
+// (IFF_RUNNING), which the kernel reports only after the link watch has
+// activated its transmit queue: packets sent earlier would be dropped.
+func (l *Lab) waitRunning(hosts []Host) error {
+	deadline := time.Now().Add(linkTimeout)
+	for _, h := range hosts {
+		for {
+			var down []string
+			err := l.Do(h, func() error {
+				ifs, err := net.Interfaces()
+				if err != nil {
+					return err
+				}
+				for _, i := range ifs {
+					if i.Flags&net.FlagLoopback == 0 && i.Flags&net.FlagRunning == 0 {
+						down = append(down, i.Name)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(down) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("natlab: links of %v not up after %v: %v", h, linkTimeout, down)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 	return nil
