@@ -1,0 +1,104 @@
+package relay
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+
+	"github.com/libp2p/go-reuseport"
+)
+
+// maxReaders caps the UDP sockets ListenAndServe opens on one port: beyond
+// the core count extra readers only add contention.
+const maxReaders = 8
+
+// ListenAndServe listens on addr (host:port) for UDP and TCP and serves
+// until Close or Shutdown. UDP gets one SO_REUSEPORT socket per core, each
+// with its own reader; the kernel keeps a client on one socket. It always
+// returns a non-nil error: ErrServerClosed after Close or Shutdown.
+func (s *Server) ListenAndServe(addr string) error {
+	return s.listenAndServe(addr, nil)
+}
+
+// ListenAndServeTLS is ListenAndServe with TLS on TCP, using TLSConfig or,
+// when certFile is not empty, the certificate and key in those files.
+func (s *Server) ListenAndServeTLS(addr, certFile, keyFile string) error {
+	cfg := s.TLSConfig
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return errors.Join(errors.New("relay: load TLS key pair"), err)
+		}
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		} else {
+			cfg = cfg.Clone()
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if cfg == nil {
+		return errors.New("relay: ListenAndServeTLS needs TLSConfig or a certificate")
+	}
+	return s.listenAndServe(addr, cfg)
+}
+
+func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
+	if s.isClosed() {
+		return ErrServerClosed
+	}
+	var pcs []net.PacketConn
+	closeAll := func() {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+	}
+	n := min(runtime.GOMAXPROCS(0), maxReaders)
+	if tlsCfg != nil {
+		n = 0 // TLS is TCP only
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.Join(errors.New("relay: listen"), err)
+	}
+	for i := 0; i < n; i++ {
+		pc, err := reuseport.ListenPacket("udp", addr)
+		if err != nil {
+			closeAll()
+			return errors.Join(errors.New("relay: listen"), err)
+		}
+		if i == 0 {
+			// A ":0" address picks a port once; the other readers join it.
+			addr = net.JoinHostPort(host, strconv.Itoa(int(addrPortOf(pc.LocalAddr()).Port())))
+		}
+		pcs = append(pcs, pc)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		closeAll()
+		return errors.Join(errors.New("relay: listen"), err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(pcs)+1)
+	for i, pc := range pcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.ServePacket(pc)
+		}()
+	}
+	if tlsCfg != nil {
+		errs[len(pcs)] = s.serveListener(tls.NewListener(ln, tlsCfg), "tls")
+	} else {
+		errs[len(pcs)] = s.Serve(ln)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, ErrServerClosed) {
+			return err
+		}
+	}
+	return ErrServerClosed
+}

@@ -1,0 +1,238 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v3"
+)
+
+var errBadFrame = errors.New("relay: stream carries neither STUN nor ChannelData")
+
+// listener sits between a client-facing TCP or TLS listener and the engine:
+// it caps connections per source, puts a deadline on the handshake and the
+// first message, and runs every framed message through inspect.
+type listener struct {
+	s         *Server
+	l         net.Listener
+	transport string
+
+	mu      sync.Mutex
+	perSrc  map[netip.Addr]int
+	conns   map[*streamConn]struct{}
+	drained *sync.Cond
+
+	once sync.Once
+	done chan struct{} // closed when Accept failed: the engine's loop ends
+	err  error
+}
+
+func newListener(s *Server, l net.Listener, transport string) *listener {
+	w := &listener{s: s, l: l, transport: transport, perSrc: map[netip.Addr]int{},
+		conns: map[*streamConn]struct{}{}, done: make(chan struct{})}
+	w.drained = sync.NewCond(&w.mu)
+	return w
+}
+
+// Accept returns the next client connection within the per-source cap.
+func (w *listener) Accept() (net.Conn, error) {
+	for {
+		c, err := w.l.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			w.err = err
+			w.once.Do(func() { close(w.done) })
+			return nil, err
+		}
+		src := addrPortOf(c.RemoteAddr())
+		limit := w.s.Limits.connsPerSource()
+		w.mu.Lock()
+		if limit > 0 && w.perSrc[src.Addr()] >= limit {
+			w.mu.Unlock()
+			w.s.counters.connsRejected.Add(1)
+			c.Close()
+			continue
+		}
+		w.perSrc[src.Addr()]++
+		sc := &streamConn{Conn: c, w: w, store: make([]byte, 4096)}
+		sc.buf = sc.store[:0]
+		sc.src = frameSource{client: src, server: addrPortOf(c.LocalAddr()), transport: w.transport, reply: sc.reply}
+		w.conns[sc] = struct{}{}
+		w.mu.Unlock()
+		// The TLS handshake and the first message must arrive in time.
+		_ = c.SetDeadline(time.Now().Add(w.s.Limits.handshake()))
+		return sc, nil
+	}
+}
+
+func (w *listener) forget(sc *streamConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.conns[sc]; !ok {
+		return
+	}
+	delete(w.conns, sc)
+	a := sc.src.client.Addr()
+	if w.perSrc[a]--; w.perSrc[a] <= 0 {
+		delete(w.perSrc, a)
+	}
+	if len(w.conns) == 0 {
+		w.drained.Broadcast()
+	}
+}
+
+func (w *listener) closeConns() {
+	w.mu.Lock()
+	conns := make([]*streamConn, 0, len(w.conns))
+	for c := range w.conns {
+		conns = append(conns, c)
+	}
+	w.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+// wait blocks until the engine closed every connection it was given, or a
+// bounded time passed.
+func (w *listener) wait() {
+	deadline := time.AfterFunc(2*time.Second, func() {
+		w.mu.Lock()
+		w.drained.Broadcast()
+		w.mu.Unlock()
+	})
+	defer deadline.Stop()
+	start := time.Now()
+	w.mu.Lock()
+	for len(w.conns) > 0 && time.Since(start) < 2*time.Second {
+		w.drained.Wait()
+	}
+	w.mu.Unlock()
+}
+
+func (w *listener) Close() error   { return w.l.Close() }
+func (w *listener) Addr() net.Addr { return w.l.Addr() }
+
+// streamConn frames a client's byte stream into STUN and ChannelData
+// messages (RFC 8656 §11.5: ChannelData padded to 4 bytes on streams) and
+// hands the engine one accepted message per Read.
+type streamConn struct {
+	net.Conn
+	w   *listener
+	src frameSource
+
+	store   []byte // read buffer; buf is its unread part
+	buf     []byte // unread bytes; owned by the reading goroutine
+	started bool   // first message seen: deadline lifted
+	raw     bool   // after ConnectionBind the stream carries peer data
+
+	closeOnce sync.Once
+}
+
+// maxFrame is the largest STUN message or ChannelData on a stream.
+const maxFrame = 0xFFFF + 20
+
+func frameLen(b []byte) (int, error) {
+	if len(b) < 4 {
+		return 0, nil
+	}
+	switch {
+	case isChannelData(b):
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		return 4 + (n+3)&^3, nil
+	case b[0]&0xC0 == 0:
+		if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+			return 0, errBadFrame
+		}
+		return 20 + int(binary.BigEndian.Uint16(b[2:4])), nil
+	}
+	return 0, errBadFrame
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	if c.raw {
+		if len(c.buf) > 0 {
+			n := copy(p, c.buf)
+			c.buf = c.buf[n:]
+			return n, nil
+		}
+		return c.Conn.Read(p)
+	}
+	for {
+		need, err := frameLen(c.buf)
+		if err != nil {
+			c.w.s.counters.malformed.Add(1)
+			return 0, err
+		}
+		if need == 0 || len(c.buf) < need {
+			if need > maxFrame {
+				return 0, errBadFrame
+			}
+			if err := c.fill(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		frame := c.buf[:need]
+		if !c.started {
+			c.started = true
+			_ = c.Conn.SetDeadline(time.Time{})
+		}
+		pass := len(frame) <= len(p) && (isChannelData(frame) || c.w.s.inspect(frame, &c.src))
+		n := 0
+		if pass {
+			n = copy(p, frame)
+			if !isChannelData(frame) && binary.BigEndian.Uint16(frame[0:2]) == uint16(stun.NewType(stun.MethodConnectionBind, stun.ClassRequest).Value()) {
+				c.raw = true
+			}
+		}
+		c.buf = c.buf[need:]
+		if pass {
+			return n, nil
+		}
+	}
+}
+
+// fill reads more bytes into buf, compacting it first.
+func (c *streamConn) fill() error {
+	n := copy(c.store, c.buf)
+	if len(c.store)-n < 1500 {
+		nb := make([]byte, 2*len(c.store))
+		copy(nb, c.store[:n])
+		c.store = nb
+	}
+	c.buf = c.store[:n]
+	m, err := c.Conn.Read(c.store[n:])
+	c.buf = c.store[:n+m]
+	n = m
+	if err != nil && n == 0 {
+		var ne net.Error
+		if !c.started && errors.As(err, &ne) && ne.Timeout() {
+			c.w.s.counters.connsRejected.Add(1)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *streamConn) reply(b []byte) {
+	if b != nil {
+		_, _ = c.Conn.Write(b)
+	}
+}
+
+func (c *streamConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		c.w.forget(c)
+	})
+	return err
+}

@@ -1,0 +1,368 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-reuseport"
+	"github.com/pion/turn/v5"
+)
+
+// PortRange is an inclusive range of relay ports. The zero value means
+// 49152-65535, the IANA dynamic range coturn uses too.
+type PortRange struct {
+	Min, Max uint16
+}
+
+func (r PortRange) bounds() (lo, hi uint16) {
+	if r.Min == 0 && r.Max == 0 {
+		return 49152, 65535
+	}
+	lo, hi = r.Min, r.Max
+	if lo == 0 {
+		lo = 1
+	}
+	if hi < lo {
+		hi = lo
+	}
+	return lo, hi
+}
+
+// Size is the number of ports in the range.
+func (r PortRange) Size() int {
+	lo, hi := r.bounds()
+	return int(hi) - int(lo) + 1
+}
+
+// String formats the range as "min-max".
+func (r PortRange) String() string {
+	lo, hi := r.bounds()
+	return strconv.Itoa(int(lo)) + "-" + strconv.Itoa(int(hi))
+}
+
+var (
+	errNoPort     = errors.New("relay: no free relay port")
+	errFamily     = errors.New("relay: address family not served")
+	errPeerDenied = errors.New("relay: peer denied by policy")
+)
+
+// registry knows every UDP relay socket of the server, for the ports gauge
+// and for relaying between our own allocations in process.
+type registry struct {
+	mu    sync.RWMutex
+	ports map[uint16]*relayConn
+	own   map[netip.Addr]int // advertised relay addresses (not loopback)
+	tcp   atomic.Int64       // TCP relay listeners
+}
+
+func (r *registry) add(c *relayConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ports == nil {
+		r.ports = make(map[uint16]*relayConn)
+		r.own = make(map[netip.Addr]int)
+	}
+	if _, dup := r.ports[c.advertised.Port()]; dup {
+		return false
+	}
+	r.ports[c.advertised.Port()] = c
+	if !c.advertised.Addr().IsLoopback() {
+		r.own[c.advertised.Addr()]++
+	}
+	return true
+}
+
+func (r *registry) remove(c *relayConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ports[c.advertised.Port()] != c {
+		return
+	}
+	delete(r.ports, c.advertised.Port())
+	a := c.advertised.Addr()
+	if !a.IsLoopback() {
+		if r.own[a]--; r.own[a] <= 0 {
+			delete(r.own, a)
+		}
+	}
+}
+
+func (r *registry) get(port uint16) *relayConn {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.ports[port]
+}
+
+func (r *registry) isOwn(a netip.Addr) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.own[a] > 0
+}
+
+func (r *registry) inUse() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.ports) + int(r.tcp.Load())
+}
+
+func (s *Server) isOwnRelayAddr(a netip.Addr) bool {
+	if p := s.PublicAddr(); p.IsValid() && p == a {
+		return true
+	}
+	return s.reg.isOwn(a)
+}
+
+// relayGen allocates relay sockets for one listener. It implements the
+// engine's RelayAddressGenerator.
+type relayGen struct {
+	s    *Server
+	bind netip.Addr // address relay sockets bind, maybe unspecified
+}
+
+func (g *relayGen) Validate() error { return nil }
+
+// family returns the bind address for the network the engine asks for.
+func (g *relayGen) family(network string) (netip.Addr, error) {
+	want6 := network == "udp6" || network == "tcp6"
+	b := g.bind
+	switch {
+	case b.IsUnspecified() && want6:
+		return netip.IPv6Unspecified(), nil
+	case b.IsUnspecified():
+		return netip.IPv4Unspecified(), nil
+	case b.Is6() != want6:
+		return netip.Addr{}, fmt.Errorf("%w: %s on %s", errFamily, network, b)
+	}
+	return b, nil
+}
+
+// advertise returns the address clients are told for a relay socket bound
+// to bind: the public address when set and of the same family, else bind,
+// else the host's outbound address.
+func (g *relayGen) advertise(bind netip.Addr) netip.Addr {
+	if p := g.s.PublicAddr(); p.IsValid() && p.Is4() == bind.Is4() {
+		return p
+	}
+	if !bind.IsUnspecified() {
+		return bind
+	}
+	return outboundAddr(bind.Is6())
+}
+
+// outboundAddr finds the address the host would send from, without sending.
+func outboundAddr(v6 bool) netip.Addr {
+	target := "192.0.2.1:9"
+	if v6 {
+		target = "[2001:db8::1]:9"
+	}
+	c, err := net.Dial("udp", target)
+	if err != nil {
+		if v6 {
+			return netip.IPv6Loopback()
+		}
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	defer c.Close()
+	return addrPortOf(c.LocalAddr()).Addr()
+}
+
+func (g *relayGen) ports(requested int) []uint16 {
+	if requested > 0 {
+		return []uint16{uint16(requested)}
+	}
+	lo, hi := g.s.RelayPorts.bounds()
+	n := int(hi) - int(lo) + 1
+	const tries = 64
+	out := make([]uint16, 0, tries)
+	start := rand.IntN(n)
+	for i := 0; i < tries && i < n; i++ {
+		out = append(out, lo+uint16((start+i*7919)%n)) // 7919 is prime: spreads the probes
+	}
+	return out
+}
+
+func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	bind, err := g.family(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	adv := g.advertise(bind)
+	for _, port := range g.ports(conf.RequestedPort) {
+		uc, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, port)))
+		if err != nil {
+			continue
+		}
+		rc := g.s.newRelayConn(uc, bind, netip.AddrPortFrom(adv, port), conf.UserID)
+		if !g.s.reg.add(rc) {
+			uc.Close()
+			continue
+		}
+		return rc, net.UDPAddrFromAddrPort(rc.advertised), nil
+	}
+	return nil, nil, errNoPort
+}
+
+func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	bind, err := g.family(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	adv := g.advertise(bind)
+	for _, port := range g.ports(conf.RequestedPort) {
+		ln, err := reuseport.Listen(conf.Network, netip.AddrPortFrom(bind, port).String())
+		if err != nil {
+			continue
+		}
+		g.s.reg.tcp.Add(1)
+		tl := &tcpRelayListener{Listener: ln, reg: &g.s.reg}
+		return tl, net.TCPAddrFromAddrPort(netip.AddrPortFrom(adv, port)), nil
+	}
+	return nil, nil, errNoPort
+}
+
+func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
+	remote := addrPortOf(conf.RemoteAddr)
+	if d := g.s.policy.Check(remote.Addr()); d != "" {
+		g.s.counters.peerDenials.Add(1)
+		return nil, fmt.Errorf("%w: %s (%s)", errPeerDenied, remote, d)
+	}
+	bind, err := g.family(conf.Network)
+	if err != nil {
+		return nil, err
+	}
+	local := netip.AddrPortFrom(bind, addrPortOf(conf.LocalAddr).Port())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // RFC 6062: at least 30 s
+	defer cancel()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(local), Control: reuseport.Control}
+	return d.DialContext(ctx, conf.Network, remote.String())
+}
+
+type tcpRelayListener struct {
+	net.Listener
+	reg  *registry
+	once sync.Once
+}
+
+func (l *tcpRelayListener) Close() error {
+	l.once.Do(func() { l.reg.tcp.Add(-1) })
+	return l.Listener.Close()
+}
+
+// relayConn is one allocation's UDP relay socket. The engine reads it from
+// one goroutine and writes it from the listener's read loop.
+type relayConn struct {
+	s          *Server
+	conn       *net.UDPConn
+	bind       netip.Addr
+	advertised netip.AddrPort
+	local      netip.AddrPort // where our own sockets deliver to it
+	user       *userCounters
+	in, out    *bucket
+	closeOnce  sync.Once
+
+	// reader-only state
+	addrs map[netip.AddrPort]*net.UDPAddr
+}
+
+func (s *Server) newRelayConn(uc *net.UDPConn, bind netip.Addr, adv netip.AddrPort, userID string) *relayConn {
+	local := bind
+	if local.IsUnspecified() {
+		if local.Is4() {
+			local = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		} else {
+			local = netip.IPv6Loopback()
+		}
+	}
+	bw := float64(s.Limits.bandwidth())
+	return &relayConn{
+		s:          s,
+		conn:       uc,
+		bind:       bind,
+		advertised: adv,
+		local:      netip.AddrPortFrom(local, adv.Port()),
+		user:       s.users.get(userID),
+		in:         newBucket(bw, bw),
+		out:        newBucket(bw, bw),
+		addrs:      make(map[netip.AddrPort]*net.UDPAddr),
+	}
+}
+
+// udpAddr returns a shared *net.UDPAddr for ap without allocating on the
+// steady-state path; the cache is bounded.
+func udpAddr(cache map[netip.AddrPort]*net.UDPAddr, ap netip.AddrPort) *net.UDPAddr {
+	if a, ok := cache[ap]; ok {
+		return a
+	}
+	if len(cache) >= 1024 {
+		clear(cache)
+	}
+	a := net.UDPAddrFromAddrPort(ap)
+	cache[ap] = a
+	return a
+}
+
+// ReadFrom returns the next datagram from a peer. A datagram from another
+// of our relay sockets (in-process relay) is reported as coming from that
+// socket's advertised address, which is what the peer's permission names.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, ap, err := c.conn.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return 0, nil, err
+		}
+		ap = unmapAP(ap)
+		if other := c.s.reg.get(ap.Port()); other != nil && other.local.Addr() == ap.Addr() {
+			ap = other.advertised
+		}
+		if !c.in.take(time.Now(), float64(n)) {
+			c.s.counters.bandwidthDrops.Add(1)
+			continue
+		}
+		c.user.packetsFromPeer.Add(1)
+		c.user.bytesFromPeer.Add(uint64(n))
+		return n, udpAddr(c.addrs, ap), nil
+	}
+}
+
+// WriteTo sends a datagram to a peer, after the peer policy. A peer that is
+// another of our own allocations gets it in process, through its private
+// socket address, so no hairpin through the NAT router is needed.
+func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	dst := addrPortOf(addr)
+	if other := c.s.reg.get(dst.Port()); other != nil && other.advertised == dst {
+		c.s.counters.inProcess.Add(1)
+		dst = other.local
+	} else if d := c.s.policy.Check(dst.Addr()); d != "" || c.s.isOwnRelayAddr(dst.Addr()) {
+		c.s.counters.peerDenials.Add(1)
+		return 0, errPeerDenied
+	}
+	if !c.out.take(time.Now(), float64(len(p))) {
+		c.s.counters.bandwidthDrops.Add(1)
+		return len(p), nil // dropped, as a congested link would
+	}
+	c.user.packetsToPeer.Add(1)
+	c.user.bytesToPeer.Add(uint64(len(p)))
+	return c.conn.WriteToUDPAddrPort(p, dst)
+}
+
+func (c *relayConn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.s.reg.remove(c)
+		err = c.conn.Close()
+	})
+	return err
+}
+
+func (c *relayConn) LocalAddr() net.Addr                { return net.UDPAddrFromAddrPort(c.advertised) }
+func (c *relayConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
+func (c *relayConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }

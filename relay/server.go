@@ -1,0 +1,377 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v5"
+)
+
+// ErrServerClosed is returned by the Serve methods after Close or Shutdown.
+var ErrServerClosed = errors.New("relay: server closed")
+
+// defaultRealm is the realm used when Server.Realm is empty.
+const defaultRealm = "hairpin"
+
+// Server is a TURN relay (RFC 8656) with STUN Binding on the same ports.
+//
+// The zero value is a working STUN server that refuses every allocation
+// (no credentials). Add Users or Secrets to relay. Fields must not change
+// after the first Serve call, except through SetPublic.
+//
+// The peer policy is safe by default: no loopback, private, link-local,
+// metadata or other special-purpose peers unless listed in Peers.Allow.
+//
+// Server is safe for concurrent use.
+type Server struct {
+	// Realm is the long-term credential realm. If empty, "hairpin" is used.
+	Realm string
+
+	// Users optionally maps static long-term user names to passwords.
+	Users map[string]string
+
+	// Secrets optionally lists TURN REST API shared secrets (coturn's
+	// use-auth-secret). Credentials signed with any of them are accepted,
+	// so a secret can be rotated; Credentials signs with the first.
+	Secrets []string
+
+	// MaxCredentialLifetime refuses TURN REST credentials that expire
+	// further in the future than this. If zero, 48 hours is used.
+	MaxCredentialLifetime time.Duration
+
+	// Public optionally specifies the address advertised for relay sockets
+	// when the server sits behind a NAT that forwards the relay port range
+	// to it. SetPublic changes it at run time. If invalid, the relay
+	// socket's own address is advertised.
+	Public netip.Addr
+
+	// RelayAddr optionally specifies the local address relay sockets bind.
+	// If invalid, the listener's address is used, or the unspecified
+	// address when the listener is bound to it.
+	RelayAddr netip.Addr
+
+	// RelayPorts is the relay port range; the zero value means 49152-65535.
+	RelayPorts PortRange
+
+	// Peers is the peer address policy, checked on CreatePermission,
+	// ChannelBind, Connect, Send and every relayed packet.
+	Peers PeerPolicy
+
+	// Limits bound resource use; the zero value has safe defaults.
+	Limits Limits
+
+	// TLSConfig is used by ListenAndServeTLS and ServeTLS.
+	TLSConfig *tls.Config
+
+	// Logger optionally specifies the logger. If nil, slog.Default() is used.
+	Logger *slog.Logger
+
+	// now is the clock, for tests.
+	now func() time.Time
+
+	initOnce sync.Once
+	auth     *authenticator
+	policy   PeerPolicy
+	unauth   budget
+	users    userTable
+	allocs   allocTable
+	reg      registry
+	counters counters
+	public   atomic.Pointer[netip.Addr]
+
+	mu       sync.Mutex
+	closed   bool
+	draining atomic.Bool
+	closers  map[*serving]struct{}
+	wg       sync.WaitGroup
+}
+
+// serving is one Serve call: its engine and what Close must close.
+type serving struct {
+	closeFn func()
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		if s.now == nil {
+			s.now = time.Now
+		}
+		realm := s.Realm
+		if realm == "" {
+			realm = defaultRealm
+		}
+		users := make(map[string]string, len(s.Users))
+		for k, v := range s.Users {
+			users[k] = v
+		}
+		maxLife := s.MaxCredentialLifetime
+		if maxLife <= 0 {
+			maxLife = defaultMaxCredentialLifetime
+		}
+		s.auth = &authenticator{realm: realm, users: users, secrets: append([]string(nil), s.Secrets...),
+			maxLife: maxLife, now: s.now}
+		s.policy = PeerPolicy{Allow: append([]netip.Prefix(nil), s.Peers.Allow...),
+			Deny: append([]netip.Prefix(nil), s.Peers.Deny...)}
+		s.unauth = budget{rate: s.Limits.unauthRate(), burst: float64(s.Limits.unauthBurst())}
+		s.users.limit = s.Limits.trackedUsers()
+		if s.public.Load() == nil {
+			p := s.Public
+			s.public.Store(&p)
+		}
+	})
+}
+
+// SetPublic changes the advertised public address for new allocations, for
+// example after the NAT router got a new address. Existing allocations keep
+// the address they were given. An invalid addr advertises the relay
+// socket's own address.
+func (s *Server) SetPublic(addr netip.Addr) {
+	s.init()
+	a := addr.Unmap()
+	s.public.Store(&a)
+}
+
+// PublicAddr returns the advertised public address, invalid when unset.
+func (s *Server) PublicAddr() netip.Addr {
+	if p := s.public.Load(); p != nil {
+		return *p
+	}
+	return s.Public
+}
+
+func (s *Server) track(sv *serving) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.closers == nil {
+		s.closers = make(map[*serving]struct{})
+	}
+	s.closers[sv] = struct{}{}
+	s.wg.Add(1)
+	return nil
+}
+
+func (s *Server) untrack(sv *serving) {
+	s.mu.Lock()
+	delete(s.closers, sv)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) bindFor(local net.Addr) netip.Addr {
+	if s.RelayAddr.IsValid() {
+		return s.RelayAddr.Unmap()
+	}
+	a := addrPortOf(local).Addr()
+	if !a.IsValid() {
+		return netip.IPv4Unspecified()
+	}
+	return a
+}
+
+func (s *Server) engineConfig(gen *relayGen) turn.ServerConfig {
+	return turn.ServerConfig{
+		Realm:         s.auth.realm,
+		LoggerFactory: pionLoggerFactory{s.logger()},
+		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
+			return s.auth.engineKey(ra.Username, ra.Realm)
+		},
+		QuotaHandler: func(userID, _ string, _ net.Addr) bool {
+			if s.allocs.quota(userID, s.Limits.allocationsPerUser(), s.Limits.allocations()) {
+				return true
+			}
+			s.counters.quotaRejections.Add(1)
+			s.logger().Info("relay: allocation quota reached", "user", userID)
+			return false
+		},
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
+				s.counters.allocationsTotal.Add(1)
+				s.allocs.created(allocKey{addrPortOf(src), addrPortOf(dst)}, userID, s.users.get(userID))
+				s.logger().Debug("relay: allocation created", "client", src, "user", userID, "relay", relayAddr)
+			},
+			OnAllocationDeleted: func(src, dst net.Addr, _, userID, _ string) {
+				s.allocs.deleted(allocKey{addrPortOf(src), addrPortOf(dst)})
+				s.logger().Debug("relay: allocation deleted", "client", src, "user", userID)
+			},
+			OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+				if a, ok := netip.AddrFromSlice(peer); ok {
+					s.allocs.permission(allocKey{addrPortOf(src), addrPortOf(dst)}, Canonical(a), true)
+				}
+			},
+			OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+				if a, ok := netip.AddrFromSlice(peer); ok {
+					s.allocs.permission(allocKey{addrPortOf(src), addrPortOf(dst)}, Canonical(a), false)
+				}
+			},
+		},
+		AllocationLifetime: s.Limits.lifetime(),
+	}
+}
+
+// permit is the engine's own permission hook: the same policy once more.
+func (s *Server) permit(_ net.Addr, peer net.IP) bool {
+	a, ok := netip.AddrFromSlice(peer)
+	return ok && s.checkPeer(a) == ""
+}
+
+// ServePacket serves TURN and STUN on a UDP socket until Close or Shutdown.
+// The server owns pc from then on and closes it. It always returns a
+// non-nil error: ErrServerClosed after Close or Shutdown.
+func (s *Server) ServePacket(pc net.PacketConn) error {
+	s.init()
+	w := newPacketConn(s, pc)
+	sv := &serving{closeFn: func() { w.Close() }}
+	if err := s.track(sv); err != nil {
+		pc.Close()
+		return err
+	}
+	defer s.untrack(sv)
+	gen := &relayGen{s: s, bind: s.bindFor(pc.LocalAddr())}
+	cfg := s.engineConfig(gen)
+	cfg.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+	eng, err := turn.NewServer(cfg)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("relay: start engine: %w", err)
+	}
+	<-w.done
+	_ = eng.Close()
+	s.waitEngine(eng)
+	if s.isClosed() {
+		return ErrServerClosed
+	}
+	return fmt.Errorf("relay: read: %w", w.err)
+}
+
+// Serve serves TURN and STUN over TCP (or TLS, when l yields *tls.Conn) on
+// l until Close or Shutdown. The server owns l and closes it. It always
+// returns a non-nil error: ErrServerClosed after Close or Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	return s.serveListener(l, "tcp")
+}
+
+// ServeTLS serves TURN over TLS on a TCP listener l using TLSConfig.
+func (s *Server) ServeTLS(l net.Listener) error {
+	if s.TLSConfig == nil {
+		l.Close()
+		return errors.New("relay: ServeTLS needs TLSConfig")
+	}
+	return s.serveListener(tls.NewListener(l, s.TLSConfig), "tls")
+}
+
+func (s *Server) serveListener(l net.Listener, transport string) error {
+	s.init()
+	w := newListener(s, l, transport)
+	sv := &serving{closeFn: func() { w.Close() }}
+	if err := s.track(sv); err != nil {
+		l.Close()
+		return err
+	}
+	defer s.untrack(sv)
+	gen := &relayGen{s: s, bind: s.bindFor(l.Addr())}
+	cfg := s.engineConfig(gen)
+	cfg.ListenerConfigs = []turn.ListenerConfig{{Listener: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+	eng, err := turn.NewServer(cfg)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("relay: start engine: %w", err)
+	}
+	<-w.done
+	_ = eng.Close()
+	w.closeConns()
+	w.wait()
+	s.waitEngine(eng)
+	if s.isClosed() {
+		return ErrServerClosed
+	}
+	return fmt.Errorf("relay: accept: %w", w.err)
+}
+
+// waitEngine gives the engine's goroutines a moment to close the
+// allocations of a stopped listener (the engine does not report it).
+func (s *Server) waitEngine(eng *turn.Server) {
+	deadline := time.Now().Add(2 * time.Second)
+	for eng.AllocationCount() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Close stops all listeners, drops all allocations, and waits for the Serve
+// calls to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	svs := make([]*serving, 0, len(s.closers))
+	for sv := range s.closers {
+		svs = append(svs, sv)
+	}
+	s.mu.Unlock()
+	for _, sv := range svs {
+		sv.closeFn()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting new allocations (Allocate is answered 508), waits
+// until existing allocations end or ctx is done, then closes the server. It
+// returns ctx's error if the deadline cut the drain short.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.draining.Store(true)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	var err error
+drain:
+	for s.allocs.count() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break drain
+		case <-t.C:
+		}
+	}
+	s.Close()
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.init()
+	users, other := s.users.snapshot()
+	c := &s.counters
+	return Stats{
+		Allocations:       uint64(s.allocs.count()),
+		AllocationsTotal:  c.allocationsTotal.Load(),
+		RelayPortsInUse:   uint64(s.reg.inUse()),
+		PortRangeSize:     uint64(s.RelayPorts.Size()),
+		AuthFailures:      c.authFailures.Load(),
+		Challenges:        c.challenges.Load(),
+		UnauthorizedDrops: c.unauthDrops.Load(),
+		PeerDenials:       c.peerDenials.Load(),
+		QuotaRejections:   c.quotaRejections.Load(),
+		BandwidthDrops:    c.bandwidthDrops.Load(),
+		Malformed:         c.malformed.Load(),
+		ConnsRejected:     c.connsRejected.Load(),
+		InProcess:         c.inProcess.Load(),
+		Users:             users,
+		OtherUsers:        other,
+	}
+}
