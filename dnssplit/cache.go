@@ -1,0 +1,400 @@
+package dnssplit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// CacheConfig configures the cache of forwarded answers. Its zero value is a
+// 10 000-entry cache that serves stale answers for a day when no upstream
+// answers (RFC 8767).
+type CacheConfig struct {
+	// Disabled turns the cache off (and with it serve-stale).
+	Disabled bool
+
+	// MaxEntries optionally bounds the number of cached answers; if zero,
+	// 10 000 is used.
+	MaxEntries int
+
+	// MinTTL and MaxTTL optionally clamp the TTL of cached answers; zero
+	// means no minimum and a one-day maximum.
+	MinTTL, MaxTTL time.Duration
+
+	// NegativeTTL optionally caps how long NXDOMAIN and NODATA answers are
+	// cached (RFC 2308, from the SOA in the answer); if zero, one hour.
+	NegativeTTL time.Duration
+
+	// StaleFor optionally sets how long past expiry an answer may be served
+	// when no upstream answers; if zero, one day; negative disables
+	// serve-stale.
+	StaleFor time.Duration
+
+	// HoldNXDOMAIN, if set, answers a sudden NXDOMAIN from upstream for a
+	// name that had a positive answer with that (stale) positive answer
+	// instead, until the positive answer is past StaleFor: a broken or
+	// lying TLD (the 2016 .io incident) does not make names vanish.
+	HoldNXDOMAIN bool
+
+	// Prefetch, if set, refreshes a popular answer in the background shortly
+	// before it expires.
+	Prefetch bool
+
+	// PersistPath optionally names a file the cache is saved to every
+	// minute and on Shutdown, and loaded from at start, so a restart during
+	// an upstream outage still answers stale.
+	PersistPath string
+}
+
+const (
+	defaultMaxEntries  = 10000
+	defaultMaxTTL      = 24 * time.Hour
+	defaultNegativeTTL = time.Hour
+	defaultStaleFor    = 24 * time.Hour
+	// staleTTL is the TTL of a stale answer, as RFC 8767 recommends.
+	staleTTL = 30
+	// persistInterval is how often the cache is saved when PersistPath is set.
+	persistInterval = time.Minute
+	// prefetchHits is how many hits make an answer popular enough to prefetch.
+	prefetchHits = 3
+)
+
+type cacheKey struct {
+	View  string `json:"v"`
+	Name  string `json:"n"`
+	Type  uint16 `json:"t"`
+	Class uint16 `json:"c"`
+	DO    bool   `json:"do,omitempty"`
+	CD    bool   `json:"cd,omitempty"`
+}
+
+type cacheEntry struct {
+	msg      *dns.Msg
+	stored   time.Time
+	ttl      time.Duration
+	positive bool
+	hits     int
+	fetching bool
+}
+
+type cache struct {
+	cfg     CacheConfig
+	mu      sync.Mutex
+	entries map[cacheKey]*cacheEntry
+	now     func() time.Time
+}
+
+func newCache(cfg CacheConfig) *cache {
+	return &cache{cfg: cfg, entries: make(map[cacheKey]*cacheEntry), now: time.Now}
+}
+
+func (c *cache) maxEntries() int {
+	if c.cfg.MaxEntries > 0 {
+		return c.cfg.MaxEntries
+	}
+	return defaultMaxEntries
+}
+
+func (c *cache) staleFor() time.Duration {
+	switch {
+	case c.cfg.StaleFor < 0:
+		return 0
+	case c.cfg.StaleFor == 0:
+		return defaultStaleFor
+	}
+	return c.cfg.StaleFor
+}
+
+type cacheState int
+
+const (
+	cacheMiss cacheState = iota
+	cacheFresh
+	cacheStale
+)
+
+// get returns a copy of the cached answer with TTLs aged, and whether it is
+// fresh, stale (past TTL but within StaleFor) or missing. prefetch reports
+// that the caller should refresh the entry in the background.
+func (c *cache) get(k cacheKey) (m *dns.Msg, st cacheState, positive, prefetch bool) {
+	if c.cfg.Disabled {
+		return nil, cacheMiss, false, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	e := c.entries[k]
+	if e == nil {
+		return nil, cacheMiss, false, false
+	}
+	age := now.Sub(e.stored)
+	if age < e.ttl {
+		e.hits++
+		if c.cfg.Prefetch && !e.fetching && e.hits >= prefetchHits && e.ttl-age < e.ttl/10 {
+			e.fetching, prefetch = true, true
+		}
+		return aged(e.msg, uint32(age/time.Second), 0), cacheFresh, e.positive, prefetch
+	}
+	if age < e.ttl+c.staleFor() {
+		return aged(e.msg, 0, staleTTL), cacheStale, e.positive, false
+	}
+	delete(c.entries, k)
+	return nil, cacheMiss, false, false
+}
+
+// aged copies m with every TTL reduced by age, or set to fixed if non-zero.
+func aged(m *dns.Msg, age, fixed uint32) *dns.Msg {
+	out := m.Copy()
+	for _, sec := range [][]dns.RR{out.Answer, out.Ns, out.Extra} {
+		for _, rr := range sec {
+			h := rr.Header()
+			switch {
+			case fixed != 0:
+				h.Ttl = fixed
+			case h.Ttl > age:
+				h.Ttl -= age
+			default:
+				h.Ttl = 0
+			}
+		}
+	}
+	return out
+}
+
+// ttlOf computes how long m may be cached: the smallest TTL for a positive
+// answer, the SOA's negative TTL (RFC 2308) for NXDOMAIN or NODATA; zero
+// means do not cache.
+func (c *cache) ttlOf(m *dns.Msg) (time.Duration, bool) {
+	positive := m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0
+	var ttl time.Duration
+	if positive {
+		minTTL := ^uint32(0)
+		for _, rr := range m.Answer {
+			minTTL = min(minTTL, rr.Header().Ttl)
+		}
+		ttl = time.Duration(minTTL) * time.Second
+		if ttl < c.cfg.MinTTL {
+			ttl = c.cfg.MinTTL
+		}
+		maxTTL := c.cfg.MaxTTL
+		if maxTTL <= 0 {
+			maxTTL = defaultMaxTTL
+		}
+		return min(ttl, maxTTL), true
+	}
+	if m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError {
+		return 0, false
+	}
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			ttl = time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+			neg := c.cfg.NegativeTTL
+			if neg <= 0 {
+				neg = defaultNegativeTTL
+			}
+			return min(ttl, neg), false
+		}
+	}
+	return 0, false // RFC 2308: no SOA, no negative caching
+}
+
+// put stores an upstream answer.
+func (c *cache) put(k cacheKey, m *dns.Msg) {
+	if c.cfg.Disabled {
+		return
+	}
+	ttl, positive := c.ttlOf(m)
+	if ttl <= 0 {
+		return
+	}
+	stored := m.Copy()
+	stored.Extra = stripOPT(stored.Extra)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.maxEntries() {
+		c.evictLocked()
+	}
+	c.entries[k] = &cacheEntry{msg: stored, stored: c.now(), ttl: ttl, positive: positive}
+}
+
+func (c *cache) done(k cacheKey) {
+	c.mu.Lock()
+	if e := c.entries[k]; e != nil {
+		e.fetching = false
+	}
+	c.mu.Unlock()
+}
+
+// evictLocked makes room: entries past their stale window first, else the
+// one of a small random sample (Go map order) closest to expiry.
+func (c *cache) evictLocked() {
+	now := c.now()
+	var victim *cacheKey
+	var soonest time.Time
+	n := 0
+	for k, e := range c.entries {
+		end := e.stored.Add(e.ttl + c.staleFor())
+		if end.Before(now) {
+			delete(c.entries, k)
+			return
+		}
+		if victim == nil || end.Before(soonest) {
+			kk := k
+			victim, soonest = &kk, end
+		}
+		if n++; n >= 16 {
+			break
+		}
+	}
+	if victim != nil {
+		delete(c.entries, *victim)
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+func stripOPT(rrs []dns.RR) []dns.RR {
+	out := rrs[:0:0]
+	for _, rr := range rrs {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+type persisted struct {
+	Key    cacheKey  `json:"k"`
+	Msg    []byte    `json:"m"`
+	Stored time.Time `json:"s"`
+	TTL    int64     `json:"ttl"`
+}
+
+// save writes the cache to PersistPath atomically (temporary file, rename).
+func (c *cache) save() error {
+	if c.cfg.PersistPath == "" || c.cfg.Disabled {
+		return nil
+	}
+	c.mu.Lock()
+	out := make([]persisted, 0, len(c.entries))
+	for k, e := range c.entries {
+		b, err := e.msg.Pack()
+		if err != nil {
+			continue
+		}
+		out = append(out, persisted{Key: k, Msg: b, Stored: e.stored, TTL: int64(e.ttl)})
+	}
+	c.mu.Unlock()
+	data, err := json.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("dnssplit: persist cache: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.cfg.PersistPath), ".dnssplit-cache-*")
+	if err != nil {
+		return fmt.Errorf("dnssplit: persist cache: %w", err)
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("dnssplit: persist cache: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), c.cfg.PersistPath); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("dnssplit: persist cache: %w", err)
+	}
+	return nil
+}
+
+// load reads PersistPath if it exists; entries past their stale window are skipped.
+func (c *cache) load() error {
+	if c.cfg.PersistPath == "" || c.cfg.Disabled {
+		return nil
+	}
+	data, err := os.ReadFile(c.cfg.PersistPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dnssplit: load cache: %w", err)
+	}
+	var in []persisted
+	if err := json.Unmarshal(data, &in); err != nil {
+		return fmt.Errorf("dnssplit: load cache %s: %w", c.cfg.PersistPath, err)
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range in {
+		m := new(dns.Msg)
+		if m.Unpack(p.Msg) != nil {
+			continue
+		}
+		ttl := time.Duration(p.TTL)
+		if p.Stored.Add(ttl + c.staleFor()).Before(now) {
+			continue
+		}
+		if len(c.entries) >= c.maxEntries() {
+			break
+		}
+		c.entries[p.Key] = &cacheEntry{msg: m, stored: p.Stored, ttl: ttl,
+			positive: m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0}
+	}
+	return nil
+}
+
+// forward answers q (a single-question query) for view v through the cache
+// and the upstreams; req supplies the DO and CD bits. It returns nil when
+// nothing, not even a stale answer, is available.
+func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg {
+	qq := q.Question[0]
+	opt := req.IsEdns0()
+	k := cacheKey{Name: dns.CanonicalName(qq.Name), Type: qq.Qtype, Class: qq.Qclass,
+		DO: opt != nil && opt.Do(), CD: req.CheckingDisabled}
+	if v != nil {
+		k.View = v.Name
+	}
+	cached, st, positive, prefetch := s.cache.get(k)
+	if st == cacheFresh {
+		s.stats.cacheHits.Add(1)
+		if prefetch {
+			s.bgWG.Add(1)
+			go func() {
+				defer s.bgWG.Done()
+				defer s.cache.done(k)
+				if r, err := s.fwd.exchange(s.bgCtx, qq, k.DO, k.CD); err == nil {
+					s.cache.put(k, r)
+				}
+			}()
+		}
+		return cached
+	}
+	s.stats.cacheMisses.Add(1)
+	r, err := s.fwd.exchange(ctx, qq, k.DO, k.CD)
+	if err == nil {
+		if r.Rcode == dns.RcodeNameError && st == cacheStale && positive && s.Cache.HoldNXDOMAIN {
+			s.stats.heldNXDOMAIN.Add(1)
+			return cached
+		}
+		s.cache.put(k, r)
+		return r
+	}
+	s.stats.upstreamFailures.Add(1)
+	s.logger().Debug("dnssplit: forward", "name", qq.Name, "err", err)
+	if st == cacheStale {
+		s.stats.staleServed.Add(1)
+		return cached
+	}
+	return nil
+}

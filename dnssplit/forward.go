@@ -1,0 +1,305 @@
+package dnssplit
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Upstream is a resolver names are forwarded to.
+type Upstream struct {
+	// Addr is the upstream's address and port.
+	Addr netip.AddrPort
+
+	// TLS selects DNS over TLS (RFC 7858) instead of UDP with TCP fallback.
+	TLS bool
+
+	// ServerName optionally names the TLS certificate to expect; if empty
+	// with TLS, the certificate must be valid for the address.
+	ServerName string
+
+	// TLSConfig optionally replaces the TLS configuration (roots, client
+	// certificates); ServerName still fills its ServerName if that is empty.
+	TLSConfig *tls.Config
+}
+
+func (u Upstream) String() string {
+	if u.TLS {
+		return "tls://" + u.Addr.String()
+	}
+	return u.Addr.String()
+}
+
+// Policy chooses the order upstreams are tried in.
+type Policy int
+
+// Policies.
+const (
+	PolicyUnknown  Policy = iota
+	PolicyFailover        // in the order given, healthy ones first
+	PolicyFastest         // healthy ones by smoothed round-trip time
+)
+
+func (p Policy) String() string {
+	switch p {
+	case PolicyFailover:
+		return "failover"
+	case PolicyFastest:
+		return "fastest"
+	}
+	return "unknown"
+}
+
+// ParsePolicy parses the String form of a Policy.
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "failover", "":
+		return PolicyFailover, nil
+	case "fastest":
+		return PolicyFastest, nil
+	}
+	return PolicyUnknown, fmt.Errorf("dnssplit: unknown policy %q (want failover or fastest)", s)
+}
+
+const (
+	defaultUpstreamTimeout = 2 * time.Second
+	defaultHealthInterval  = 5 * time.Second
+	// downAfter consecutive failures mark an upstream down: one lost UDP
+	// packet should not, a dead server should.
+	downAfter = 2
+	// upstreamUDPSize is the EDNS size we advertise upstream (see defaultUDPSize).
+	upstreamUDPSize = 1232
+)
+
+// errBadAnswer marks an upstream answer that failed validation.
+var errBadAnswer = errors.New("dnssplit: upstream answer failed validation")
+
+type upstreamState struct {
+	Upstream
+	mu    sync.Mutex
+	fails int
+	rtt   time.Duration // smoothed
+	down  bool
+	stats UpstreamStats
+}
+
+type forwarder struct {
+	ups      []*upstreamState
+	policy   Policy
+	timeout  time.Duration
+	interval time.Duration
+}
+
+func newForwarder(ups []Upstream, p Policy, timeout, interval time.Duration) *forwarder {
+	f := &forwarder{policy: p, timeout: timeout, interval: interval}
+	if f.timeout <= 0 {
+		f.timeout = defaultUpstreamTimeout
+	}
+	if f.interval <= 0 {
+		f.interval = defaultHealthInterval
+	}
+	for _, u := range ups {
+		f.ups = append(f.ups, &upstreamState{Upstream: u})
+	}
+	return f
+}
+
+// order returns the upstreams in the order to try: healthy ones by policy,
+// then the ones marked down (still worth a try when nothing else answers).
+func (f *forwarder) order() []*upstreamState {
+	var up, down []*upstreamState
+	for _, u := range f.ups {
+		u.mu.Lock()
+		d := u.down
+		u.mu.Unlock()
+		if d {
+			down = append(down, u)
+		} else {
+			up = append(up, u)
+		}
+	}
+	if f.policy == PolicyFastest {
+		rtt := func(u *upstreamState) time.Duration {
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			return u.rtt
+		}
+		slices.SortStableFunc(up, func(a, b *upstreamState) int { return int(rtt(a) - rtt(b)) })
+	}
+	return append(up, down...)
+}
+
+func (u *upstreamState) result(rtt time.Duration, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		u.fails++
+		u.stats.Failures++
+		if u.fails >= downAfter {
+			u.down = true
+		}
+		return
+	}
+	u.stats.Answers++
+	u.fails, u.down = 0, false
+	if u.rtt == 0 {
+		u.rtt = rtt
+	} else {
+		u.rtt = (7*u.rtt + rtt) / 8
+	}
+}
+
+// exchange asks the upstreams for q in order and returns the first valid
+// answer. SERVFAIL, REFUSED and answers that fail validation move on to the
+// next upstream.
+func (f *forwarder) exchange(ctx context.Context, q dns.Question, do, cd bool) (*dns.Msg, error) {
+	if len(f.ups) == 0 {
+		return nil, errors.New("dnssplit: no upstreams")
+	}
+	var errs []error
+	for _, u := range f.order() {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		start := time.Now()
+		r, err := f.try(ctx, u, q, do, cd)
+		u.result(time.Since(start), err)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+	}
+	return nil, fmt.Errorf("dnssplit: all upstreams failed: %w", errors.Join(errs...))
+}
+
+func (f *forwarder) try(ctx context.Context, u *upstreamState, q dns.Question, do, cd bool) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	m := new(dns.Msg)
+	m.SetQuestion(q.Name, q.Qtype)
+	m.Question[0].Qclass = q.Qclass
+	m.CheckingDisabled = cd
+	m.SetEdns0(upstreamUDPSize, do)
+	c := &dns.Client{Net: "udp", UDPSize: upstreamUDPSize, Timeout: f.timeout}
+	if u.TLS {
+		c.Net = "tcp-tls"
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if u.TLSConfig != nil {
+			cfg = u.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.ServerName
+			if cfg.ServerName == "" {
+				cfg.ServerName = u.Addr.Addr().String()
+			}
+		}
+		c.TLSConfig = cfg
+	}
+	r, _, err := c.ExchangeContext(ctx, m, u.Addr.String())
+	if err == nil && r.Truncated && c.Net == "udp" {
+		c.Net = "tcp"
+		r, _, err = c.ExchangeContext(ctx, m, u.Addr.String())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := validate(m, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// validate checks an upstream answer against the query: ID, question,
+// usable rcode, and answer records that belong to the name asked (or to the
+// CNAME chain from it).
+func validate(q, r *dns.Msg) error {
+	if r.Id != q.Id || !r.Response {
+		return fmt.Errorf("%w: id or response flag", errBadAnswer)
+	}
+	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
+		r.Question[0].Qtype != q.Question[0].Qtype || r.Question[0].Qclass != q.Question[0].Qclass {
+		return fmt.Errorf("%w: question differs", errBadAnswer)
+	}
+	switch r.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+	default:
+		return fmt.Errorf("%w: rcode %s", errBadAnswer, dns.RcodeToString[r.Rcode])
+	}
+	names := map[string]bool{dns.CanonicalName(q.Question[0].Name): true}
+	for _, rr := range r.Answer {
+		h := rr.Header()
+		n := dns.CanonicalName(h.Name)
+		if !names[n] {
+			return fmt.Errorf("%w: answer for %s, which was not asked", errBadAnswer, h.Name)
+		}
+		switch rr := rr.(type) {
+		case *dns.CNAME:
+			names[dns.CanonicalName(rr.Target)] = true
+		case *dns.DNAME:
+			// A DNAME comes with its synthesized CNAME; accept names under its target.
+			names[dns.CanonicalName(rr.Target)] = true
+		}
+	}
+	return nil
+}
+
+// healthLoop probes upstreams marked down, so they come back when they recover.
+func (f *forwarder) healthLoop(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(f.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, u := range f.ups {
+			u.mu.Lock()
+			down := u.down
+			u.mu.Unlock()
+			if !down {
+				continue
+			}
+			start := time.Now()
+			_, err := f.try(ctx, u, dns.Question{Name: ".", Qtype: dns.TypeNS, Qclass: dns.ClassINET}, false, false)
+			if errors.Is(err, errBadAnswer) {
+				err = nil // it answers: alive, even if it cannot resolve the root
+			}
+			u.result(time.Since(start), err)
+			if err == nil {
+				log.Info("dnssplit: upstream is back", "upstream", u.String())
+			}
+		}
+	}
+}
+
+// UpstreamStats counts one upstream's results.
+type UpstreamStats struct {
+	Addr     string
+	Answers  uint64
+	Failures uint64
+	Down     bool
+	RTT      time.Duration
+}
+
+func (f *forwarder) stats() []UpstreamStats {
+	out := make([]UpstreamStats, 0, len(f.ups))
+	for _, u := range f.ups {
+		u.mu.Lock()
+		st := u.stats
+		st.Addr, st.Down, st.RTT = u.String(), u.down, u.rtt
+		u.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}

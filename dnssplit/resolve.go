@@ -1,0 +1,192 @@
+package dnssplit
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/miekg/dns"
+)
+
+// Resolve answers one parsed query from client and returns the reply, or nil
+// when nothing must be sent (a response, or a rate-limited client). tcp says
+// whether the query came over a stream (no truncation, no rate limit). It is
+// the whole decision of the server without any socket, safe for concurrent use.
+func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp bool) *dns.Msg {
+	s.init()
+	if req.Response {
+		return nil
+	}
+	reply := func(rcode int) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetRcode(req, rcode)
+		m.RecursionDesired = req.RecursionDesired
+		return m
+	}
+	if req.Opcode != dns.OpcodeQuery {
+		s.stats.count("", dns.RcodeNotImplemented)
+		return s.finish(req, reply(dns.RcodeNotImplemented), tcp)
+	}
+	if len(req.Question) != 1 {
+		s.stats.count("", dns.RcodeFormatError)
+		m := new(dns.Msg)
+		m.SetRcodeFormatError(req)
+		return s.finish(req, m, tcp)
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
+		m := reply(dns.RcodeBadVers)
+		s.stats.count("", dns.RcodeBadVers)
+		return s.finish(req, m, tcp)
+	}
+	q := req.Question[0]
+	subnet, _ := clientSubnet(req)
+	client.Subnet = subnet
+	choice := SelectView(s.Views, s.TrustedProxies, client)
+	v := choice.View
+	viewName := ""
+	if v != nil {
+		viewName = v.Name
+	}
+
+	if !tcp && s.limiter != nil {
+		switch s.limiter.allow(client.Source) {
+		case limitDrop:
+			s.stats.rateLimited.Add(1)
+			return nil
+		case limitSlip:
+			s.stats.rateLimited.Add(1)
+			m := reply(dns.RcodeSuccess)
+			m.Truncated = true
+			return s.finish(req, m, tcp)
+		}
+	}
+
+	m := s.answer(ctx, req, q, v, tcp)
+	s.stats.count(viewName, m.Rcode)
+	return s.finish(req, m, tcp)
+}
+
+// answer decides the reply to a well-formed single-question query in view v.
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, tcp bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	if q.Qclass != dns.ClassINET {
+		m.Rcode = dns.RcodeRefused
+		return m
+	}
+	switch q.Qtype {
+	case dns.TypeAXFR, dns.TypeIXFR:
+		// Transfers run on TCP through serveTransfer; anything reaching here
+		// (UDP, or the dns.Handler path) is refused.
+		m.Rcode = dns.RcodeRefused
+		return m
+	case dns.TypeOPT, dns.TypeTSIG, dns.TypeMAILA, dns.TypeMAILB:
+		m.Rcode = dns.RcodeFormatError
+		return m
+	}
+	var local Answer
+	splits := false
+	if v != nil && v.Records != nil {
+		local = v.Records.Lookup(q.Name, q.Qtype)
+		splits = v.splits(q.Qtype)
+	}
+	if q.Qtype == dns.TypeANY && (!tcp || !local.Local) {
+		// RFC 8482: a minimal answer, so ANY cannot amplify.
+		m.Authoritative = local.Local
+		m.Answer = []dns.RR{&dns.HINFO{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600},
+			Cpu: "RFC8482",
+		}}
+		if !local.Local && (v == nil || !v.Recursion) {
+			m.Answer = nil
+			m.Rcode = dns.RcodeRefused
+		}
+		return m
+	}
+	if local.Local && splits {
+		m.Authoritative = true
+		m.Rcode = local.Rcode
+		m.Answer = local.Answer
+		m.Ns = local.Ns
+		// Only the first CNAME target may need recursion; an answer that
+		// ends in a CNAME pointing outside our data is completed upstream
+		// for clients allowed to recurse.
+		if n := len(m.Answer); n > 0 && q.Qtype != dns.TypeCNAME && v.Recursion && len(s.Upstreams) > 0 {
+			if c, ok := m.Answer[n-1].(*dns.CNAME); ok {
+				sub := new(dns.Msg)
+				sub.SetQuestion(c.Target, q.Qtype)
+				if up := s.forward(ctx, v, sub, req); up != nil && up.Rcode == dns.RcodeSuccess {
+					m.Answer = append(m.Answer, up.Answer...)
+				}
+			}
+		}
+		return m
+	}
+	// Pass-through types for names in the local data are forwarded for every
+	// client: they concern our own names, so this is not open recursion.
+	if local.Local || (v != nil && v.Recursion) {
+		if len(s.Upstreams) == 0 {
+			if local.Local {
+				m.Authoritative = true
+				m.Rcode = local.Rcode
+				m.Answer, m.Ns = local.Answer, local.Ns
+				return m
+			}
+			m.Rcode = dns.RcodeServerFailure
+			return m
+		}
+		up := s.forward(ctx, v, req, req)
+		if up == nil {
+			m.Rcode = dns.RcodeServerFailure
+			return m
+		}
+		m.Rcode = up.Rcode
+		m.Answer, m.Ns, m.Extra = up.Answer, up.Ns, up.Extra
+		m.AuthenticatedData = up.AuthenticatedData && req.AuthenticatedData
+		m.RecursionAvailable = true
+		return m
+	}
+	m.Rcode = dns.RcodeRefused
+	return m
+}
+
+// finish adds EDNS and truncates UDP replies to the client's buffer size.
+func (s *Server) finish(req, m *dns.Msg, tcp bool) *dns.Msg {
+	m.Compress = true
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
+		// Drop any OPT copied from upstream data; ours is the only one.
+		extra := m.Extra[:0:0]
+		for _, rr := range m.Extra {
+			if rr.Header().Rrtype != dns.TypeOPT {
+				extra = append(extra, rr)
+			}
+		}
+		m.Extra = extra
+		rcode := m.Rcode
+		m.SetEdns0(uint16(s.udpSize()), opt.Do())
+		if rcode > 0xF {
+			m.IsEdns0().SetExtendedRcode(uint16(rcode))
+		}
+		if p, e := clientSubnet(req); p.IsValid() && e != nil {
+			// Echo the client subnet with scope 0: answers do not depend
+			// on it beyond view selection.
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{
+				Code: dns.EDNS0SUBNET, Family: e.Family, SourceNetmask: e.SourceNetmask, Address: e.Address,
+			})
+		}
+		size = max(int(opt.UDPSize()), dns.MinMsgSize)
+	}
+	size = min(size, s.udpSize())
+	if !tcp {
+		m.Truncate(size)
+	} else {
+		m.Truncate(dns.MaxMsgSize)
+	}
+	return m
+}
+
+// Explain says which view a client at addr (arriving on local, which may be
+// the zero Addr) gets and why.
+func (s *Server) Explain(addr, local netip.Addr) Choice {
+	return SelectView(s.Views, s.TrustedProxies, Client{Source: addr, Local: local})
+}

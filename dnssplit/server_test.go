@@ -1,0 +1,550 @@
+package dnssplit
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/miekg/dns"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// start serves s on loopback UDP and TCP and returns the address (same port for both).
+func start(t *testing.T, s *Server) string {
+	t.Helper()
+	var pc net.PacketConn
+	var l net.Listener
+	for range 20 {
+		var err error
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
+		pc.Close()
+		pc = nil
+	}
+	if pc == nil {
+		t.Fatal("no port free for both UDP and TCP")
+	}
+	done := make(chan error, 2)
+	go func() { done <- s.ServePacket(pc) }()
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-done; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("serve returned %v, want ErrServerClosed", err)
+			}
+		}
+	})
+	return pc.LocalAddr().String()
+}
+
+// query asks addr from source address from (empty: any) over net ("udp"/"tcp").
+func query(t *testing.T, network, from, addr string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	r, err := exchange(t.Context(), network, from, addr, m)
+	if err != nil {
+		t.Fatalf("%s query %s from %q: %v", network, m.Question[0].Name, from, err)
+	}
+	return r
+}
+
+func exchange(ctx context.Context, network, from, addr string, m *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: 3 * time.Second}
+	if from != "" {
+		d := &net.Dialer{Timeout: 3 * time.Second}
+		if network == "tcp" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		} else {
+			d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(from)}
+		}
+		c.Dialer = d
+	}
+	r, _, err := c.ExchangeContext(ctx, m, addr)
+	return r, err
+}
+
+func q(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+// upstream runs a miekg/dns server on loopback with handler h.
+func upstream(t *testing.T, h dns.HandlerFunc) (netip.AddrPort, func()) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			srv.Shutdown()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return addrPortOf(pc.LocalAddr()), stop
+}
+
+func answerA(ip string, ttl uint32) dns.HandlerFunc {
+	return func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(r.Question[0].Name + " IN A " + ip)
+			rr.Header().Ttl = ttl
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+	}
+}
+
+func splitServer(t *testing.T) *Server {
+	t.Helper()
+	inside, outside := new(Records), new(Records)
+	if err := inside.AddString("blog.example.com. 300 IN A 192.168.1.20", "blog.example.com. 300 IN AAAA 2001:db8::20"); err != nil {
+		t.Fatal(err)
+	}
+	if err := outside.AddString("blog.example.com. 300 IN A 203.0.113.1"); err != nil {
+		t.Fatal(err)
+	}
+	outside.AddZone("example.com.")
+	return &Server{
+		Views: []*View{
+			{Name: "inside", Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, Recursion: true, Records: inside},
+			{Name: "outside", Networks: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, Records: outside},
+		},
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")},
+	}
+}
+
+func firstA(m *dns.Msg) string {
+	for _, rr := range m.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String()
+		}
+	}
+	return ""
+}
+
+func TestServerViews(t *testing.T) {
+	up, _ := upstream(t, answerA("198.51.100.1", 300))
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	addr := start(t, s)
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			in := query(t, network, "127.0.0.2", addr, q("blog.example.com.", dns.TypeA))
+			if firstA(in) != "192.168.1.20" || !in.Authoritative {
+				t.Fatalf("inside got %v", in)
+			}
+			out := query(t, network, "127.0.0.1", addr, q("blog.example.com.", dns.TypeA))
+			if firstA(out) != "203.0.113.1" || !out.Authoritative {
+				t.Fatalf("outside got %v", out)
+			}
+			// Outside: NXDOMAIN with SOA inside the zone, REFUSED outside it.
+			nx := query(t, network, "127.0.0.1", addr, q("nope.example.com.", dns.TypeA))
+			if nx.Rcode != dns.RcodeNameError || len(nx.Ns) != 1 || !nx.Authoritative {
+				t.Fatalf("outside nxdomain: %v", nx)
+			}
+			ref := query(t, network, "127.0.0.1", addr, q("www.example.net.", dns.TypeA))
+			if ref.Rcode != dns.RcodeRefused || len(ref.Answer) != 0 {
+				t.Fatalf("outside recursion: %v", ref)
+			}
+			// Inside: forwarded.
+			fw := query(t, network, "127.0.0.2", addr, q("www.example.net.", dns.TypeA))
+			if firstA(fw) != "198.51.100.1" || !fw.RecursionAvailable || fw.Authoritative {
+				t.Fatalf("inside recursion: %v", fw)
+			}
+		})
+	}
+	st := s.Stats()
+	if st.Queries["inside"]["NOERROR"] != 4 || st.Queries["outside"]["REFUSED"] != 2 || st.Queries["outside"]["NXDOMAIN"] != 2 {
+		t.Fatalf("stats %+v", st.Queries)
+	}
+	if st.CacheHits != 1 || st.CacheMisses != 1 {
+		t.Fatalf("cache hits %d misses %d, want 1 and 1", st.CacheHits, st.CacheMisses)
+	}
+}
+
+func TestClientSubnet(t *testing.T) {
+	s := splitServer(t)
+	addr := start(t, s)
+	ecs := func() *dns.Msg {
+		m := q("blog.example.com.", dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 32, Address: net.ParseIP("127.0.0.2").To4()})
+		return m
+	}
+	if got := firstA(query(t, "udp", "127.0.0.1", addr, ecs())); got != "203.0.113.1" {
+		t.Fatalf("ECS from an untrusted sender chose the inside view: %s", got)
+	}
+	r := query(t, "udp", "127.0.0.3", addr, ecs())
+	if got := firstA(r); got != "192.168.1.20" {
+		t.Fatalf("ECS from trusted proxy: %s", got)
+	}
+	if p, _ := clientSubnet(r); !p.IsValid() {
+		t.Fatal("reply does not echo the client subnet")
+	}
+	if c := s.Explain(netip.MustParseAddr("127.0.0.2"), netip.Addr{}); c.View.Name != "inside" || !strings.Contains(c.String(), "127.0.0.2/32") {
+		t.Fatalf("explain: %v", c)
+	}
+}
+
+func TestSplitTypes(t *testing.T) {
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN AAAA 2001:db8::99")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	s.Views[0].SplitTypes = []uint16{dns.TypeA}
+	addr := start(t, s)
+	r := query(t, "udp", "127.0.0.2", addr, q("blog.example.com.", dns.TypeAAAA))
+	if len(r.Answer) != 1 || r.Answer[0].(*dns.AAAA).AAAA.String() != "2001:db8::99" {
+		t.Fatalf("AAAA was not passed through: %v", r)
+	}
+	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("blog.example.com.", dns.TypeA))); got != "192.168.1.20" {
+		t.Fatalf("A: %s", got)
+	}
+}
+
+func TestFailoverAndValidation(t *testing.T) {
+	var servfails, garbage atomic.Int32
+	bad1, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		servfails.Add(1)
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+		w.WriteMsg(m)
+	})
+	bad2, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		garbage.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR("evil.example. 60 IN A 6.6.6.6") // not what was asked
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+	})
+	good, _ := upstream(t, answerA("198.51.100.7", 60))
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: bad1}, {Addr: bad2}, {Addr: good}}
+	s.Cache.Disabled = true
+	addr := start(t, s)
+	for i := range 4 {
+		r := query(t, "udp", "127.0.0.2", addr, q("x"+string(rune('a'+i))+".example.net.", dns.TypeA))
+		if firstA(r) != "198.51.100.7" {
+			t.Fatalf("query %d: %v", i, r)
+		}
+	}
+	// After two failures each, the bad upstreams are marked down and skipped.
+	if servfails.Load() != downAfter || garbage.Load() != downAfter {
+		t.Fatalf("bad upstreams asked %d and %d times, want %d each", servfails.Load(), garbage.Load(), downAfter)
+	}
+	st := s.Stats()
+	if !st.Upstreams[0].Down || !st.Upstreams[1].Down || st.Upstreams[2].Down || st.Upstreams[2].Answers != 4 {
+		t.Fatalf("upstream stats %+v", st.Upstreams)
+	}
+}
+
+func TestServeStaleAndHoldNXDOMAIN(t *testing.T) {
+	var nx atomic.Bool
+	up, stop := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if nx.Load() {
+			m.Rcode = dns.RcodeNameError
+			soa, _ := dns.NewRR("io. 60 IN SOA a. b. 1 2 3 4 60")
+			m.Ns = append(m.Ns, soa)
+		} else {
+			rr, _ := dns.NewRR(r.Question[0].Name + " 10 IN A 198.51.100.8")
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	s.UpstreamTimeout = 300 * time.Millisecond
+	s.Cache.HoldNXDOMAIN = true
+	s.init()
+	clock := time.Now()
+	s.cache.now = func() time.Time { return clock }
+	addr := start(t, s)
+	advance := func(d time.Duration) {
+		s.cache.mu.Lock()
+		clock = clock.Add(d)
+		s.cache.mu.Unlock()
+	}
+	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("a.io.", dns.TypeA))); got != "198.51.100.8" {
+		t.Fatalf("first: %s", got)
+	}
+	// The TLD goes bad: a sudden NXDOMAIN is held back.
+	advance(20 * time.Second)
+	nx.Store(true)
+	r := query(t, "udp", "127.0.0.2", addr, q("a.io.", dns.TypeA))
+	if firstA(r) != "198.51.100.8" || r.Answer[0].Header().Ttl != staleTTL {
+		t.Fatalf("NXDOMAIN not held: %v", r)
+	}
+	// The upstream dies: stale answers.
+	stop()
+	if got := firstA(query(t, "tcp", "127.0.0.2", addr, q("a.io.", dns.TypeA))); got != "198.51.100.8" {
+		t.Fatalf("stale: %q", got)
+	}
+	r = query(t, "udp", "127.0.0.2", addr, q("never.io.", dns.TypeA))
+	if r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("uncached name with no upstream: %v", r)
+	}
+	st := s.Stats()
+	if st.StaleServed != 1 || st.HeldNXDOMAIN != 1 || st.UpstreamFailures != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Past the stale window the answer is gone.
+	advance(defaultStaleFor)
+	if r := query(t, "udp", "127.0.0.2", addr, q("a.io.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("beyond stale window: %v", r)
+	}
+}
+
+func TestPersistedCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.json")
+	up, stop := upstream(t, answerA("198.51.100.9", 1))
+	s1 := splitServer(t)
+	s1.Upstreams = []Upstream{{Addr: up}}
+	s1.Cache.PersistPath = path
+	addr1 := start(t, s1)
+	if got := firstA(query(t, "udp", "127.0.0.2", addr1, q("p.example.net.", dns.TypeA))); got != "198.51.100.9" {
+		t.Fatal(got)
+	}
+	if err := s1.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	time.Sleep(1100 * time.Millisecond) // let the one-second TTL run out: the answer must come from stale data
+	s2 := splitServer(t)
+	s2.Upstreams = []Upstream{{Addr: up}}
+	s2.UpstreamTimeout = 200 * time.Millisecond
+	s2.Cache.PersistPath = path
+	addr2 := start(t, s2)
+	r := query(t, "udp", "127.0.0.2", addr2, q("p.example.net.", dns.TypeA))
+	if firstA(r) != "198.51.100.9" || r.Answer[0].Header().Ttl != staleTTL {
+		t.Fatalf("after restart: %v", r)
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	recs := new(Records)
+	for i := range 40 {
+		if err := recs.AddString("big.example.com. 60 IN TXT \"" + strings.Repeat("x", 60) + string(rune('a'+i%26)) + string(rune('a'+i/26)) + "\""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{Views: []*View{{Name: "all", Records: recs}}}
+	addr := start(t, s)
+	r := query(t, "udp", "", addr, q("big.example.com.", dns.TypeTXT))
+	if !r.Truncated {
+		t.Fatalf("no TC for %d answers over 512-byte UDP", len(r.Answer))
+	}
+	m := q("big.example.com.", dns.TypeTXT)
+	m.SetEdns0(4096, false)
+	r = query(t, "udp", "", addr, m)
+	r.Compress = true
+	if !r.Truncated || r.Len() > defaultUDPSize {
+		t.Fatalf("EDNS 4096: TC=%v len %d, want truncation to %d", r.Truncated, r.Len(), defaultUDPSize)
+	}
+	r = query(t, "tcp", "", addr, q("big.example.com.", dns.TypeTXT))
+	if r.Truncated || len(r.Answer) != 40 {
+		t.Fatalf("tcp: TC=%v answers %d", r.Truncated, len(r.Answer))
+	}
+}
+
+func TestANYAndOddQueries(t *testing.T) {
+	s := splitServer(t)
+	addr := start(t, s)
+	r := query(t, "udp", "127.0.0.2", addr, q("blog.example.com.", dns.TypeANY))
+	if len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeHINFO {
+		t.Fatalf("ANY: %v", r)
+	}
+	r = query(t, "udp", "127.0.0.1", addr, q("example.org.", dns.TypeANY))
+	if r.Rcode != dns.RcodeRefused {
+		t.Fatalf("ANY outside: %v", r)
+	}
+	m := q("blog.example.com.", dns.TypeA)
+	m.Opcode = dns.OpcodeUpdate
+	if r := query(t, "udp", "", addr, m); r.Rcode != dns.RcodeNotImplemented {
+		t.Fatalf("update: %v", r)
+	}
+	m = q("blog.example.com.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().SetVersion(1)
+	if r := query(t, "udp", "", addr, m); r.Rcode != dns.RcodeBadVers {
+		t.Fatalf("EDNS version 1: %v", r)
+	}
+	if r := query(t, "udp", "", addr, q("blog.example.com.", dns.TypeAXFR)); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("AXFR over UDP: %v", r)
+	}
+}
+
+func TestTCPPipelining(t *testing.T) {
+	s := splitServer(t)
+	addr := start(t, s)
+	c, err := dns.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 20
+	for i := range n {
+		m := q("blog.example.com.", dns.TypeA)
+		m.Id = uint16(i + 1)
+		if err := c.WriteMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint16]bool{}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for range n {
+		r, err := c.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[r.Id] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("got %d distinct replies, want %d", len(seen), n)
+	}
+}
+
+func TestTCPIdleTimeout(t *testing.T) {
+	s := splitServer(t)
+	s.TCPIdleTimeout = 200 * time.Millisecond
+	addr := start(t, s)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from an idle connection")
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Fatal("idle connection was not closed by the server")
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	s := splitServer(t)
+	s.RateLimit = &RateLimit{PerSecond: 10, Burst: 10}
+	addr := start(t, s)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const sent = 200
+	m := q("blog.example.com.", dns.TypeA)
+	b, _ := m.Pack()
+	for range sent {
+		c.Write(b)
+	}
+	full, tc := 0, 0
+	buf := make([]byte, 1500)
+	for {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		var r dns.Msg
+		if r.Unpack(buf[:n]) == nil {
+			if r.Truncated {
+				tc++
+			} else {
+				full++
+			}
+		}
+	}
+	// Burst 10 plus at most a few tokens refilled while sending.
+	if full < 10 || full > 30 {
+		t.Fatalf("%d full answers to a flood of %d, want about 10", full, sent)
+	}
+	if tc == 0 {
+		t.Fatal("no slipped (TC) answers")
+	}
+	if s.Stats().RateLimited < sent-30 {
+		t.Fatalf("rate limited %d", s.Stats().RateLimited)
+	}
+	// TCP is never limited.
+	if r := query(t, "tcp", "", addr, q("blog.example.com.", dns.TypeA)); firstA(r) == "" {
+		t.Fatalf("tcp after flood: %v", r)
+	}
+	t.Logf("flood of %d: %d answered, %d slipped, %d dropped", sent, full, tc, sent-full-tc)
+}
+
+func TestMalformed(t *testing.T) {
+	s := splitServer(t)
+	addr := start(t, s)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xff})
+	buf := make([]byte, 512)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r dns.Msg
+	if err := r.Unpack(buf[:n]); err != nil || r.Id != 0x1234 || r.Rcode != dns.RcodeFormatError {
+		t.Fatalf("got %v %v", &r, err)
+	}
+}
+
+func TestServeDNSHandler(t *testing.T) {
+	s := splitServer(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: s}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { srv.Shutdown(); <-done; s.Close() })
+	if got := firstA(query(t, "udp", "127.0.0.2", pc.LocalAddr().String(), q("blog.example.com.", dns.TypeA))); got != "192.168.1.20" {
+		t.Fatalf("via dns.Server: %s", got)
+	}
+}

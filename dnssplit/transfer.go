@@ -1,0 +1,244 @@
+package dnssplit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Transfer lets standard secondaries (BIND, Knot, NSD) copy the zones of a
+// view by AXFR or IXFR, so they keep answering when this machine is down.
+// The secondary's address selects the view whose zones it gets, exactly as
+// for queries.
+type Transfer struct {
+	// Allow lists the networks secondaries may transfer from. Empty allows
+	// nobody.
+	Allow []netip.Prefix
+
+	// TSIG optionally maps key names to base64 secrets. If it has entries,
+	// every transfer must be signed with one of them (HMAC-SHA256 and the
+	// other algorithms miekg/dns knows).
+	TSIG map[string]string
+
+	// Notify lists the secondaries sent a NOTIFY (RFC 1996) when a zone changes.
+	Notify []netip.AddrPort
+
+	// NotifyKey optionally names the TSIG key NOTIFY messages are signed with.
+	NotifyKey string
+
+	// NotifyAlgorithm optionally sets the TSIG algorithm of NOTIFY; if
+	// empty, dns.HmacSHA256 is used.
+	NotifyAlgorithm string
+}
+
+// transferChunk bounds the records in one AXFR message, keeping each well
+// under the 64 KiB TCP message limit.
+const transferChunk = 200
+
+func (s *Server) tsigSecret(name string) (string, bool) {
+	for k, v := range s.Transfer.TSIG {
+		if strings.EqualFold(dns.Fqdn(k), name) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// serveTransfer answers an AXFR or IXFR query on a TCP connection.
+func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr, write func([]byte) error) error {
+	req := new(dns.Msg)
+	if err := req.Unpack(raw); err != nil {
+		return err
+	}
+	refuse := func(rcode int, why string) error {
+		s.stats.transfersRefused.Add(1)
+		s.logger().Info("dnssplit: zone transfer refused", "client", src, "zone", req.Question[0].Name, "reason", why)
+		m := new(dns.Msg)
+		m.SetRcode(req, rcode)
+		b, err := m.Pack()
+		if err != nil {
+			return err
+		}
+		return write(b)
+	}
+	if s.Transfer == nil || !containsAddr(s.Transfer.Allow, src.Addr()) {
+		return refuse(dns.RcodeRefused, "address not allowed")
+	}
+	var secret, keyName, alg string
+	if len(s.Transfer.TSIG) > 0 {
+		t := req.IsTsig()
+		if t == nil {
+			return refuse(dns.RcodeNotAuth, "not signed")
+		}
+		sec, ok := s.tsigSecret(t.Hdr.Name)
+		if !ok {
+			return refuse(dns.RcodeNotAuth, "unknown key")
+		}
+		if err := dns.TsigVerify(raw, sec, "", false); err != nil {
+			return refuse(dns.RcodeNotAuth, "bad signature: "+err.Error())
+		}
+		secret, keyName, alg = sec, t.Hdr.Name, t.Algorithm
+	}
+	choice := SelectView(s.Views, s.TrustedProxies, Client{Source: src.Addr(), Local: local})
+	q := req.Question[0]
+	if choice.View == nil || choice.View.Records == nil {
+		return refuse(dns.RcodeNotAuth, "no zone")
+	}
+	rrs, ok := choice.View.Records.ZoneRecords(q.Name)
+	if !ok {
+		return refuse(dns.RcodeNotAuth, "not a zone of view "+choice.View.Name)
+	}
+	soa := rrs[0].(*dns.SOA)
+	var msgs [][]dns.RR
+	if q.Qtype == dns.TypeIXFR && len(req.Ns) == 1 {
+		if have, ok := req.Ns[0].(*dns.SOA); ok && !serialLess(have.Serial, soa.Serial) {
+			msgs = [][]dns.RR{{soa}} // up to date (RFC 1995 section 2)
+		}
+	}
+	if msgs == nil {
+		// Full transfer (also the answer to IXFR without history, RFC 1995 section 4).
+		all := append(rrs, soa)
+		for len(all) > 0 {
+			n := min(len(all), transferChunk)
+			msgs = append(msgs, all[:n])
+			all = all[n:]
+		}
+	}
+	mac := ""
+	if t := req.IsTsig(); t != nil {
+		mac = t.MAC
+	}
+	for i, chunk := range msgs {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Authoritative = true
+		m.Answer = chunk
+		m.Compress = true
+		if i > 0 {
+			m.Question = nil
+		}
+		var b []byte
+		var err error
+		if secret != "" {
+			m.SetTsig(keyName, alg, 300, time.Now().Unix())
+			b, mac, err = dns.TsigGenerate(m, secret, mac, i > 0)
+		} else {
+			b, err = m.Pack()
+		}
+		if err != nil {
+			return err
+		}
+		if err := write(b); err != nil {
+			return err
+		}
+	}
+	s.stats.transfersServed.Add(1)
+	s.logger().Info("dnssplit: zone transfer", "client", src, "zone", q.Name, "view", choice.View.Name, "serial", soa.Serial)
+	return nil
+}
+
+// serialLess compares SOA serials with RFC 1982 arithmetic.
+func serialLess(a, b uint32) bool { return a != b && int32(b-a) > 0 }
+
+// notifier sends NOTIFY to the configured secondaries when a view's zone changes.
+type notifier struct {
+	s       *Server
+	mu      sync.Mutex
+	pending map[string]bool
+	wake    chan struct{}
+}
+
+// notifyTries and notifyTimeout: RFC 1996 retransmits unacknowledged NOTIFY;
+// three tries two seconds apart ride out a lost packet without delaying
+// shutdown long.
+const (
+	notifyTries   = 3
+	notifyTimeout = 2 * time.Second
+)
+
+func newNotifier(s *Server) *notifier {
+	n := &notifier{s: s, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
+	for _, v := range s.Views {
+		if v != nil && v.Records != nil {
+			v.Records.onChange(n.changed)
+		}
+	}
+	return n
+}
+
+func (n *notifier) changed(zone string) {
+	n.mu.Lock()
+	n.pending[zone] = true
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notifier) start(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-n.wake:
+			}
+			n.mu.Lock()
+			zones := n.pending
+			n.pending = map[string]bool{}
+			n.mu.Unlock()
+			for z := range zones {
+				for _, to := range n.s.Transfer.Notify {
+					if err := n.send(ctx, z, to); err != nil {
+						n.s.logger().Warn("dnssplit: notify", "zone", z, "secondary", to, "err", err)
+					} else {
+						n.s.stats.notifiesSent.Add(1)
+					}
+				}
+			}
+		}
+	}()
+}
+
+func (n *notifier) send(ctx context.Context, zone string, to netip.AddrPort) error {
+	t := n.s.Transfer
+	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
+	var errs []error
+	for range notifyTries {
+		m := new(dns.Msg)
+		m.SetNotify(zone)
+		if t.NotifyKey != "" {
+			sec, ok := n.s.tsigSecret(dns.Fqdn(t.NotifyKey))
+			if !ok {
+				return fmt.Errorf("dnssplit: notify key %q not in TSIG", t.NotifyKey)
+			}
+			alg := t.NotifyAlgorithm
+			if alg == "" {
+				alg = dns.HmacSHA256
+			}
+			c.TsigSecret = map[string]string{dns.Fqdn(t.NotifyKey): sec}
+			m.SetTsig(dns.Fqdn(t.NotifyKey), alg, 300, time.Now().Unix())
+		}
+		r, _, err := c.ExchangeContext(ctx, m, to.String())
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("dnssplit: notify answered %s", dns.RcodeToString[r.Rcode])
+		}
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
