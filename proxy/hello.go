@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// TLS framing constants (RFC 8446 section 5.1, 4).
+const (
+	recordHeaderLen      = 5
+	recordTypeHandshake  = 0x16
+	handshakeClientHello = 1
+	// maxRecordLen is the largest record we accept while peeking: 2^14 is the
+	// plaintext limit, and crypto/tls tolerates 2048 more; so do we.
+	maxRecordLen = 16384 + 2048
+	// maxHelloMsg is the largest ClientHello handshake message crypto/tls
+	// parses (its maxHandshake). TLS allows 2^24, but nothing larger than
+	// this could be parsed, so it is reported as too large.
+	maxHelloMsg = 65536
+)
+
+// scanHello looks at the bytes read so far from a client and reports whether
+// they hold a complete ClientHello, carried by one or more handshake records.
+// n is the length of the records that carry it. err is a *RejectError when
+// buf cannot be the start of a ClientHello. It never reads past buf and is
+// safe on any input.
+func scanHello(buf []byte) (n int, done bool, err error) {
+	var head [4]byte // handshake message header, possibly split over records
+	have := 0        // payload bytes seen
+	msgLen := -1
+	pos := 0
+	for {
+		if len(buf)-pos < recordHeaderLen {
+			if pos == 0 && len(buf) > 0 && buf[0] != recordTypeHandshake {
+				return 0, false, reject(ReasonNotTLS, nil)
+			}
+			return 0, false, nil
+		}
+		h := buf[pos : pos+recordHeaderLen]
+		if h[0] != recordTypeHandshake || h[1] != 3 {
+			if pos == 0 {
+				return 0, false, reject(ReasonNotTLS, nil)
+			}
+			return 0, false, reject(ReasonBadHello, errors.New("non-handshake record inside the ClientHello"))
+		}
+		l := int(h[3])<<8 | int(h[4])
+		if l == 0 || l > maxRecordLen {
+			return 0, false, reject(ReasonBadHello, errors.New("bad record length"))
+		}
+		if len(buf)-pos-recordHeaderLen < l {
+			return 0, false, nil
+		}
+		payload := buf[pos+recordHeaderLen : pos+recordHeaderLen+l]
+		pos += recordHeaderLen + l
+		for _, b := range payload {
+			if have < 4 {
+				head[have] = b
+			}
+			have++
+			if have == 4 {
+				if head[0] != handshakeClientHello {
+					return 0, false, reject(ReasonBadHello, errors.New("first handshake message is not a ClientHello"))
+				}
+				msgLen = int(head[1])<<16 | int(head[2])<<8 | int(head[3])
+				if msgLen > maxHelloMsg {
+					return 0, false, reject(ReasonTooLarge, nil)
+				}
+			}
+			if have >= 4 && msgLen >= 0 && have >= 4+msgLen {
+				break
+			}
+		}
+		if msgLen >= 0 && have >= 4+msgLen {
+			return pos, true, nil
+		}
+	}
+}
+
+// helloInfo is what routing needs from a ClientHello.
+type helloInfo struct {
+	serverName string
+	alpn       []string
+}
+
+var errHelloCaptured = errors.New("proxy: hello captured")
+
+// parseHello parses the records holding a complete ClientHello (as delimited
+// by scanHello) with crypto/tls itself: a server handshake over a replaying
+// conn whose GetConfigForClient records the ClientHelloInfo and stops. Under
+// ECH crypto/tls, holding no ECH keys, reports the outer (public) name.
+func parseHello(ctx context.Context, records []byte) (helloInfo, error) {
+	var info helloInfo
+	captured := false
+	cfg := &tls.Config{
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			info.serverName = chi.ServerName
+			info.alpn = chi.SupportedProtos
+			captured = true
+			return nil, errHelloCaptured
+		},
+	}
+	err := tls.Server(&replayConn{r: bytes.NewReader(records)}, cfg).HandshakeContext(ctx)
+	if captured {
+		return info, nil
+	}
+	if err == nil {
+		err = errors.New("no ClientHello")
+	}
+	return info, reject(ReasonBadHello, err)
+}
+
+// replayConn gives crypto/tls the peeked bytes and swallows what it writes.
+type replayConn struct{ r *bytes.Reader }
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if err == io.EOF && n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+func (c *replayConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (c *replayConn) Close() error                     { return nil }
+func (c *replayConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *replayConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *replayConn) SetDeadline(time.Time) error      { return nil }
+func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,0 +1,319 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// maxHeadBytes bounds an HTTP request head after the first one (the first is
+// bounded by Proxy.MaxPeekBytes). 64 KiB is above what browsers send and what
+// common servers accept (nginx large_client_header_buffers 4x8k, Go 1 MiB).
+const maxHeadBytes = 64 << 10
+
+// looksLikeHTTP reports whether b can start an HTTP/1 request line: a method
+// token of upper-case letters.
+func looksLikeHTTP(b byte) bool { return 'A' <= b && b <= 'Z' }
+
+// maxMethodLen bounds the method token while sniffing; the longest
+// registered methods (UPDATEREDIRECTREF, BASELINE-CONTROL) are 17 bytes.
+const maxMethodLen = 24
+
+// methodOK reports whether b may still start an HTTP request line: upper-case
+// letters, '-' or '_' up to the first space. It lets SSH banners and other
+// protocols be refused at once instead of at the peek deadline.
+func methodOK(b []byte) bool {
+	for i, c := range b {
+		switch {
+		case c == ' ':
+			return i > 0
+		case i >= maxMethodLen:
+			return false
+		case 'A' <= c && c <= 'Z', c == '-' || c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// scanHead reports whether buf holds a complete request head and its length,
+// blank line included. Bare LF line ends are accepted, as net/http does.
+func scanHead(buf []byte) (n int, done bool) {
+	for i := 0; i < len(buf); i++ {
+		if buf[i] != '\n' {
+			continue
+		}
+		if i+1 < len(buf) && buf[i+1] == '\n' {
+			return i + 2, true
+		}
+		if i+2 < len(buf) && buf[i+1] == '\r' && buf[i+2] == '\n' {
+			return i + 3, true
+		}
+	}
+	return 0, false
+}
+
+// requestHead is what the proxy needs from one HTTP/1 request head.
+type requestHead struct {
+	host    string // normalized, without port; "" if absent
+	bodyLen int64  // Content-Length, 0 if none
+	chunked bool
+	upgrade bool // the connection leaves HTTP after this request (Upgrade or CONNECT)
+}
+
+// parseHead parses one complete request head with net/http, which also
+// rejects the framing ambiguities request smuggling relies on (conflicting
+// Content-Length, Transfer-Encoding with Content-Length, unknown codings).
+// Absolute-form request targets take precedence over the Host header
+// (RFC 9112 section 3.2.2).
+func parseHead(head []byte) (requestHead, error) {
+	var rh requestHead
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	if err != nil {
+		return rh, reject(ReasonBadRequest, err)
+	}
+	if req.ContentLength > 0 {
+		rh.bodyLen = req.ContentLength
+	}
+	for _, te := range req.TransferEncoding {
+		if te == "chunked" {
+			rh.chunked = true
+		}
+	}
+	rh.upgrade = req.Method == http.MethodConnect ||
+		(req.Header.Get("Upgrade") != "" && headerHasToken(req.Header["Connection"], "upgrade"))
+	host, err := hostWithoutPort(req.Host)
+	if err != nil {
+		return rh, reject(ReasonNoHost, err)
+	}
+	rh.host = host
+	return rh, nil
+}
+
+func headerHasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hostWithoutPort normalizes an HTTP Host ("Example.COM:8080", "[::1]:80",
+// "bücher.example") for route matching.
+func hostWithoutPort(h string) (string, error) {
+	if h == "" {
+		return "", nil
+	}
+	host := h
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return "", fmt.Errorf("bad host %q", h)
+		}
+		host = h[1:end]
+		if rest := h[end+1:]; rest != "" && !validPort(strings.TrimPrefix(rest, ":")) {
+			return "", fmt.Errorf("bad port in host %q", h)
+		}
+		a, err := netip.ParseAddr(host)
+		if err != nil {
+			return "", fmt.Errorf("bad host %q: %w", h, err)
+		}
+		return a.String(), nil
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		if !validPort(h[i+1:]) {
+			return "", fmt.Errorf("bad port in host %q", h)
+		}
+		host = h[:i]
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.String(), nil
+	}
+	return NormalizeName(host)
+}
+
+func validPort(p string) bool {
+	if p == "" {
+		return true // "example.com:" is allowed by RFC 3986
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n > 0 || p == "0"
+}
+
+// errMisdirected reports a request on a kept-alive connection whose Host
+// belongs to another route. None of its bytes were forwarded.
+var errMisdirected = errors.New("proxy: request for another route on a kept-alive connection")
+
+// misdirectedResponse is sent to the client after the backend has answered
+// the requests before the misdirected one (RFC 9110 section 15.5.20).
+const misdirectedResponse = "HTTP/1.1 421 Misdirected Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+// prefixConn reads the peeked bytes, then the connection.
+type prefixConn struct {
+	buf []byte
+	c   net.Conn
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.buf) > 0 {
+		n := copy(b, p.buf)
+		p.buf = p.buf[n:]
+		return n, nil
+	}
+	return p.c.Read(b)
+}
+
+// forwardHTTP copies requests from src to dst one head at a time, asking
+// routed(host) for each request after the first; a request for another route
+// stops the copy with errMisdirected before any of it is written. After an
+// Upgrade or CONNECT it copies raw bytes. It returns nil when the client
+// closed its side cleanly between requests.
+func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool) error {
+	br := bufio.NewReaderSize(src, 16<<10)
+	first := true
+	for {
+		head, err := readHead(br)
+		if err != nil {
+			if err == io.EOF && len(head) == 0 {
+				return nil
+			}
+			return err
+		}
+		rh, err := parseHead(head)
+		if err != nil {
+			return err
+		}
+		if !first && !routed(rh.host) {
+			return errMisdirected
+		}
+		first = false
+		if _, err := dst.Write(head); err != nil {
+			return err
+		}
+		switch {
+		case rh.upgrade:
+			return copyRaw(dst, br, src)
+		case rh.chunked:
+			if err := copyChunked(dst, br); err != nil {
+				return err
+			}
+		case rh.bodyLen > 0:
+			if _, err := io.CopyN(dst, br, rh.bodyLen); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// copyRaw flushes what br and src buffered, then copies the connection itself
+// (spliced when dst is a *net.TCPConn).
+func copyRaw(dst io.Writer, br *bufio.Reader, src *prefixConn) error {
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := dst.Write(b); err != nil {
+			return err
+		}
+	}
+	if len(src.buf) > 0 {
+		if _, err := dst.Write(src.buf); err != nil {
+			return err
+		}
+		src.buf = nil
+	}
+	_, err := io.Copy(dst, src.c)
+	return err
+}
+
+// readHead reads one request head, up to maxHeadBytes. Leading blank lines
+// are kept (RFC 9112 allows a server to ignore them; net/http does).
+func readHead(br *bufio.Reader) ([]byte, error) {
+	var head []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		if len(head) > maxHeadBytes {
+			return head, reject(ReasonTooLarge, nil)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(head) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return head, err
+		}
+		if _, done := scanHead(head); done {
+			return head, nil
+		}
+	}
+}
+
+// maxChunkLine bounds a chunk-size line with extensions.
+const maxChunkLine = 4 << 10
+
+// copyChunked copies one chunked body verbatim, trailers included.
+func copyChunked(dst io.Writer, br *bufio.Reader) error {
+	readLine := func() ([]byte, error) {
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
+			return nil, errors.New("proxy: chunk line too long")
+		}
+		return line, err
+	}
+	for {
+		line, err := readLine()
+		if err != nil {
+			return err
+		}
+		if _, err := dst.Write(line); err != nil {
+			return err
+		}
+		sz := strings.TrimSpace(string(line))
+		if i := strings.IndexByte(sz, ';'); i >= 0 {
+			sz = strings.TrimSpace(sz[:i])
+		}
+		n, err := strconv.ParseUint(sz, 16, 63)
+		if err != nil {
+			return fmt.Errorf("proxy: bad chunk size %q", sz)
+		}
+		if n == 0 {
+			for { // trailers up to the blank line
+				line, err := readLine()
+				if err != nil {
+					return err
+				}
+				if _, err := dst.Write(line); err != nil {
+					return err
+				}
+				if len(bytes.TrimRight(line, "\r\n")) == 0 {
+					return nil
+				}
+			}
+		}
+		if _, err := io.CopyN(dst, br, int64(n)); err != nil {
+			return err
+		}
+		line, err = readLine()
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimRight(line, "\r\n")) != 0 {
+			return errors.New("proxy: chunk not followed by CRLF")
+		}
+		if _, err := dst.Write(line); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,24 @@
+package proxy
+
+import (
+	"net"
+
+	reuseport "github.com/libp2p/go-reuseport"
+)
+
+// Listen opens a TCP listener with SO_REUSEPORT (and SO_REUSEADDR), so that
+// a new process can bind the same port and start accepting before the old
+// one stops: an upgrade or restart refuses no connection. network is "tcp",
+// "tcp4" or "tcp6".
+func Listen(network, addr string) (net.Listener, error) {
+	return reuseport.Listen(network, addr)
+}
+
+// ListenAndServe listens on addr with [Listen] and calls [Proxy.Serve].
+func (p *Proxy) ListenAndServe(addr string) error {
+	l, err := Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return p.Serve(l)
+}

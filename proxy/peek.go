@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// peekResult is what routing read from a connection.
+type peekResult struct {
+	hello *Hello
+	buf   []byte // bytes to replay to the backend (an inbound PROXY header removed)
+}
+
+// initialPeekBuf is the first read buffer: one PQ ClientHello (~1.7 KB) fits.
+const initialPeekBuf = 2048
+
+// peek reads from c until it can route: an optional inbound PROXY header,
+// then a complete ClientHello or HTTP request head. It reads at most
+// maxPeekBytes, and stops at an absolute deadline that it clears before
+// returning. The returned hello is never nil.
+func (p *Proxy) peek(c net.Conn, src netip.AddrPort) (peekResult, error) {
+	h := &Hello{Source: src, Dest: addrPortOf(c.LocalAddr())}
+	res := peekResult{hello: h}
+	trusted := p.trusted(src.Addr())
+	budget := p.maxPeekBytes()
+	deadline := time.Now().Add(p.peekTimeout())
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return res, reject(ReasonClosed, err)
+	}
+	defer c.SetReadDeadline(time.Time{})
+
+	buf := make([]byte, 0, initialPeekBuf)
+	start := 0 // where the client's own bytes begin (after a PROXY header)
+	headerDone := false
+	for {
+		if err := p.scanPeek(&res, buf, &start, &headerDone, trusted); err != nil || res.hello.Protocol != ProtocolUnknown {
+			res.buf = buf[start:]
+			return res, err
+		}
+		if len(buf) >= budget+start {
+			return res, reject(ReasonTooLarge, nil)
+		}
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(2*cap(buf), budget+start))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if n > 0 {
+				continue // look at the bytes first; the error repeats
+			}
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return res, reject(ReasonTimeout, nil)
+			case errors.Is(err, io.EOF):
+				return res, reject(ReasonClosed, io.ErrUnexpectedEOF)
+			}
+			return res, reject(ReasonClosed, err)
+		}
+	}
+}
+
+// scanPeek examines buf; it sets res.hello.Protocol once routing can happen.
+func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bool, trusted bool) error {
+	h := res.hello
+	if !*headerDone {
+		n, present, done, err := scanProxyHeader(buf)
+		switch {
+		case !present && len(buf) == 0:
+			return nil
+		case !present:
+			*headerDone = true
+		case !trusted:
+			return reject(ReasonBadProxyHeader, errors.New("PROXY header from an untrusted source"))
+		case err != nil:
+			return reject(ReasonBadProxyHeader, err)
+		case !done:
+			return nil
+		default:
+			ph, s, d, err := parseProxyHeader(buf[:n])
+			if err != nil {
+				return reject(ReasonBadProxyHeader, err)
+			}
+			if p.ids.ours(ph) {
+				return reject(ReasonLoop, errors.New("our own PROXY header came back"))
+			}
+			if s.IsValid() {
+				h.Source, h.Dest = s, d
+			}
+			*start = n
+			*headerDone = true
+		}
+	}
+	b := buf[*start:]
+	if len(b) == 0 {
+		return nil
+	}
+	switch {
+	case b[0] == recordTypeHandshake:
+		n, done, err := scanHello(b)
+		if err != nil || !done {
+			return err
+		}
+		info, err := parseHello(p.hardCtx, b[:n])
+		if err != nil {
+			return err
+		}
+		name, err := NormalizeName(info.serverName)
+		if err != nil {
+			return reject(ReasonBadHello, err)
+		}
+		h.ServerName, h.ALPN, h.Protocol = name, info.alpn, ProtocolTLS
+	case looksLikeHTTP(b[0]):
+		if !methodOK(b) {
+			return reject(ReasonNotTLS, nil)
+		}
+		n, done := scanHead(b)
+		if !done {
+			return nil
+		}
+		rh, err := parseHead(b[:n])
+		if err != nil {
+			return err
+		}
+		h.ServerName, h.Protocol = rh.host, ProtocolHTTP
+	default:
+		return reject(ReasonNotTLS, nil)
+	}
+	return nil
+}
+
+func (p *Proxy) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, pf := range p.TrustProxyFrom {
+		if pf.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

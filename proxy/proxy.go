@@ -1,0 +1,475 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Target receives connections a [Route] matched. [*Pool] is the usual one.
+type Target interface {
+	// HandleConn owns c from the call on: it must close c before returning.
+	// ctx is cancelled when the proxy is closed; HandleConn must then return
+	// promptly.
+	HandleConn(ctx context.Context, c *Conn)
+}
+
+// TargetFunc adapts a function to [Target].
+type TargetFunc func(ctx context.Context, c *Conn)
+
+// HandleConn calls f(ctx, c).
+func (f TargetFunc) HandleConn(ctx context.Context, c *Conn) { f(ctx, c) }
+
+// Conn is a client connection handed to a [Target]: the bytes in Peeked were
+// read from Conn during routing and must be sent to the backend first.
+type Conn struct {
+	net.Conn        // the client connection, positioned after Peeked
+	Hello    Hello  // what routing saw
+	Peeked   []byte // bytes read from Conn while routing; send them first
+	route    *route // the route that matched
+	proxy    *Proxy // for the per-request HTTP re-check and the loop guard
+}
+
+// Proxy routes TCP connections by TLS SNI or HTTP Host to [Target]s,
+// without terminating TLS. The zero value has no routes; add some, then call
+// [Proxy.Serve]. A Proxy is safe for concurrent use; routes may be changed
+// while it serves (see [Proxy.SetRoutes]).
+//
+// Serve detects the protocol from the first byte: a TLS handshake record is
+// routed by SNI, an HTTP/1 request by Host; the same Proxy can serve a :443
+// and a :80 listener.
+type Proxy struct {
+	// Logger optionally specifies where denials and errors are logged; if
+	// nil, slog.Default() is used. Per-connection detail is at Debug.
+	Logger *slog.Logger
+
+	// PeekTimeout optionally bounds the time from accept to a complete
+	// ClientHello or request head (slowloris protection); if zero, 5 s, the
+	// order of HAProxy's usual tcp-request inspect-delay. The deadline is
+	// cleared as soon as the peek ends.
+	PeekTimeout time.Duration
+
+	// MaxPeekBytes optionally bounds the bytes read while routing; if zero,
+	// 70 KiB: crypto/tls's 64 KiB handshake limit plus record headers. PQ key
+	// shares make hellos of ~1.7 KB, most hellos are well under 2 KB.
+	MaxPeekBytes int
+
+	// TrustProxyFrom lists the networks whose inbound PROXY headers (v1 or
+	// v2) are believed; the header is optional from them. A PROXY header from
+	// any other source closes the connection.
+	TrustProxyFrom []netip.Prefix
+
+	// MaxPeeksPerSource optionally bounds the connections one source address
+	// may have in the routing phase at once; if zero, 32. Negative: no limit.
+	MaxPeeksPerSource int
+
+	// MaxPendingPeeks optionally bounds the connections in the routing phase
+	// at once; if zero, 1024. Negative: no limit.
+	MaxPendingPeeks int
+
+	// MaxConns optionally bounds open client connections; if zero, 16384,
+	// below the usual file descriptor limit with two descriptors a
+	// connection. Negative: no limit.
+	MaxConns int
+
+	// KeepAlive optionally configures TCP keepalive on client and backend
+	// connections; if zero, probes start after 60 s idle, every 15 s, 4
+	// times. Set Enable false with Idle negative to disable.
+	KeepAlive net.KeepAliveConfig
+
+	// UserTimeout optionally sets TCP_USER_TIMEOUT (Linux): how long sent
+	// data may stay unacknowledged before the kernel drops the connection;
+	// if zero, 2 min. Negative: leave the system default. Together with
+	// KeepAlive it is the idle timeout; deadlines are not used after the
+	// peek so that Linux splice stays in use.
+	UserTimeout time.Duration
+
+	// LocalAddrs optionally lists more of our own addresses (the public one
+	// behind a NAT, for instance) that backends must never be: the loop
+	// guard already knows the listeners' addresses.
+	LocalAddrs []netip.Addr
+
+	// OnReject optionally observes connections closed before reaching a
+	// backend. h is nil when nothing was learned. It must not block.
+	OnReject func(h *Hello, r Reason)
+
+	initOnce sync.Once
+	routes   atomic.Pointer[table]
+	routesMu sync.Mutex // serializes route changes
+	ids      *uniqueIDs
+	loops    loopGuard
+	limits   limiter
+	stats    counters
+
+	mu         sync.Mutex
+	listeners  map[*net.Listener]struct{}
+	conns      map[net.Conn]struct{}
+	pools      map[*Pool]struct{}
+	serving    bool // health checks running
+	closed     bool
+	shutdown   chan struct{} // closed by Shutdown/Close
+	hardCtx    context.Context
+	hardCancel context.CancelFunc
+	wg         sync.WaitGroup // connection goroutines
+	connDone   *sync.Cond
+}
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		p.ids = newUniqueIDs()
+		p.listeners = map[*net.Listener]struct{}{}
+		p.conns = map[net.Conn]struct{}{}
+		p.pools = map[*Pool]struct{}{}
+		p.shutdown = make(chan struct{})
+		p.hardCtx, p.hardCancel = context.WithCancel(context.Background())
+		p.connDone = sync.NewCond(&p.mu)
+		p.limits.init()
+	})
+}
+
+func (p *Proxy) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+func (p *Proxy) peekTimeout() time.Duration {
+	if p.PeekTimeout > 0 {
+		return p.PeekTimeout
+	}
+	return 5 * time.Second
+}
+
+func (p *Proxy) maxPeekBytes() int {
+	if p.MaxPeekBytes > 0 {
+		return p.MaxPeekBytes
+	}
+	return 70 << 10
+}
+
+func limitOr(v, def int) int {
+	switch {
+	case v > 0:
+		return v
+	case v < 0:
+		return -1
+	}
+	return def
+}
+
+// SetRoutes validates routes and, if all are valid, replaces the route table
+// atomically. Connections already routed are not touched; on kept-alive HTTP
+// connections the next request is matched against the new table.
+func (p *Proxy) SetRoutes(routes []Route) error {
+	p.init()
+	t, err := newTable(routes)
+	if err != nil {
+		return err
+	}
+	p.routesMu.Lock()
+	defer p.routesMu.Unlock()
+	p.routes.Store(t)
+	p.syncPools(t)
+	return nil
+}
+
+// Routes returns a copy of the current routes.
+func (p *Proxy) Routes() []Route {
+	t := p.routes.Load()
+	if t == nil {
+		return nil
+	}
+	return append([]Route(nil), t.routes...)
+}
+
+// AddRoute validates r and adds it to the routes.
+func (p *Proxy) AddRoute(r Route) error {
+	p.init()
+	p.routesMu.Lock()
+	var cur []Route
+	if t := p.routes.Load(); t != nil {
+		cur = t.routes
+	}
+	t, err := newTable(append(append([]Route(nil), cur...), r))
+	if err == nil {
+		p.routes.Store(t)
+		p.syncPools(t)
+	}
+	p.routesMu.Unlock()
+	return err
+}
+
+// AddSNIRoute routes TLS connections for host ("name", "*.suffix", or "" for
+// the default route) to target.
+func (p *Proxy) AddSNIRoute(host string, target Target) error {
+	return p.AddRoute(Route{Protocol: ProtocolTLS, Host: host, Target: target})
+}
+
+// AddHTTPHostRoute routes plain HTTP requests for host to target.
+func (p *Proxy) AddHTTPHostRoute(host string, target Target) error {
+	return p.AddRoute(Route{Protocol: ProtocolHTTP, Host: host, Target: target})
+}
+
+// AddALPNRoute routes TLS connections for host that offer one of protos
+// (say "acme-tls/1") to target, before routes for host without ALPN.
+func (p *Proxy) AddALPNRoute(host string, protos []string, target Target) error {
+	return p.AddRoute(Route{Protocol: ProtocolTLS, Host: host, ALPN: protos, Target: target})
+}
+
+// syncPools starts health checks for pools of t and stops those of pools no
+// longer routed. Called with routesMu held.
+func (p *Proxy) syncPools(t *table) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.serving || p.closed {
+		return
+	}
+	want := map[*Pool]struct{}{}
+	for _, r := range t.routes {
+		if pl, ok := r.Target.(*Pool); ok {
+			want[pl] = struct{}{}
+		}
+	}
+	for pl := range want {
+		if _, ok := p.pools[pl]; !ok {
+			p.pools[pl] = struct{}{}
+			pl.acquire(p)
+		}
+	}
+	for pl := range p.pools {
+		if _, ok := want[pl]; !ok {
+			delete(p.pools, pl)
+			pl.release()
+		}
+	}
+}
+
+// Serve accepts connections on l and routes them until [Proxy.Shutdown] or
+// [Proxy.Close]; it then returns [ErrServerClosed]. Serve closes l.
+func (p *Proxy) Serve(l net.Listener) error {
+	p.init()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	p.listeners[&l] = struct{}{}
+	first := !p.serving
+	p.serving = true
+	p.mu.Unlock()
+	if first {
+		p.routesMu.Lock()
+		p.syncPools(p.routes.Load())
+		p.routesMu.Unlock()
+	}
+	p.loops.addListener(l.Addr())
+	defer func() {
+		p.mu.Lock()
+		delete(p.listeners, &l)
+		p.mu.Unlock()
+		p.loops.removeListener(l.Addr())
+		l.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			select {
+			case <-p.shutdown:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.logger().Warn("proxy: accept", "err", err, "retry", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-p.shutdown:
+					return ErrServerClosed
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !p.track(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+		go p.handle(c)
+	}
+}
+
+// isTemporary reports accept errors worth retrying (EMFILE, ENFILE,
+// ECONNABORTED), as net/http does.
+func isTemporary(err error) bool {
+	type temporary interface{ Temporary() bool }
+	var t temporary
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	p.wg.Add(1)
+	return true
+}
+
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	p.wg.Done()
+}
+
+// Close closes the listeners and every connection at once, and waits for
+// the proxy's goroutines (health checks included) to end.
+func (p *Proxy) Close() error {
+	p.init()
+	p.beginShutdown()
+	p.hardCancel()
+	p.mu.Lock()
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.stopPools()
+	return nil
+}
+
+// Shutdown closes the listeners, lets connections in the routing phase
+// finish routing, and waits for all connections to end on their own. If ctx
+// ends first it closes the rest as [Proxy.Close] does and returns ctx.Err().
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.init()
+	p.beginShutdown()
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		p.hardCancel()
+		p.stopPools()
+		return nil
+	case <-ctx.Done():
+		p.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (p *Proxy) beginShutdown() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		close(p.shutdown)
+	}
+	for l := range p.listeners {
+		(*l).Close()
+	}
+}
+
+func (p *Proxy) stopPools() {
+	p.mu.Lock()
+	pools := p.pools
+	p.pools = map[*Pool]struct{}{}
+	p.mu.Unlock()
+	for pl := range pools {
+		pl.release()
+	}
+}
+
+// handle routes one accepted connection.
+func (p *Proxy) handle(c net.Conn) {
+	defer p.untrack(c)
+	p.stats.accepted.Add(1)
+	open := p.stats.open.Add(1)
+	defer p.stats.open.Add(-1)
+	src := addrPortOf(c.RemoteAddr())
+	if m := limitOr(p.MaxConns, 16384); m > 0 && open > int64(m) {
+		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
+		return
+	}
+	if p.loops.isOurDial(src) {
+		p.rejected(c, &Hello{Source: src}, ReasonLoop, nil)
+		return
+	}
+	if !p.limits.acquire(src.Addr(), limitOr(p.MaxPeeksPerSource, 32), limitOr(p.MaxPendingPeeks, 1024)) {
+		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
+		return
+	}
+	setTCPOptions(c, p.KeepAlive, p.UserTimeout)
+	pk, err := p.peek(c, src)
+	p.limits.release(src.Addr())
+	if err == nil && p.loops.isOurDial(src) {
+		err = reject(ReasonLoop, nil) // the dial registered itself while we peeked
+	}
+	if err != nil {
+		p.rejected(c, pk.hello, ReasonOf(err), err)
+		return
+	}
+	t := p.routes.Load()
+	r, reason := t.match(pk.hello)
+	if r == nil {
+		p.rejected(c, pk.hello, reason, nil)
+		return
+	}
+	p.stats.routed.Add(1)
+	p.logger().Debug("proxy: routed", "src", pk.hello.Source, "name", pk.hello.ServerName,
+		"proto", pk.hello.Protocol, "route", r.Host)
+	r.Target.HandleConn(p.hardCtx, &Conn{Conn: c, Hello: *pk.hello, Peeked: pk.buf, route: r, proxy: p})
+}
+
+func (p *Proxy) rejected(c net.Conn, h *Hello, r Reason, err error) {
+	c.Close()
+	if r == ReasonUnknown {
+		r = ReasonClosed
+	}
+	p.stats.reject(r)
+	switch r {
+	case ReasonDenied, ReasonLoop, ReasonBadProxyHeader:
+		p.logger().Warn("proxy: connection refused", "reason", r.String(), "src", h.Source, "name", h.ServerName)
+	default:
+		p.logger().Debug("proxy: connection closed", "reason", r.String(), "src", h.Source, "name", h.ServerName, "err", err)
+	}
+	if p.OnReject != nil {
+		p.OnReject(h, r)
+	}
+}
+
+// stillRouted reports whether a later request on a kept-alive HTTP
+// connection, for host, matches the same target as the first.
+func (c *Conn) stillRouted(host string) bool {
+	if c.proxy == nil || c.route == nil {
+		return true
+	}
+	h := c.Hello
+	h.ServerName = host
+	r, _ := c.proxy.routes.Load().match(&h)
+	return r != nil && sameTarget(r.Target, c.route.Target)
+}
+
+func sameTarget(a, b Target) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	return reflect.TypeOf(a).Comparable() && a == b
+}

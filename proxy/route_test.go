@@ -1,0 +1,121 @@
+package proxy
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+)
+
+type namedTarget string
+
+func (namedTarget) HandleConn(_ context.Context, c *Conn) { c.Close() }
+
+func TestRouteMatch(t *testing.T) {
+	lan := []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}
+	routes := []Route{
+		{Protocol: ProtocolTLS, Host: "blog.example.com", Target: namedTarget("blog")},
+		{Protocol: ProtocolTLS, Host: "blog.example.com", ALPN: []string{"acme-tls/1"}, Target: namedTarget("acme")},
+		{Protocol: ProtocolTLS, Host: "*.example.com", Target: namedTarget("wild")},
+		{Protocol: ProtocolTLS, Host: "*.deep.example.com", Target: namedTarget("deep")},
+		{Protocol: ProtocolTLS, Host: "bücher.example", Target: namedTarget("idn")},
+		{Protocol: ProtocolTLS, Host: "admin.example.com", Allow: lan, Target: namedTarget("admin-lan")},
+		{Protocol: ProtocolTLS, Host: "db.example.com", Allow: lan, Target: namedTarget("db")},
+		{Protocol: ProtocolTLS, Host: "admin.example.com", Target: namedTarget("admin-public")},
+		{Protocol: ProtocolTLS, Host: "pred.test", Match: func(h *Hello) bool { return h.Source.Port() == 1 }, Target: namedTarget("pred")},
+		{Protocol: ProtocolHTTP, Host: "blog.example.com", Target: namedTarget("blog-http")},
+		{Protocol: ProtocolHTTP, Host: "", Target: namedTarget("http-default")},
+	}
+	tab, err := newTable(routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanSrc := netip.MustParseAddrPort("192.168.1.5:1000")
+	wan := netip.MustParseAddrPort("203.0.113.9:1000")
+	tests := []struct {
+		name   string
+		h      Hello
+		want   string
+		reason Reason
+	}{
+		{"exact", Hello{Protocol: ProtocolTLS, ServerName: "blog.example.com", Source: wan}, "blog", 0},
+		{"alpn wins at same host", Hello{Protocol: ProtocolTLS, ServerName: "blog.example.com", ALPN: []string{"h2", "acme-tls/1"}, Source: wan}, "acme", 0},
+		{"other alpn", Hello{Protocol: ProtocolTLS, ServerName: "blog.example.com", ALPN: []string{"h2"}, Source: wan}, "blog", 0},
+		{"wildcard one label", Hello{Protocol: ProtocolTLS, ServerName: "www.example.com", Source: wan}, "wild", 0},
+		{"wildcard deeper", Hello{Protocol: ProtocolTLS, ServerName: "a.b.example.com", Source: wan}, "wild", 0},
+		{"longest wildcard", Hello{Protocol: ProtocolTLS, ServerName: "x.deep.example.com", Source: wan}, "deep", 0},
+		{"wildcard not apex", Hello{Protocol: ProtocolTLS, ServerName: "example.com", Source: wan}, "", ReasonNoRoute},
+		{"idn punycode", Hello{Protocol: ProtocolTLS, ServerName: "xn--bcher-kva.example", Source: wan}, "idn", 0},
+		{"acl lan", Hello{Protocol: ProtocolTLS, ServerName: "admin.example.com", Source: lanSrc}, "admin-lan", 0},
+		{"acl falls to same host", Hello{Protocol: ProtocolTLS, ServerName: "admin.example.com", Source: wan}, "admin-public", 0},
+		{"acl denied, not to wildcard", Hello{Protocol: ProtocolTLS, ServerName: "db.example.com", Source: wan}, "", ReasonDenied},
+		{"acl mapped v4", Hello{Protocol: ProtocolTLS, ServerName: "db.example.com", Source: netip.MustParseAddrPort("[::ffff:192.168.1.7]:5")}, "db", 0},
+		{"predicate", Hello{Protocol: ProtocolTLS, ServerName: "pred.test", Source: netip.MustParseAddrPort("1.1.1.1:1")}, "pred", 0},
+		{"predicate false", Hello{Protocol: ProtocolTLS, ServerName: "pred.test", Source: wan}, "", ReasonNoRoute},
+		{"no sni no default", Hello{Protocol: ProtocolTLS, Source: wan}, "", ReasonNoSNI},
+		{"unknown name", Hello{Protocol: ProtocolTLS, ServerName: "nope.test", Source: wan}, "", ReasonNoRoute},
+		{"http exact", Hello{Protocol: ProtocolHTTP, ServerName: "blog.example.com", Source: wan}, "blog-http", 0},
+		{"http default", Hello{Protocol: ProtocolHTTP, ServerName: "x.test", Source: wan}, "http-default", 0},
+		{"http no host default", Hello{Protocol: ProtocolHTTP, Source: wan}, "http-default", 0},
+		{"unknown protocol", Hello{ServerName: "blog.example.com"}, "", ReasonNoRoute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, reason := tab.match(&tt.h)
+			got := ""
+			if r != nil {
+				got = string(r.Target.(namedTarget))
+			}
+			if got != tt.want || reason != tt.reason {
+				t.Errorf("match = %q, %v; want %q, %v", got, reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+func TestRouteValidation(t *testing.T) {
+	tgt := namedTarget("x")
+	bad := []Route{
+		{Host: "a.test", Target: tgt},
+		{Protocol: ProtocolTLS, Host: "a.test"},
+		{Protocol: ProtocolTLS, Host: "a*.test", Target: tgt},
+		{Protocol: ProtocolTLS, Host: "*.", Target: tgt},
+		{Protocol: ProtocolTLS, Host: "a..test", Target: tgt},
+		{Protocol: ProtocolTLS, Host: "a b.test", Target: tgt},
+		{Protocol: ProtocolHTTP, Host: "a.test", ALPN: []string{"h2"}, Target: tgt},
+		{Protocol: ProtocolTLS, Host: "a.test", Allow: []netip.Prefix{{}}, Target: tgt},
+	}
+	for i, r := range bad {
+		if _, err := newTable([]Route{r}); err == nil {
+			t.Errorf("route %d %+v: no error", i, r)
+		}
+	}
+	var p Proxy
+	must(t, p.AddSNIRoute("good.test", tgt))
+	if err := p.SetRoutes(append(p.Routes(), bad[0])); err == nil {
+		t.Fatal("SetRoutes accepted a bad route")
+	}
+	if n := len(p.Routes()); n != 1 {
+		t.Errorf("after a failed SetRoutes there are %d routes, want the old 1", n)
+	}
+}
+
+func TestNormalizeName(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"Example.COM.", "example.com"},
+		{"BÜCHER.example", "xn--bcher-kva.example"},
+		{"xn--bcher-kva.example", "xn--bcher-kva.example"},
+		{"_acme.example", "_acme.example"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		got, err := NormalizeName(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("NormalizeName(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"a..b", "a/b", string(make([]byte, 300))} {
+		if _, err := NormalizeName(in); err == nil {
+			t.Errorf("NormalizeName(%q): no error", in)
+		}
+	}
+}
