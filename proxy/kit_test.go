@@ -224,7 +224,7 @@ func newRawBackend(t testing.TB) *rawBackend {
 			})
 		}
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	t.Cleanup(func() { l.Close(); wg.Wait(); close(b.got) })
 	return b
 }
 
@@ -292,3 +292,5 @@ func dialTLSAny(t testing.TB, addr, name string) (string, error) {
 	b, err := io.ReadAll(c)
 	return string(b), err
 }
+
+func newBytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
