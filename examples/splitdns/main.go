@@ -1,0 +1,118 @@
+// Command splitdns serves split-horizon DNS from the `dns:` section of a
+// hairpin configuration file: LAN clients get LAN addresses, everyone else
+// the public address, and names outside the local data are forwarded only
+// for views with recursion.
+//
+//	splitdns -config hairpin.yaml [-public 203.0.113.1]
+//
+// Records may contain {public}; -public sets it (the gateway learns it by
+// probing the NAT instead). SIGHUP is not handled: restart to reload.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hairpin-go/hairpin/dnssplit"
+	"github.com/hairpin-go/hairpin/internal/config"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "splitdns:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "", "configuration file (YAML with a dns: section)")
+	public := flag.String("public", "", "public address substituted for {public} in records")
+	flag.Parse()
+	if *path == "" {
+		flag.Usage()
+		return errors.New("-config is required")
+	}
+	f, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if f.DNS == nil {
+		return fmt.Errorf("%s has no dns: section", *path)
+	}
+	level := slog.LevelInfo
+	if f.Log.Level == "debug" {
+		level = slog.LevelDebug
+	}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if f.Log.Format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(h)
+	srv, setPublic, err := f.DNS.Build(log)
+	if err != nil {
+		return err
+	}
+	if *public != "" {
+		a, err := netip.ParseAddr(*public)
+		if err != nil {
+			return fmt.Errorf("-public: %w", err)
+		}
+		if err := setPublic(a); err != nil {
+			return err
+		}
+	}
+	listen := f.DNS.Listen
+	if len(listen) == 0 {
+		listen = []string{"127.0.0.1:53"}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 2*len(listen))
+	var wg sync.WaitGroup
+	for _, a := range listen {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			srv.Close()
+			wg.Wait()
+			return err
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close()
+			srv.Close()
+			wg.Wait()
+			return err
+		}
+		log.Info("splitdns: listening", "addr", pc.LocalAddr().String())
+		wg.Add(2)
+		go func() { defer wg.Done(); errc <- srv.ServePacket(pc) }()
+		go func() { defer wg.Done(); errc <- srv.Serve(l) }()
+	}
+	for _, v := range srv.Views {
+		log.Info("splitdns: view", "name", v.Name, "networks", v.Networks, "recursion", v.Recursion, "zones", v.Records.Zones())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, dnssplit.ErrServerClosed) {
+			err = nil
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	serr := srv.Shutdown(sctx)
+	wg.Wait()
+	st := srv.Stats()
+	log.Info("splitdns: stopped", "queries", st.Queries, "cacheHits", st.CacheHits, "stale", st.StaleServed)
+	return errors.Join(err, serr)
+}
