@@ -1,0 +1,248 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// evidence is everything classification looks at.
+type evidence struct {
+	plan plan
+	// first are socket A's bindings to each server; mapping its bindings to
+	// plan.mapping, in order.
+	first   []obs
+	mapping []obs
+	// filterIPPort and filterPort are the CHANGE-REQUEST tests, each from a
+	// fresh socket to plan.primary.
+	filterIPPort, filterPort obs
+	// hairpin: ran, and answered when socket A received the second socket's
+	// packet sent to A's mapping.
+	hairpin obs
+	// ports are (local, mapped) pairs of every socket that got a mapping.
+	ports [][2]netip.AddrPort
+}
+
+// verdict is the classification of evidence.
+type verdict struct {
+	udp                   bool
+	public, local         netip.AddrPort
+	behindNAT             Answer
+	mapping, filtering    Behavior
+	hairpinning           Answer
+	portPreserved         Answer
+	mappingVariesByServer Answer
+	carrierGradeNAT       Answer
+	doubleNAT             Answer
+	check                 ServerCheck
+}
+
+var (
+	sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598
+)
+
+// classify is a pure function from evidence to verdict. It only concludes
+// what the evidence shows; everything else stays unknown.
+func classify(ev evidence) verdict {
+	var v verdict
+	v.check = ev.plan.check
+	v.check.Problems = slices.Clone(v.check.Problems)
+	// The public address comes from the first server that answered.
+	var a obs
+	for _, o := range ev.first {
+		if o.answered {
+			a = o
+			break
+		}
+	}
+	if !a.answered {
+		return v
+	}
+	v.udp = true
+	v.public, v.local = a.mapped, a.local
+	if a.local.IsValid() && !a.local.Addr().IsUnspecified() {
+		v.behindNAT = answerOf(a.mapped != a.local)
+	}
+	pub := a.mapped.Addr()
+	switch {
+	case sharedSpace.Contains(pub):
+		v.carrierGradeNAT, v.doubleNAT = Yes, Yes
+	case pub.IsPrivate() && v.behindNAT == Yes && !pub.IsLoopback():
+		// The server sees a private source although we were translated: a
+		// second NAT lies between the server and us, or the server is inside.
+		v.doubleNAT = Yes
+	}
+
+	// Mapping: socket A's mapped address for every destination it reached.
+	var dsts []obs
+	for _, o := range ev.first {
+		if o.answered {
+			dsts = append(dsts, o)
+		}
+	}
+	for _, o := range ev.mapping {
+		if o.answered {
+			dsts = append(dsts, o)
+		}
+	}
+	v.mapping = mappingBehavior(dsts)
+	if v.behindNAT == No && v.mapping == BehaviorUnknown && len(dsts) > 0 {
+		// Without translation there is nothing to depend on the destination.
+		same := true
+		for _, o := range dsts {
+			same = same && o.mapped == a.mapped
+		}
+		if same {
+			v.mapping = EndpointIndependent
+		}
+	}
+	v.mappingVariesByServer = variesByServer(ev.first)
+
+	// Server verification from the phase-two tests.
+	rfcOK := false
+	if ev.plan.rfc >= 0 {
+		rfcOK = true
+		for i, o := range ev.mapping {
+			if !o.answered {
+				rfcOK = false
+				msg := fmt.Sprintf("alternate address %v did not answer", ev.plan.mapping[i])
+				if len(o.strays) > 0 {
+					msg += fmt.Sprintf(" (answers came from %v instead)", o.strays)
+				}
+				v.check.Problems = append(v.check.Problems, msg)
+			}
+		}
+	}
+	filterOK := true
+	for _, f := range []struct {
+		o    obs
+		want netip.AddrPort
+		name string
+	}{
+		{ev.filterIPPort, ev.plan.other, "change IP and port"},
+		{ev.filterPort, netip.AddrPortFrom(ev.plan.primary.Addr(), ev.plan.other.Port()), "change port"},
+	} {
+		if !f.o.ran {
+			continue
+		}
+		switch {
+		case f.o.errorCode != 0:
+			filterOK = false
+			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) refused with error %d", f.name, f.o.errorCode))
+		case !f.o.answered && len(f.o.strays) > 0:
+			filterOK = false
+			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) answered from %v, not from %v", f.name, f.o.strays, f.want))
+		case f.o.answered && f.o.origin.IsValid() && f.o.origin != f.o.from:
+			v.check.Problems = append(v.check.Problems, fmt.Sprintf("RESPONSE-ORIGIN %v differs from the packet source %v", f.o.origin, f.o.from))
+		}
+	}
+	switch {
+	case ev.plan.rfc < 0:
+	case !rfcOK:
+		v.check.RFC5780 = Broken
+	case !filterOK:
+		if v.check.RFC5780 == SupportUnknown {
+			v.check.RFC5780 = Broken
+			if ev.filterIPPort.errorCode != 0 || ev.filterPort.errorCode != 0 {
+				v.check.RFC5780 = NotSupported
+			}
+		}
+	default:
+		v.check.RFC5780 = Supported
+	}
+	if v.check.RFC5780 != Supported {
+		// Mapping results that needed the alternate address are void too,
+		// unless they came from comparing servers.
+		if ev.plan.rfc >= 0 {
+			v.mapping = mappingBehavior(answeredOnly(ev.first))
+		}
+	} else if ev.filterIPPort.ran && ev.filterPort.ran {
+		switch {
+		case ev.filterIPPort.answered:
+			v.filtering = EndpointIndependent
+		case ev.filterPort.answered:
+			v.filtering = AddressDependent
+		default:
+			v.filtering = AddressAndPortDependent
+		}
+	}
+
+	// Hairpinning needs the packet to be sent to a known mapping.
+	if ev.hairpin.ran {
+		v.hairpinning = answerOf(ev.hairpin.answered)
+	}
+
+	if len(ev.ports) > 0 {
+		kept := true
+		for _, p := range ev.ports {
+			kept = kept && p[0].Port() == p[1].Port()
+		}
+		v.portPreserved = answerOf(kept)
+	}
+	return v
+}
+
+func answeredOnly(os []obs) []obs {
+	var out []obs
+	for _, o := range os {
+		if o.answered {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// mappingBehavior compares one socket's mapped addresses across
+// destinations. Same mapping for two different destination IPs means
+// endpoint-independent; a different mapping for two ports of one IP means
+// address-and-port-dependent; a mapping that varies with the IP but not with
+// the port of one IP means address-dependent. Anything less is unknown.
+func mappingBehavior(dsts []obs) Behavior {
+	var (
+		sameIPDiffer, sameIPSame bool // pairs with one IP and two ports
+		diffIPDiffer, diffIPSame bool // pairs with two IPs
+	)
+	for i := range dsts {
+		for j := i + 1; j < len(dsts); j++ {
+			a, b := dsts[i], dsts[j]
+			if a.server == b.server {
+				continue
+			}
+			same := a.mapped == b.mapped
+			if a.server.Addr() == b.server.Addr() {
+				sameIPDiffer = sameIPDiffer || !same
+				sameIPSame = sameIPSame || same
+			} else {
+				diffIPDiffer = diffIPDiffer || !same
+				diffIPSame = diffIPSame || same
+			}
+		}
+	}
+	switch {
+	case sameIPDiffer:
+		return AddressAndPortDependent
+	case diffIPDiffer && sameIPSame:
+		return AddressDependent
+	case diffIPSame && !diffIPDiffer:
+		return EndpointIndependent
+	}
+	return BehaviorUnknown
+}
+
+// variesByServer compares the mappings servers at different IPs reported.
+func variesByServer(first []obs) Answer {
+	var ans Answer
+	for i := range first {
+		for j := i + 1; j < len(first); j++ {
+			a, b := first[i], first[j]
+			if !a.answered || !b.answered || a.server.Addr() == b.server.Addr() {
+				continue
+			}
+			if a.mapped != b.mapped {
+				return Yes
+			}
+			ans = No
+		}
+	}
+	return ans
+}

@@ -1,0 +1,452 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ErrNoAnswer is returned by Probe when no server answered over UDP. The
+// Report returned with it is still filled in with the evidence.
+var ErrNoAnswer = errors.New("nat: no STUN server answered")
+
+// Defaults, and why.
+const (
+	// DefaultTimeout bounds a probe without lifetime measurement. The slowest
+	// path is a silent server: its retransmissions end after about 3.75 s.
+	DefaultTimeout = 5 * time.Second
+	// defaultRTO is the first retransmission timeout towards a server whose
+	// round-trip time is not known yet. RFC 5389 suggests 500 ms for any
+	// path; a probe wants an answer sooner and retransmits instead.
+	defaultRTO = 250 * time.Millisecond
+	// minRTO floors the retransmission timeout once the round-trip time is
+	// known, so scheduling jitter on a loaded host is not read as loss.
+	minRTO = 30 * time.Millisecond
+	// DefaultPort is the STUN port (RFC 5389).
+	DefaultPort = 3478
+)
+
+// Client probes the NAT between this host and the internet. The zero value
+// has no servers; set Servers. A Client is safe for concurrent use; every
+// Probe uses fresh sockets.
+type Client struct {
+	// Servers lists STUN servers as "host:port" or "host" (port 3478). With
+	// one RFC 5780 server (two IPs, two ports) every behaviour is measured;
+	// with plain servers the mapping behaviour comes from comparing their
+	// answers and filtering stays unknown. The first server that proves RFC
+	// 5780 support runs the filtering tests.
+	Servers []string
+
+	// Network is "udp4" (the default) or "udp6". Servers are resolved in
+	// that family only.
+	Network string
+
+	// Timeout bounds the UDP and TCP tests; zero means DefaultTimeout. The
+	// ctx given to Probe bounds everything, including the lifetime search.
+	Timeout time.Duration
+
+	// RTO optionally sets the first retransmission timeout; zero means 250 ms.
+	RTO time.Duration
+
+	// NoHairpin switches off the hairpin test (a second local socket sends
+	// one packet to the first socket's public mapping), which some firewalls
+	// log as a LAND attack.
+	NoHairpin bool
+
+	// TCP enables the TCP mapping test: several connections from one local
+	// port (SO_REUSEPORT) to the server's addresses.
+	TCP bool
+
+	// Lifetime enables the UDP mapping lifetime search. It takes about twice
+	// the lifetime or LifetimeMax, whichever is less, so it is opt-in.
+	Lifetime bool
+	// LifetimeMax bounds the lifetime search; zero means 2 minutes.
+	LifetimeMax time.Duration
+	// LifetimeResolution is the precision the search stops at; zero means
+	// 1/16 of the first interval found (at least one second).
+	LifetimeResolution time.Duration
+
+	// ListenPacket optionally opens the probe's UDP sockets; if nil,
+	// net.ListenConfig.ListenPacket on an unspecified address and port is
+	// used. Every call must return a fresh socket with a new local port.
+	ListenPacket func(ctx context.Context, network, address string) (net.PacketConn, error)
+
+	// DialTCP optionally makes the TCP test's connections, all from the
+	// local address laddr (empty: any); it must set SO_REUSEADDR and
+	// SO_REUSEPORT. If nil, github.com/libp2p/go-reuseport is used.
+	DialTCP func(ctx context.Context, network, laddr, raddr string) (net.Conn, error)
+
+	// Resolver optionally resolves server names; if nil, net.DefaultResolver.
+	Resolver *net.Resolver
+
+	// Logger optionally specifies where to log; if nil, slog.Default() is used.
+	Logger *slog.Logger
+
+	// clock drives the lifetime search; nil means real time. Tests set it.
+	clock clock
+}
+
+func (c *Client) network() string {
+	if c.Network == "udp6" {
+		return "udp6"
+	}
+	return "udp4"
+}
+
+func (c *Client) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return DefaultTimeout
+}
+
+func (c *Client) rto() time.Duration {
+	if c.RTO > 0 {
+		return c.RTO
+	}
+	return defaultRTO
+}
+
+func (c *Client) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+func (c *Client) listen(ctx context.Context) (net.PacketConn, error) {
+	addr := "0.0.0.0:0"
+	if c.network() == "udp6" {
+		addr = "[::]:0"
+	}
+	if c.ListenPacket != nil {
+		return c.ListenPacket(ctx, c.network(), addr)
+	}
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(ctx, c.network(), addr)
+	if err != nil {
+		return nil, fmt.Errorf("nat: %w", err)
+	}
+	return pc, nil
+}
+
+// resolve turns Servers into addresses of the client's family, in order,
+// without duplicates.
+func (c *Client) resolve(ctx context.Context) ([]netip.AddrPort, error) {
+	r := c.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	want := "ip4"
+	if c.network() == "udp6" {
+		want = "ip6"
+	}
+	var (
+		out  []netip.AddrPort
+		errs []error
+	)
+	for _, s := range c.Servers {
+		host, portStr, err := net.SplitHostPort(s)
+		if err != nil {
+			host, portStr = s, strconv.Itoa(DefaultPort)
+		}
+		port, err := strconv.ParseUint(portStr, 10, 16)
+		if err != nil || port == 0 {
+			errs = append(errs, fmt.Errorf("nat: server %q: bad port", s))
+			continue
+		}
+		var addr netip.Addr
+		if a, err := netip.ParseAddr(host); err == nil {
+			addr = a.Unmap()
+			if addr.Is4() != (want == "ip4") {
+				continue
+			}
+		} else {
+			ips, err := r.LookupNetIP(ctx, want, host)
+			if err != nil || len(ips) == 0 {
+				errs = append(errs, fmt.Errorf("nat: server %q: %w", s, err))
+				continue
+			}
+			addr = ips[0].Unmap()
+		}
+		ap := netip.AddrPortFrom(addr, uint16(port))
+		dup := false
+		for _, o := range out {
+			dup = dup || o == ap
+		}
+		if !dup {
+			out = append(out, ap)
+		}
+	}
+	if len(out) == 0 {
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("nat: no %s STUN server configured", want)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// Probe measures the NAT. It returns when every test ended or ctx is done;
+// it never takes longer than Timeout (plus LifetimeMax with Lifetime). With
+// ErrNoAnswer the returned Report still holds the evidence.
+func (c *Client) Probe(ctx context.Context) (*Report, error) {
+	start := time.Now()
+	servers, err := c.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{}
+	udpCtx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	e := newEngine(c.listen)
+	defer e.close()
+	rec := &recorder{}
+
+	ev, sockA, err := c.probeUDP(udpCtx, e, servers, rec)
+	if err != nil {
+		return nil, err
+	}
+	v := classify(ev)
+	rep.UDP = v.udp
+	rep.Public, rep.Local = v.public, v.local
+	rep.BehindNAT = v.behindNAT
+	rep.Mapping, rep.Filtering = v.mapping, v.filtering
+	rep.Hairpinning = v.hairpinning
+	rep.PortPreserved = v.portPreserved
+	rep.MappingVariesByServer = v.mappingVariesByServer
+	rep.CarrierGradeNAT, rep.DoubleNAT = v.carrierGradeNAT, v.doubleNAT
+	rep.Server = v.check
+	rep.Classic = Classic(v.behindNAT, v.mapping, v.filtering)
+	if rep.Classic == "unknown" && v.mappingVariesByServer == Yes {
+		rep.Classic = "symmetric"
+	}
+
+	if c.TCP && rep.UDP {
+		rep.TCP = c.probeTCP(udpCtx, ev.plan, ev.first)
+	}
+	if c.Lifetime && rep.UDP {
+		c.probeLifetime(ctx, e, ev.plan, ev.first, sockA, rep, rec)
+	}
+	rep.Probes = rec.sorted()
+	rep.Duration = time.Since(start)
+	c.logger().Debug("nat: probe done", "public", rep.Public, "mapping", rep.Mapping,
+		"filtering", rep.Filtering, "server", rep.Server.RFC5780, "duration", rep.Duration)
+	if !rep.UDP {
+		return rep, ErrNoAnswer
+	}
+	return rep, nil
+}
+
+// probeUDP runs the UDP tests: phase one binds socket A to every server;
+// phase two runs the plan's mapping, filtering and hairpin tests in parallel,
+// each filtering test on its own fresh socket.
+func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPort, rec *recorder) (evidence, *socket, error) {
+	var ev evidence
+	a, err := e.open(ctx)
+	if err != nil {
+		return ev, nil, err
+	}
+	first := schedule{rto: c.rto(), sends: 4, last: 8}
+	ev.first = make([]obs, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Go(func() {
+			ev.first[i] = c.bind(ctx, e, a, srv, request{txid: newTxID()}, first, rec, "binding", i)
+		})
+	}
+	wg.Wait()
+	ev.plan = makePlan(ev.first, !c.NoHairpin)
+	for _, o := range ev.first {
+		if o.answered {
+			ev.ports = append(ev.ports, [2]netip.AddrPort{a.effectiveLocal(), o.mapped})
+			break
+		}
+	}
+	if ev.plan.hairpin < 0 && ev.plan.rfc < 0 {
+		return ev, a, nil
+	}
+	// Later tests know the round-trip time: retransmit sooner and give up
+	// sooner, so negative results cost little.
+	var rtt time.Duration
+	for _, o := range ev.first {
+		if o.answered {
+			rtt = max(rtt, o.rtt)
+		}
+	}
+	sch := schedule{rto: min(max(3*rtt, minRTO), c.rto()), sends: 3, last: 4}
+
+	var mu sync.Mutex
+	if ev.plan.rfc >= 0 {
+		ev.mapping = make([]obs, len(ev.plan.mapping))
+		for i, dst := range ev.plan.mapping {
+			wg.Go(func() {
+				ev.mapping[i] = c.bind(ctx, e, a, dst, request{txid: newTxID()}, sch, rec, mappingTest[i], 0)
+			})
+		}
+		wg.Go(func() {
+			ev.filterIPPort = c.filter(ctx, e, ev.plan, true, sch, rec, &mu, &ev.ports)
+		})
+		wg.Go(func() {
+			ev.filterPort = c.filter(ctx, e, ev.plan, false, sch, rec, &mu, &ev.ports)
+		})
+	}
+	if ev.plan.hairpin >= 0 {
+		wg.Go(func() {
+			ev.hairpin = c.hairpin(ctx, e, a, servers[ev.plan.hairpin], ev.first[ev.plan.hairpin].mapped, sch, rec, &mu, &ev.ports)
+		})
+	}
+	wg.Wait()
+	for i := range ev.first {
+		ev.first[i].local = a.effectiveLocal()
+	}
+	if len(ev.ports) > 0 {
+		ev.ports[0][0] = a.effectiveLocal()
+	}
+	return ev, a, nil
+}
+
+var mappingTest = []string{"mapping-alt-ip", "mapping-alt-ip-port"}
+
+// bind runs one Binding transaction from s to dst and records it.
+func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sch schedule, rec *recorder, test string, order int) obs {
+	out := e.exchange(ctx, s, s, dst, req, from(dst), false, sch)
+	o := toObs(out, s, dst)
+	rec.add(test, order, probeOf(test, o, req, out))
+	return o
+}
+
+// filter runs one CHANGE-REQUEST test from a fresh socket.
+func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, sch schedule, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
+	s, err := e.open(ctx)
+	if err != nil {
+		return obs{}
+	}
+	want := netip.AddrPortFrom(p.primary.Addr(), p.other.Port())
+	test := "filtering-change-port"
+	if changeIP {
+		want = p.other
+		test = "filtering-change-ip-port"
+	}
+	req := request{txid: newTxID(), changeIP: changeIP, changePort: true}
+	// Error responses come from the primary address; accept them from there
+	// so a refusal is told apart from silence. A success from there means
+	// the server ignored CHANGE-REQUEST: a stray, never an answer.
+	accept := func(a netip.AddrPort, m message) bool {
+		return (a == want && m.success) || (a == p.primary && !m.success)
+	}
+	out := e.exchange(ctx, s, s, p.primary, req, accept, false, sch)
+	o := toObs(out, s, p.primary)
+	o.ran = true
+	if out.answered {
+		mu.Lock()
+		*ports = append(*ports, [2]netip.AddrPort{s.effectiveLocal(), o.mapped})
+		mu.Unlock()
+	}
+	rec.add(test, 0, probeOf(test, o, req, out))
+	return o
+}
+
+// hairpin binds a second socket to srv, punches socket A's filter towards the
+// second socket's mapping, then sends one Binding request from the second
+// socket to A's mapping and waits for it on A.
+func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA netip.AddrPort, sch schedule, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
+	h, err := e.open(ctx)
+	if err != nil {
+		return obs{}
+	}
+	hb := c.bind(ctx, e, h, srv, request{txid: newTxID()}, sch, rec, "hairpin-binding", 0)
+	if !hb.answered {
+		return obs{}
+	}
+	mu.Lock()
+	*ports = append(*ports, [2]netip.AddrPort{h.effectiveLocal(), hb.mapped})
+	mu.Unlock()
+	// The punch opens filters that depend on the remote address; it is a
+	// request nobody waits for, so whoever receives it ignores it.
+	punch := request{txid: newTxID()}.encode()
+	_, _ = a.pc.WriteTo(punch, net.UDPAddrFromAddrPort(hb.mapped))
+	req := request{txid: newTxID()}
+	out := e.exchange(ctx, h, a, mappedA, req, anySource, true, sch)
+	o := toObs(out, h, mappedA)
+	o.ran = true
+	p := probeOf("hairpin", o, req, out)
+	if out.answered {
+		p.Note = fmt.Sprintf("arrived at %v from %v", a.effectiveLocal(), out.arrival.from)
+	}
+	rec.add("hairpin", 0, p)
+	return o
+}
+
+func toObs(out outcome, s *socket, dst netip.AddrPort) obs {
+	o := obs{ran: true, answered: out.answered, local: s.effectiveLocal(), server: dst, strays: out.strays, rtt: out.rtt}
+	if out.answered {
+		m := out.arrival.msg
+		o.mapped, o.from, o.origin, o.other = m.mapped, out.arrival.from, m.origin, m.other
+		if !m.success && !m.request {
+			o.answered = false
+			o.errorCode = m.errorCode
+			if o.errorCode == 0 {
+				o.errorCode = 400
+			}
+		}
+	}
+	return o
+}
+
+func probeOf(test string, o obs, req request, out outcome) Probe {
+	return Probe{
+		Test: test, Local: o.local, Server: o.server,
+		ChangeIP: req.changeIP, ChangePort: req.changePort,
+		Answered: o.answered, Mapped: o.mapped, From: o.from, Origin: o.origin, Other: o.other,
+		ErrorCode: o.errorCode, Stray: o.strays, Sent: out.sent, RTT: out.rtt,
+	}
+}
+
+// recorder collects probes from concurrent tests and orders them by plan.
+type recorder struct {
+	mu     sync.Mutex
+	probes []recorded
+}
+
+type recorded struct {
+	rank  int
+	order int
+	p     Probe
+}
+
+var testRank = map[string]int{
+	"binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
+	"filtering-change-ip-port": 3, "filtering-change-port": 4,
+	"hairpin-binding": 5, "hairpin": 6, "lifetime": 7,
+}
+
+func (r *recorder) add(test string, order int, p Probe) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.probes = append(r.probes, recorded{testRank[test], order, p})
+}
+
+func (r *recorder) sorted() []Probe {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Probe, 0, len(r.probes))
+	rs := slices.Clone(r.probes)
+	slices.SortStableFunc(rs, func(a, b recorded) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		return a.order - b.order
+	})
+	for _, x := range rs {
+		out = append(out, x.p)
+	}
+	return out
+}

@@ -1,0 +1,37 @@
+// Package nat discovers how the NAT in front of a host behaves and serves the
+// STUN tests that discovery needs.
+//
+// The Client measures, in RFC 4787 terms, the mapping behaviour (does the
+// public address depend on the destination?), the filtering behaviour (who
+// may send to a mapping?), hairpinning (does a packet to the NAT's own public
+// mapping come back inside?), port preservation, the UDP mapping lifetime
+// (opt-in) and the TCP mapping behaviour (opt-in), and derives the classic
+// RFC 3489 label for display. It verifies the server before trusting it: a
+// server that cannot run a test is reported as such and the behaviour stays
+// unknown, never guessed. Every probe is kept in Report.Probes as evidence.
+//
+// The Server is an RFC 5780 STUN server on two addresses (four sockets:
+// both IPs × both ports), or a plain STUN server on one. It is built not to
+// be an amplifier.
+//
+// STUN encoding comes from github.com/pion/stun/v3; no pion type appears in
+// this package's API.
+//
+// Typical usage:
+//
+//	c := &nat.Client{Servers: []string{"stun.example.net:3478"}}
+//	rep, err := c.Probe(ctx)
+//	if err != nil {
+//		return err
+//	}
+//	fmt.Println(rep.Public, rep.Mapping, rep.Filtering, rep.Hairpinning, rep.Classic)
+//
+// and for the server:
+//
+//	s := &nat.Server{
+//		Primary:   netip.MustParseAddrPort("192.0.2.1:3478"),
+//		Alternate: netip.MustParseAddrPort("192.0.2.2:3479"),
+//	}
+//	go s.ListenAndServe()
+//	defer s.Close()
+package nat

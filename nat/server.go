@@ -1,0 +1,449 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by the Server's Serve methods after Close or Shutdown.
+var ErrServerClosed = errors.New("nat: server closed")
+
+// Socket positions of an RFC 5780 server: bit 1 selects the IP (primary or
+// alternate), bit 0 the port. The diagonal (index ^ 3) is the OTHER-ADDRESS.
+const (
+	primaryPrimary   = 0 // primary IP, primary port
+	primaryAlternate = 1 // primary IP, alternate port
+	alternatePrimary = 2 // alternate IP, primary port
+	alternateAlt     = 3 // alternate IP, alternate port
+	changeIPBit      = 2
+	changePortBit    = 1
+)
+
+// DefaultRateLimit is the number of requests per second a Server answers
+// from one source IP when Server.RateLimit is zero. A full probe by our
+// Client sends about twenty requests, and many users can share one address
+// behind a carrier-grade NAT, so the limit is generous; it exists to keep the
+// server from being a useful reflector, not to police clients.
+const DefaultRateLimit = 200
+
+// maxMessage bounds a STUN message the server reads over TCP. Binding
+// requests are small; anything larger is not one we answer.
+const maxMessage = 2048
+
+// tcpIdleTimeout is how long a TCP connection may stay silent before the
+// server closes it; clients open one connection per probe, so a short
+// timeout costs nothing and frees descriptors.
+const tcpIdleTimeout = 30 * time.Second
+
+// Server is a STUN server for NAT behaviour discovery (RFC 5389 Binding with
+// the RFC 5780 attributes). With one address it is a plain STUN server; with a
+// primary and an alternate address (four UDP sockets: both IPs × both ports)
+// it answers the RFC 5780 tests: OTHER-ADDRESS, RESPONSE-ORIGIN,
+// CHANGE-REQUEST, RESPONSE-PORT and PADDING.
+//
+// The server is not an amplifier: it only answers Binding requests, a
+// response is at most 88 bytes larger than the request (PADDING is echoed
+// only as long as the request's own PADDING), RESPONSE-PORT can only redirect
+// to another port of the requesting IP and never together with PADDING, and
+// each source IP is rate limited.
+//
+// The zero value is ready to use with the Serve methods. A Server is safe for
+// concurrent use. Close and Shutdown close every socket and listener the
+// server was given and wait for its goroutines.
+type Server struct {
+	// Primary is the address ListenAndServe listens on (UDP and TCP). Its IP
+	// must not be unspecified when Alternate is set.
+	Primary netip.AddrPort
+
+	// Alternate optionally specifies the second address of an RFC 5780
+	// server; it must differ from Primary in both IP and port. If it is the
+	// zero value, ListenAndServe runs a plain STUN server on Primary. Primary
+	// and Alternate also tell TCP listeners which OTHER-ADDRESS to announce.
+	Alternate netip.AddrPort
+
+	// RateLimit is the most requests per second answered per source IP.
+	// Zero means DefaultRateLimit; a negative value disables the limit.
+	RateLimit int
+
+	// Logger optionally specifies where to log; if nil, slog.Default() is used.
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	closed    bool
+	done      chan struct{}
+	packets   map[net.PacketConn]struct{}
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	limit     limiter
+	stats     serverCounters
+}
+
+// ServerStats are the counters of a Server since it was created.
+type ServerStats struct {
+	Requests    uint64 // Binding requests received (UDP and TCP)
+	Responses   uint64 // Binding success responses sent
+	Errors      uint64 // error responses sent (400, 420)
+	Dropped     uint64 // packets that were not Binding requests, or malformed
+	RateLimited uint64 // requests dropped by the per-source rate limit
+	TCPConns    uint64 // TCP connections accepted
+}
+
+type serverCounters struct {
+	requests, responses, errors, dropped, rateLimited, tcpConns atomic.Uint64
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{
+		Requests:    s.stats.requests.Load(),
+		Responses:   s.stats.responses.Load(),
+		Errors:      s.stats.errors.Load(),
+		Dropped:     s.stats.dropped.Load(),
+		RateLimited: s.stats.rateLimited.Load(),
+		TCPConns:    s.stats.tcpConns.Load(),
+	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) rateLimit() int {
+	if s.RateLimit == 0 {
+		return DefaultRateLimit
+	}
+	return s.RateLimit
+}
+
+// track registers closers under the server lock; it fails once the server is closed.
+func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	if s.packets == nil {
+		s.packets = map[net.PacketConn]struct{}{}
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[net.Conn]struct{}{}
+	}
+	for _, pc := range pcs {
+		s.packets[pc] = struct{}{}
+	}
+	if l != nil {
+		s.listeners[l] = struct{}{}
+	}
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// ServePacket runs a plain STUN server on conn until Close. It answers
+// Binding requests with XOR-MAPPED-ADDRESS, MAPPED-ADDRESS and
+// RESPONSE-ORIGIN; CHANGE-REQUEST is refused with 420, as RFC 5780 asks of a
+// server without an alternate address. It always returns a non-nil error,
+// ErrServerClosed after Close.
+func (s *Server) ServePacket(conn net.PacketConn) error {
+	return s.servePackets([]net.PacketConn{conn})
+}
+
+// ServeRFC5780 runs an RFC 5780 server on four UDP sockets until Close:
+// pp on the primary IP and primary port, pa on the primary IP and alternate
+// port, ap on the alternate IP and primary port, aa on the alternate IP and
+// alternate port. Each must be bound to a specific IP (not a wildcard), since
+// the server announces the addresses in RESPONSE-ORIGIN and OTHER-ADDRESS.
+// It always returns a non-nil error, ErrServerClosed after Close.
+func (s *Server) ServeRFC5780(pp, pa, ap, aa net.PacketConn) error {
+	pcs := []net.PacketConn{pp, pa, ap, aa}
+	for i, pc := range pcs {
+		if pc == nil {
+			return fmt.Errorf("nat: ServeRFC5780: socket %d is nil", i)
+		}
+	}
+	var addrs [4]netip.AddrPort
+	for i, pc := range pcs {
+		addrs[i] = localAddrPort(pc.LocalAddr())
+		if !addrs[i].IsValid() || addrs[i].Addr().IsUnspecified() {
+			return fmt.Errorf("nat: ServeRFC5780: socket %d is bound to %v, not to a specific IP", i, pc.LocalAddr())
+		}
+	}
+	switch {
+	case addrs[0].Addr() != addrs[1].Addr() || addrs[2].Addr() != addrs[3].Addr():
+		return errors.New("nat: ServeRFC5780: pp and pa, and ap and aa, must share an IP")
+	case addrs[0].Port() != addrs[2].Port() || addrs[1].Port() != addrs[3].Port():
+		return errors.New("nat: ServeRFC5780: pp and ap, and pa and aa, must share a port")
+	case addrs[0].Addr() == addrs[2].Addr() || addrs[0].Port() == addrs[1].Port():
+		return errors.New("nat: ServeRFC5780: the alternate address must differ from the primary in IP and port")
+	}
+	return s.servePackets(pcs)
+}
+
+func (s *Server) servePackets(pcs []net.PacketConn) error {
+	if err := s.track(pcs, nil); err != nil {
+		return err
+	}
+	g := &socketGroup{rfc5780: len(pcs) == 4}
+	for i, pc := range pcs {
+		g.conns[i] = pc
+		g.addrs[i] = localAddrPort(pc.LocalAddr())
+	}
+	errs := make(chan error, len(pcs))
+	var wg sync.WaitGroup
+	for i := range pcs {
+		wg.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer wg.Done()
+			errs <- s.readLoop(g, i)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var first error
+	for err := range errs {
+		if first == nil || errors.Is(first, ErrServerClosed) {
+			first = err
+		}
+	}
+	if s.isClosed() {
+		return ErrServerClosed
+	}
+	return first
+}
+
+// socketGroup is the set of sockets one ServePacket or ServeRFC5780 call serves.
+type socketGroup struct {
+	rfc5780 bool
+	conns   [4]net.PacketConn
+	addrs   [4]netip.AddrPort
+}
+
+func (s *Server) readLoop(g *socketGroup, idx int) error {
+	pc := g.conns[idx]
+	udp, _ := pc.(*net.UDPConn)
+	buf := make([]byte, 1600)
+	var out []byte
+	for {
+		var (
+			n    int
+			from netip.AddrPort
+			err  error
+		)
+		if udp != nil {
+			n, from, err = udp.ReadFromUDPAddrPort(buf)
+		} else {
+			var a net.Addr
+			n, a, err = pc.ReadFrom(buf)
+			from = localAddrPort(a)
+		}
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("nat: read: %w", err)
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("nat: read: %w", err)
+			}
+			// ICMP errors surface as read errors on some systems; keep serving.
+			s.logger().Debug("nat: read error", "err", err)
+			continue
+		}
+		from = unmap(from)
+		if !from.IsValid() {
+			continue
+		}
+		if !s.limit.allow(from.Addr(), s.rateLimit(), time.Now()) {
+			s.stats.rateLimited.Add(1)
+			continue
+		}
+		r := s.respond(out[:0], buf[:n], from, idx, g.addrs, g.rfc5780, false)
+		out = r.data
+		if len(out) == 0 {
+			continue
+		}
+		dst := g.conns[r.via]
+		if u, ok := dst.(*net.UDPConn); ok {
+			_, err = u.WriteToUDPAddrPort(out, r.to)
+		} else {
+			_, err = dst.WriteTo(out, net.UDPAddrFromAddrPort(r.to))
+		}
+		if err != nil {
+			s.logger().Debug("nat: write failed", "to", r.to, "err", err)
+		}
+	}
+}
+
+// ListenAndServe listens on Primary (and Alternate, see Server) over UDP and
+// TCP and serves until Close. It always returns a non-nil error,
+// ErrServerClosed after Close.
+func (s *Server) ListenAndServe() error {
+	if !s.Primary.IsValid() {
+		return errors.New("nat: ListenAndServe: Primary address not set")
+	}
+	addrs := s.fourAddrs()
+	n := 1
+	if s.Alternate.IsValid() {
+		n = 4
+		if err := checkPair(s.Primary, s.Alternate); err != nil {
+			return err
+		}
+	}
+	var (
+		pcs   []net.PacketConn
+		lns   []net.Listener
+		close = func() {
+			for _, pc := range pcs {
+				pc.Close()
+			}
+			for _, l := range lns {
+				l.Close()
+			}
+		}
+	)
+	for i := range n {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addrs[i]))
+		if err != nil {
+			close()
+			return fmt.Errorf("nat: %w", err)
+		}
+		pcs = append(pcs, pc)
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addrs[i]))
+		if err != nil {
+			close()
+			return fmt.Errorf("nat: %w", err)
+		}
+		lns = append(lns, l)
+	}
+	errs := make(chan error, 1+len(lns))
+	var wg sync.WaitGroup
+	wg.Add(1 + len(lns))
+	go func() {
+		defer wg.Done()
+		if n == 4 {
+			errs <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3])
+		} else {
+			errs <- s.ServePacket(pcs[0])
+		}
+	}()
+	for _, l := range lns {
+		go func() {
+			defer wg.Done()
+			errs <- s.Serve(l)
+		}()
+	}
+	err := <-errs
+	if !errors.Is(err, ErrServerClosed) {
+		close()
+	}
+	wg.Wait()
+	return err
+}
+
+func checkPair(p, a netip.AddrPort) error {
+	if p.Addr() == a.Addr() || p.Port() == a.Port() {
+		return fmt.Errorf("nat: alternate address %v must differ from primary %v in IP and port", a, p)
+	}
+	if p.Port() == 0 || a.Port() == 0 {
+		return errors.New("nat: an RFC 5780 server needs fixed ports (not 0) for both addresses")
+	}
+	if p.Addr().IsUnspecified() || a.Addr().IsUnspecified() {
+		return errors.New("nat: an RFC 5780 server needs specific IPs, not a wildcard")
+	}
+	return nil
+}
+
+// fourAddrs lists the RFC 5780 socket addresses from Primary and Alternate.
+func (s *Server) fourAddrs() [4]netip.AddrPort {
+	p, a := s.Primary, s.Alternate
+	return [4]netip.AddrPort{
+		p,
+		netip.AddrPortFrom(p.Addr(), a.Port()),
+		netip.AddrPortFrom(a.Addr(), p.Port()),
+		a,
+	}
+}
+
+// Close closes every socket, listener and TCP connection the server is
+// serving and waits for its goroutines to return.
+func (s *Server) Close() error {
+	s.closeAll()
+	s.wg.Wait()
+	return nil
+}
+
+// Shutdown is Close bounded by ctx: it returns ctx.Err() if the goroutines
+// have not returned when ctx is done (they still will, shortly).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeAll()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if s.done != nil {
+		close(s.done)
+	}
+	for pc := range s.packets {
+		pc.Close()
+	}
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
+func localAddrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return unmap(a.AddrPort())
+	case *net.TCPAddr:
+		return unmap(a.AddrPort())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return unmap(ap)
+}

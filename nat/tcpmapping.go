@@ -1,0 +1,127 @@
+package nat
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/libp2p/go-reuseport"
+)
+
+func (c *Client) dialTCP(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+	if c.DialTCP != nil {
+		return c.DialTCP(ctx, network, laddr, raddr)
+	}
+	d := net.Dialer{Control: reuseport.Control}
+	if laddr != "" {
+		la, err := net.ResolveTCPAddr(network, laddr)
+		if err != nil {
+			return nil, err
+		}
+		d.LocalAddr = la
+	}
+	return d.DialContext(ctx, network, raddr)
+}
+
+// probeTCP connects from one local port to the server's addresses (the RFC
+// 5780 server's three, or every server that answered over UDP) and compares
+// the TCP mappings.
+func (c *Client) probeTCP(ctx context.Context, p plan, first []obs) *TCPReport {
+	var dsts []netip.AddrPort
+	if p.rfc >= 0 {
+		dsts = append([]netip.AddrPort{p.primary}, p.mapping...)
+	} else {
+		for _, o := range first {
+			if o.answered {
+				dsts = append(dsts, o.server)
+			}
+		}
+	}
+	network := "tcp4"
+	if c.network() == "udp6" {
+		network = "tcp6"
+	}
+	rep := &TCPReport{}
+	var (
+		laddr string
+		got   []obs
+		conns []net.Conn
+	)
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	for _, dst := range dsts {
+		pr := Probe{Test: "tcp", Server: dst}
+		o, cn, err := c.tcpBinding(ctx, network, laddr, dst)
+		if cn != nil {
+			conns = append(conns, cn)
+			la := localAddrPort(cn.LocalAddr())
+			pr.Local = la
+			if laddr == "" {
+				laddr = la.String()
+			}
+		}
+		pr.Sent = 1
+		if err != nil {
+			pr.Note = err.Error()
+		} else {
+			pr.Answered, pr.Mapped, pr.From, pr.Origin, pr.Other = true, o.mapped, dst, o.origin, o.other
+			got = append(got, o)
+			if !rep.Public.IsValid() {
+				rep.Public = o.mapped
+				rep.PortPreserved = answerOf(o.mapped.Port() == pr.Local.Port())
+			}
+		}
+		rep.Probes = append(rep.Probes, pr)
+		if laddr == "" {
+			// Without a first connection there is no local port to reuse.
+			break
+		}
+	}
+	rep.Mapping = mappingBehavior(got)
+	return rep
+}
+
+// tcpBinding sends one Binding request over a new TCP connection from laddr.
+func (c *Client) tcpBinding(ctx context.Context, network, laddr string, dst netip.AddrPort) (obs, net.Conn, error) {
+	cn, err := c.dialTCP(ctx, network, laddr, dst.String())
+	if err != nil {
+		return obs{}, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = cn.SetDeadline(dl)
+	} else {
+		_ = cn.SetDeadline(time.Now().Add(c.timeout()))
+	}
+	req := request{txid: newTxID()}
+	if _, err := cn.Write(req.encode()); err != nil {
+		return obs{}, cn, fmt.Errorf("nat: tcp: %w", err)
+	}
+	hdr := make([]byte, 20)
+	if _, err := io.ReadFull(cn, hdr); err != nil {
+		return obs{}, cn, fmt.Errorf("nat: tcp: %w", err)
+	}
+	n := int(binary.BigEndian.Uint16(hdr[2:4]))
+	if n > maxMessage {
+		return obs{}, cn, errors.New("nat: tcp: oversized answer")
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(cn, body); err != nil {
+		return obs{}, cn, fmt.Errorf("nat: tcp: %w", err)
+	}
+	m, err := parseMessage(append(hdr, body...))
+	if err != nil {
+		return obs{}, cn, err
+	}
+	if m.txid != req.txid || !m.success {
+		return obs{}, cn, errors.New("nat: tcp: answer does not match the request")
+	}
+	return obs{ran: true, answered: true, server: dst, mapped: m.mapped, origin: m.origin, other: m.other}, cn, nil
+}

@@ -1,0 +1,279 @@
+package nat
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// schedule is an RFC 5389 retransmission schedule: send at 0, rto, 3·rto,
+// 7·rto … (doubling) up to sends times, then wait last·rto after the final
+// send. Its total is bounded: rto·(2^sends - 1 + last - 2^(sends-1)).
+type schedule struct {
+	rto   time.Duration
+	sends int
+	last  int
+}
+
+// total is the longest a transaction with this schedule can take.
+func (s schedule) total() time.Duration {
+	var d, r time.Duration = 0, s.rto
+	for i := 1; i < s.sends; i++ {
+		d += r
+		r *= 2
+	}
+	return d + time.Duration(s.last)*s.rto
+}
+
+// engine runs transactions over a set of sockets. Each socket has one reader
+// goroutine that hands arrivals to the transaction with the same ID; close
+// stops the readers and waits for them.
+type engine struct {
+	listen func(ctx context.Context) (net.PacketConn, error)
+
+	mu      sync.Mutex
+	pending map[txID]*tx
+	socks   []*socket
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+type socket struct {
+	pc    net.PacketConn
+	local netip.AddrPort // as bound; its IP may be unspecified
+	p4    *ipv4.PacketConn
+	p6    *ipv6.PacketConn
+
+	mu  sync.Mutex
+	dst netip.Addr // local IP an answer was delivered to, from control messages
+}
+
+// effectiveLocal is the socket's address as the network sees it before any
+// NAT: the delivery IP of answers when known, else the bound address.
+func (s *socket) effectiveLocal() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dst.IsValid() {
+		return netip.AddrPortFrom(s.dst.Unmap(), s.local.Port())
+	}
+	return s.local
+}
+
+// tx is one pending transaction.
+type tx struct {
+	id     txID
+	recvOn *socket
+	// accept decides whether an arrival from this source is the answer.
+	accept      func(from netip.AddrPort, m message) bool
+	wantRequest bool
+	ch          chan arrival
+
+	mu     sync.Mutex
+	strays []netip.AddrPort
+}
+
+type arrival struct {
+	msg  message
+	from netip.AddrPort
+	at   time.Time
+}
+
+var errEngineClosed = errors.New("nat: probe finished")
+
+func newEngine(listen func(ctx context.Context) (net.PacketConn, error)) *engine {
+	return &engine{listen: listen, pending: map[txID]*tx{}}
+}
+
+// open makes a fresh socket and starts its reader.
+func (e *engine) open(ctx context.Context) (*socket, error) {
+	pc, err := e.listen(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{pc: pc, local: localAddrPort(pc.LocalAddr())}
+	if s.local.Addr().Is4() || s.local.Addr().Is4In6() {
+		s.p4 = ipv4.NewPacketConn(pc)
+		if s.p4.SetControlMessage(ipv4.FlagDst, true) != nil {
+			s.p4 = nil
+		}
+	} else {
+		s.p6 = ipv6.NewPacketConn(pc)
+		if s.p6.SetControlMessage(ipv6.FlagDst, true) != nil {
+			s.p6 = nil
+		}
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		pc.Close()
+		return nil, errEngineClosed
+	}
+	e.socks = append(e.socks, s)
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		e.read(s)
+	}()
+	return s, nil
+}
+
+func (e *engine) read(s *socket) {
+	buf := make([]byte, 1600)
+	for {
+		var (
+			n    int
+			addr net.Addr
+			dst  net.IP
+			err  error
+		)
+		switch {
+		case s.p4 != nil:
+			var cm *ipv4.ControlMessage
+			n, cm, addr, err = s.p4.ReadFrom(buf)
+			if cm != nil {
+				dst = cm.Dst
+			}
+		case s.p6 != nil:
+			var cm *ipv6.ControlMessage
+			n, cm, addr, err = s.p6.ReadFrom(buf)
+			if cm != nil {
+				dst = cm.Dst
+			}
+		default:
+			n, addr, err = s.pc.ReadFrom(buf)
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// ICMP port unreachable and the like: keep reading until closed.
+			if e.isClosed() {
+				return
+			}
+			continue
+		}
+		from := localAddrPort(addr)
+		msg, err := parseMessage(buf[:n])
+		if err != nil {
+			continue
+		}
+		e.mu.Lock()
+		t := e.pending[msg.txid]
+		e.mu.Unlock()
+		if t == nil {
+			continue
+		}
+		if t.recvOn != s || msg.request != t.wantRequest || !t.accept(from, msg) {
+			t.mu.Lock()
+			if len(t.strays) < 8 && !slices.Contains(t.strays, from) {
+				t.strays = append(t.strays, from)
+			}
+			t.mu.Unlock()
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(dst); ok && !msg.request {
+			s.mu.Lock()
+			s.dst = a.Unmap()
+			s.mu.Unlock()
+		}
+		select {
+		case t.ch <- arrival{msg: msg, from: from, at: time.Now()}:
+		default:
+		}
+	}
+}
+
+func (e *engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// close closes every socket and waits for the readers.
+func (e *engine) close() {
+	e.mu.Lock()
+	e.closed = true
+	socks := e.socks
+	e.mu.Unlock()
+	for _, s := range socks {
+		s.pc.Close()
+	}
+	e.wg.Wait()
+}
+
+func newTxID() txID {
+	var id txID
+	_, _ = rand.Read(id[:])
+	return id
+}
+
+// outcome is the result of one transaction.
+type outcome struct {
+	answered bool
+	arrival  arrival
+	sent     int
+	rtt      time.Duration
+	strays   []netip.AddrPort
+}
+
+// exchange sends req from sendOn to dst on schedule sch until an acceptable
+// answer arrives on recvOn, the schedule ends, or ctx is done.
+func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip.AddrPort, req request, accept func(netip.AddrPort, message) bool, wantRequest bool, sch schedule) outcome {
+	t := &tx{id: req.txid, recvOn: recvOn, accept: accept, wantRequest: wantRequest, ch: make(chan arrival, 1)}
+	e.mu.Lock()
+	e.pending[t.id] = t
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.pending, t.id)
+		e.mu.Unlock()
+	}()
+	raw := req.encode()
+	to := net.UDPAddrFromAddrPort(dst)
+	var out outcome
+	start := time.Now()
+	rto := sch.rto
+	timer := time.NewTimer(rto)
+	defer timer.Stop()
+	for i := 0; i < sch.sends; i++ {
+		if _, err := sendOn.pc.WriteTo(raw, to); err == nil {
+			out.sent++
+		}
+		wait := rto
+		if i == sch.sends-1 {
+			wait = time.Duration(sch.last) * sch.rto
+		}
+		timer.Reset(wait)
+		select {
+		case a := <-t.ch:
+			out.answered = true
+			out.arrival = a
+			out.rtt = a.at.Sub(start)
+			i = sch.sends
+		case <-timer.C:
+		case <-ctx.Done():
+			i = sch.sends
+		}
+		rto *= 2
+	}
+	t.mu.Lock()
+	out.strays = slices.Clone(t.strays)
+	t.mu.Unlock()
+	return out
+}
+
+// from returns an accept function for exactly the given sources.
+func from(srcs ...netip.AddrPort) func(netip.AddrPort, message) bool {
+	return func(a netip.AddrPort, _ message) bool { return slices.Contains(srcs, unmap(a)) }
+}
+
+func anySource(netip.AddrPort, message) bool { return true }
