@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -294,3 +295,5 @@ func dialTLSAny(t testing.TB, addr, name string) (string, error) {
 }
 
 func newBytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

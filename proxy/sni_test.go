@@ -150,3 +150,23 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestCapturedHello(t *testing.T) {
+	b, err := os.ReadFile("testdata/clienthello-go1.26-x25519mlkem768.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, done, err := scanHello(b)
+	if err != nil || !done || n != len(b) {
+		t.Fatalf("scanHello = %d, %v, %v", n, done, err)
+	}
+	for cut := range len(b) { // every prefix is incomplete, never an error
+		if _, done, err := scanHello(b[:cut]); done || err != nil {
+			t.Fatalf("prefix %d: done=%v err=%v", cut, done, err)
+		}
+	}
+	info, err := parseHello(t.Context(), b)
+	if err != nil || info.serverName != "blog.example.com" || strings.Join(info.alpn, ",") != "h2,http/1.1" {
+		t.Errorf("parseHello = %+v, %v", info, err)
+	}
+}

@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net/netip"
+	"testing"
+)
+
+// FuzzClientHello feeds bytes to the peek framing and the crypto/tls parse,
+// fed one growing prefix at a time as the network delivers them.
+func FuzzClientHello(f *testing.F) {
+	pq := makeHello(f, &tls.Config{ServerName: "fuzz.example"})
+	f.Add(pq)
+	f.Add(reRecord(handshakeBytes(f, pq), 7))
+	f.Add(makeHello(f, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "acme-tls/1"}}))
+	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		prevDone := false
+		for _, cut := range []int{len(b) / 3, len(b) / 2, len(b)} {
+			n, done, err := scanHello(b[:cut])
+			if done && (n <= 0 || n > cut) {
+				t.Fatalf("scanHello(%d bytes) = %d, done", cut, n)
+			}
+			if prevDone && !done && err == nil {
+				t.Fatal("more bytes made a complete hello incomplete")
+			}
+			prevDone = done
+			if done {
+				info, err := parseHello(context.Background(), b[:n])
+				if err == nil {
+					NormalizeName(info.serverName)
+				} else if ReasonOf(err) != ReasonBadHello {
+					t.Fatalf("parseHello error %v has reason %v", err, ReasonOf(err))
+				}
+			}
+		}
+	})
+}
+
+// FuzzHTTPHead checks the head scanner, the parser and the Host normalizer.
+func FuzzHTTPHead(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: blog.example.com\r\n\r\n"))
+	f.Add([]byte("GET http://Bücher.example:80/x HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("POST / HTTP/1.1\r\nHost: [::1]:8080\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\nHost: x\n\n"))
+	f.Add([]byte("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		methodOK(b)
+		n, done := scanHead(b)
+		if !done {
+			return
+		}
+		if n > len(b) {
+			t.Fatalf("head length %d > %d", n, len(b))
+		}
+		rh, err := parseHead(b[:n])
+		if err != nil {
+			if r := ReasonOf(err); r != ReasonBadRequest && r != ReasonNoHost {
+				t.Fatalf("reason %v", r)
+			}
+			return
+		}
+		if rh.bodyLen < 0 {
+			t.Fatal("negative body length")
+		}
+		if _, err := netip.ParseAddr(rh.host); err != nil && rh.host != "" {
+			if again, err := hostWithoutPort(rh.host); err != nil || again != rh.host {
+				t.Fatalf("host %q not stable: %q, %v", rh.host, again, err)
+			}
+		}
+	})
+}
+
+// FuzzProxyHeader checks inbound PROXY framing and decoding.
+func FuzzProxyHeader(f *testing.F) {
+	f.Add([]byte("PROXY TCP4 192.168.1.2 10.0.0.1 5555 443\r\n\x16\x03\x01"))
+	f.Add([]byte("PROXY UNKNOWN\r\n"))
+	f.Add([]byte("PROXY TCP6 ::1 ::1 1 2\r\n"))
+	v2, _ := buildProxyHeader(ProxyProtocolV2, mustAP("192.0.2.1:1000"), mustAP("192.0.2.2:443"), "a.example", []string{"h2"}, make([]byte, 16))
+	f.Add(v2)
+	v2b, _ := buildProxyHeader(ProxyProtocolV2, mustAP("[2001:db8::1]:1000"), mustAP("192.0.2.2:443"), "", nil, nil)
+	f.Add(v2b)
+	ids := newUniqueIDs()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, present, done, err := scanProxyHeader(b)
+		if !present || !done || err != nil {
+			return
+		}
+		if n > len(b) || n <= 0 {
+			t.Fatalf("header length %d of %d", n, len(b))
+		}
+		h, src, _, err := parseProxyHeader(b[:n])
+		if err != nil {
+			return
+		}
+		ids.ours(h)
+		if src.IsValid() && !src.Addr().IsValid() {
+			t.Fatal("invalid source")
+		}
+	})
+}
