@@ -150,13 +150,12 @@ func classify(ev evidence) verdict {
 	default:
 		v.check.RFC5780 = Supported
 	}
-	if v.check.RFC5780 != Supported {
-		// Mapping results that needed the alternate address are void too,
-		// unless they came from comparing servers.
-		if ev.plan.rfc >= 0 {
-			v.mapping = mappingBehavior(answeredOnly(ev.first))
-		}
-	} else if ev.filterIPPort.ran && ev.filterPort.ran {
+	if ev.plan.rfc >= 0 && !rfcOK {
+		// Mapping results that needed the alternate address are void, unless
+		// they came from comparing servers.
+		v.mapping = mappingBehavior(answeredOnly(ev.first))
+	}
+	if v.check.RFC5780 == Supported && ev.filterIPPort.ran && ev.filterPort.ran {
 		switch {
 		case ev.filterIPPort.answered:
 			v.filtering = EndpointIndependent

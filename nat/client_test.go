@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -42,4 +43,8 @@ func TestScheduleTotal(t *testing.T) {
 	if got := s.total(); got != 700*time.Millisecond {
 		t.Errorf("total %v", got)
 	}
+}
+
+func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), d)
 }
