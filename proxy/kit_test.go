@@ -297,3 +297,7 @@ func dialTLSAny(t testing.TB, addr, name string) (string, error) {
 func newBytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func tlsClient(c net.Conn, name string, b *tlsBackend) *tls.Conn {
+	return tls.Client(c, &tls.Config{ServerName: name, RootCAs: b.roots})
+}

@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRouteSwapUnderLoad swaps the route table every few milliseconds while
+// clients connect: none may be refused, reset or misrouted.
+func TestRouteSwapUnderLoad(t *testing.T) {
+	a := newTLSBackend(t, "swap.test")
+	b := newTLSBackend(t, "swap.test")
+	pa := &Pool{Backends: []string{a.addr}}
+	pb := &Pool{Backends: []string{b.addr}}
+	var p Proxy
+	must(t, p.AddSNIRoute("swap.test", pa))
+	addr := serve(t, &p)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				got, err := dialTLSAny(t, addr, "swap.test")
+				if err != nil || got != "swap.test " {
+					if ctx.Err() == nil {
+						failed.Add(1)
+						t.Logf("connection failed: %q %v", got, err)
+					}
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	swaps := 0
+	for ctx.Err() == nil {
+		pool := pa
+		if swaps%2 == 0 {
+			pool = pb
+		}
+		must(t, p.SetRoutes([]Route{{Protocol: ProtocolTLS, Host: "swap.test", Target: pool}}))
+		if err := p.SetRoutes([]Route{{Protocol: ProtocolTLS, Host: "bad*.test", Target: pool}}); err == nil {
+			t.Error("invalid table accepted")
+		}
+		swaps++
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	t.Logf("%d swaps, %d connections ok, %d failed; a=%d b=%d", swaps, ok.Load(), failed.Load(), a.count(), b.count())
+	if failed.Load() != 0 || ok.Load() == 0 {
+		t.Errorf("%d failed, %d ok", failed.Load(), ok.Load())
+	}
+	if a.count() == 0 || b.count() == 0 {
+		t.Error("swaps did not take effect")
+	}
+}
+
+func TestLimits(t *testing.T) {
+	be := newRawBackend(t)
+	p := &Proxy{MaxPeeksPerSource: 2, PeekTimeout: 5 * time.Second}
+	rej := newRejects(p)
+	must(t, p.AddSNIRoute("", &Pool{Backends: []string{be.addr}}))
+	addr := serve(t, p)
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	waitFor(t, "2 pending peeks", func() bool { return p.Stats().Accepted == 2 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rej.want(t, ReasonLimit, 2*time.Second)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); errors.Is(err, context.DeadlineExceeded) || err == nil {
+		t.Errorf("third connection read: %v, want closed", err)
+	}
+	c.Close()
+	for _, c := range idle {
+		c.Close()
+	}
+	rej.want(t, ReasonClosed, 2*time.Second)
+	rej.want(t, ReasonClosed, 2*time.Second)
+
+	// MaxConns counts routed connections too.
+	p2 := &Proxy{MaxConns: 1}
+	rej2 := newRejects(p2)
+	must(t, p2.AddHTTPHostRoute("", &Pool{Backends: []string{be.addr}}))
+	addr2 := serve(t, p2)
+	c1, err := net.Dial("tcp", addr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	io.WriteString(c1, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	waitFor(t, "routed", func() bool { return p2.Stats().Routed == 1 })
+	c2, err := net.Dial("tcp", addr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	rej2.want(t, ReasonLimit, 2*time.Second)
+}
+
+func TestShutdown(t *testing.T) {
+	be := newTLSBackend(t, "sd.test")
+	var p Proxy
+	must(t, p.AddSNIRoute("sd.test", &Pool{Backends: []string{be.addr}}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+
+	// A long-lived connection: the backend writes, then waits for our close.
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := tlsClient(c, "sd.test", be)
+	if _, err := tc.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	// Shutdown waits for it, then gives up when ctx ends and closes it.
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want deadline exceeded", err)
+	}
+	if el := time.Since(start); el < 150*time.Millisecond {
+		t.Errorf("Shutdown returned after %v without waiting", el)
+	}
+	if err := <-served; err != ErrServerClosed {
+		t.Errorf("Serve = %v", err)
+	}
+	if _, err := net.Dial("tcp", l.Addr().String()); err == nil {
+		t.Error("listener still open")
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadAll(tc); errors.Is(err, context.DeadlineExceeded) {
+		t.Error("connection not closed by Shutdown")
+	}
+	if err := p.Serve(l); err != ErrServerClosed {
+		t.Errorf("Serve after Shutdown = %v", err)
+	}
+}
+
+// TestReuseportTakeover starts a second proxy on the same port, shuts the
+// first down, and checks that new connections keep being served.
+func TestReuseportTakeover(t *testing.T) {
+	be := newTLSBackend(t, "ru.test")
+	l1, err := Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l1.Addr().String()
+	l2, err := Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("second listener on %s: %v", addr, err)
+	}
+	var p1, p2 Proxy
+	for _, p := range []*Proxy{&p1, &p2} {
+		must(t, p.AddSNIRoute("ru.test", &Pool{Backends: []string{be.addr}}))
+	}
+	d1, d2 := make(chan error, 1), make(chan error, 1)
+	go func() { d1 <- p1.Serve(l1) }()
+	go func() { d2 <- p2.Serve(l2) }()
+	t.Cleanup(func() { p2.Close(); <-d2 })
+	if err := p1.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-d1
+	for i := range 20 {
+		got, err := dialTLS(t.Context(), addr, "ru.test", be.roots)
+		if err != nil || got != "ru.test " {
+			t.Fatalf("connection %d after takeover: %q, %v", i, got, err)
+		}
+	}
+}
