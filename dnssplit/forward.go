@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -92,15 +93,22 @@ type upstreamState struct {
 	stats UpstreamStats
 }
 
+// DialFunc dials a network address, like net.Dialer.DialContext.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 type forwarder struct {
+	dial     DialFunc
 	ups      []*upstreamState
 	policy   Policy
 	timeout  time.Duration
 	interval time.Duration
 }
 
-func newForwarder(ups []Upstream, p Policy, timeout, interval time.Duration) *forwarder {
-	f := &forwarder{policy: p, timeout: timeout, interval: interval}
+func newForwarder(ups []Upstream, p Policy, timeout, interval time.Duration, dial DialFunc) *forwarder {
+	f := &forwarder{policy: p, timeout: timeout, interval: interval, dial: dial}
+	if f.dial == nil {
+		f.dial = new(net.Dialer).DialContext
+	}
 	if f.timeout <= 0 {
 		f.timeout = defaultUpstreamTimeout
 	}
@@ -190,9 +198,31 @@ func (f *forwarder) try(ctx context.Context, u *upstreamState, q dns.Question, d
 	m.Question[0].Qclass = q.Qclass
 	m.CheckingDisabled = cd
 	m.SetEdns0(upstreamUDPSize, do)
-	c := &dns.Client{Net: "udp", UDPSize: upstreamUDPSize, Timeout: f.timeout}
+	r, err := f.exchangeOn(ctx, u, m, "udp")
+	if err == nil && r.Truncated && !u.TLS {
+		r, err = f.exchangeOn(ctx, u, m, "tcp")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := validate(m, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// exchangeOn sends m to u over network ("udp" or "tcp"; TLS upstreams always
+// use TLS over TCP) on a connection from f.dial.
+func (f *forwarder) exchangeOn(ctx context.Context, u *upstreamState, m *dns.Msg, network string) (*dns.Msg, error) {
 	if u.TLS {
-		c.Net = "tcp-tls"
+		network = "tcp"
+	}
+	conn, err := f.dial(ctx, network, u.Addr.String())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if u.TLS {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if u.TLSConfig != nil {
 			cfg = u.TLSConfig.Clone()
@@ -203,20 +233,15 @@ func (f *forwarder) try(ctx context.Context, u *upstreamState, q dns.Question, d
 				cfg.ServerName = u.Addr.Addr().String()
 			}
 		}
-		c.TLSConfig = cfg
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		conn = tc
 	}
-	r, _, err := c.ExchangeContext(ctx, m, u.Addr.String())
-	if err == nil && r.Truncated && c.Net == "udp" {
-		c.Net = "tcp"
-		r, _, err = c.ExchangeContext(ctx, m, u.Addr.String())
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := validate(m, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+	c := &dns.Client{Net: network, UDPSize: upstreamUDPSize, Timeout: f.timeout}
+	r, _, err := c.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn, UDPSize: upstreamUDPSize})
+	return r, err
 }
 
 // validate checks an upstream answer against the query: ID, question,

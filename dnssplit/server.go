@@ -95,6 +95,11 @@ type Server struct {
 	// if zero, 10 s is used.
 	TCPIdleTimeout time.Duration
 
+	// Dial optionally dials upstreams and secondaries to NOTIFY (in another
+	// network namespace, say, or from a chosen source address); if nil, a
+	// net.Dialer is used.
+	Dial DialFunc
+
 	// Logger optionally receives the server's log; if nil, slog.Default() is used.
 	Logger *slog.Logger
 
@@ -159,7 +164,7 @@ func (s *Server) init() {
 		if err := s.cache.load(); err != nil {
 			s.logger().Warn("dnssplit: loading persisted cache", "path", s.Cache.PersistPath, "err", err)
 		}
-		s.fwd = newForwarder(s.Upstreams, s.Policy, s.UpstreamTimeout, s.HealthInterval)
+		s.fwd = newForwarder(s.Upstreams, s.Policy, s.UpstreamTimeout, s.HealthInterval, s.Dial)
 		if s.RateLimit != nil {
 			s.limiter = newLimiter(*s.RateLimit)
 		}

@@ -143,6 +143,18 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 	return nil
 }
 
+func (n *notifier) exchange(ctx context.Context, c *dns.Client, m *dns.Msg, to netip.AddrPort) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, notifyTimeout)
+	defer cancel()
+	conn, err := n.s.fwd.dial(ctx, "udp", to.String())
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	r, _, err := c.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn, TsigSecret: c.TsigSecret})
+	return r, err
+}
+
 // serialLess compares SOA serials with RFC 1982 arithmetic.
 func serialLess(a, b uint32) bool { return a != b && int32(b-a) > 0 }
 
@@ -228,7 +240,7 @@ func (n *notifier) send(ctx context.Context, zone string, to netip.AddrPort) err
 			c.TsigSecret = map[string]string{dns.Fqdn(t.NotifyKey): sec}
 			m.SetTsig(dns.Fqdn(t.NotifyKey), alg, 300, time.Now().Unix())
 		}
-		r, _, err := c.ExchangeContext(ctx, m, to.String())
+		r, err := n.exchange(ctx, c, m, to)
 		if err == nil && r.Rcode != dns.RcodeSuccess {
 			err = fmt.Errorf("dnssplit: notify answered %s", dns.RcodeToString[r.Rcode])
 		}
