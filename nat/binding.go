@@ -7,9 +7,10 @@ import (
 	"github.com/pion/stun/v3"
 )
 
-// maxPadding bounds the PADDING a response echoes. A request cannot carry
-// more than a datagram anyway; the bound keeps TCP clients honest too.
-const maxPadding = 1280
+// maxPadding bounds the PADDING a request may carry (and so the response
+// echoes). RFC 5780 clients pad to a full Ethernet MTU to test
+// fragmentation; coturn's natdiscovery -P sends 1500 bytes.
+const maxPadding = 1500
 
 // reply is what the server does with one request: send data to to, from
 // socket via. An empty data means stay silent.

@@ -240,7 +240,7 @@ type socketGroup struct {
 func (s *Server) readLoop(g *socketGroup, idx int) error {
 	pc := g.conns[idx]
 	udp, _ := pc.(*net.UDPConn)
-	buf := make([]byte, 1600)
+	buf := make([]byte, maxMessage)
 	var out []byte
 	for {
 		var (

@@ -1,0 +1,83 @@
+// Command stunserver runs the nat package's RFC 5780 STUN server over UDP and
+// TCP.
+//
+// Usage:
+//
+//	stunserver -primary IP:PORT [-alternate IP:PORT] [-config FILE] [-rate N]
+//
+// With -alternate it listens on four addresses (both IPs × both ports) and
+// answers the RFC 5780 NAT behaviour tests; without, it is a plain STUN
+// server. The alternate address must differ from the primary in IP and port.
+// It stops on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hairpin-go/hairpin/nat"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("stunserver", flag.ContinueOnError)
+	primary := fs.String("primary", "", "primary address IP:PORT (required)")
+	alternate := fs.String("alternate", "", "alternate address IP:PORT for RFC 5780 (differs in IP and port)")
+	rate := fs.Int("rate", 0, "requests per second per source IP (0: default, negative: unlimited)")
+	verbose := fs.Bool("v", false, "log every request at debug level")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *primary == "" || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: stunserver -primary IP:PORT [-alternate IP:PORT] [-rate N] [-v]")
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	s := &nat.Server{RateLimit: *rate, Logger: logger}
+	var err error
+	if s.Primary, err = netip.ParseAddrPort(*primary); err != nil {
+		fmt.Fprintf(os.Stderr, "stunserver: -primary: %v\n", err)
+		return 2
+	}
+	if *alternate != "" {
+		if s.Alternate, err = netip.ParseAddrPort(*alternate); err != nil {
+			fmt.Fprintf(os.Stderr, "stunserver: -alternate: %v\n", err)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.ListenAndServe() }()
+	logger.Info("stunserver: serving", "primary", s.Primary, "alternate", s.Alternate)
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(sctx)
+		err = <-done
+	}
+	if err != nil && !errors.Is(err, nat.ErrServerClosed) {
+		logger.Error("stunserver: stopped", "err", err)
+		return 1
+	}
+	st := s.Stats()
+	logger.Info("stunserver: stopped", "requests", st.Requests, "responses", st.Responses, "rateLimited", st.RateLimited)
+	return 0
+}

@@ -1,0 +1,186 @@
+package nat
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
+)
+
+// lockedBuffer collects a child's output for the test log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// coturnArgs are the arguments for a STUN-only coturn with RFC 5780 on two
+// IPs and two ports.
+func coturnArgs(dir string, ip1, ip2 netip.Addr, port, altPort uint16) []string {
+	return []string{
+		"-n", "-S", "--no-cli", "--no-tls", "--no-dtls", "--no-auth",
+		"-L", ip1.String(), "-L", ip2.String(),
+		"-p", strconv.Itoa(int(port)), "--alt-listening-port", strconv.Itoa(int(altPort)),
+		"--log-file", "stdout", "--simple-log", "--no-software-attribute",
+		"--pidfile", filepath.Join(dir, "turnserver.pid"),
+	}
+}
+
+// waitSTUN polls dst with Binding requests from a socket made by listen
+// until one is answered: the readiness signal of a server we did not write.
+func waitSTUN(ctx context.Context, listen func() (net.PacketConn, error), dst netip.AddrPort) error {
+	pc, err := listen()
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	buf := make([]byte, 1500)
+	for ctx.Err() == nil {
+		req := request{txid: newTxID()}
+		if _, err := pc.WriteTo(req.encode(), net.UDPAddrFromAddrPort(dst)); err != nil {
+			return err
+		}
+		pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _, err := pc.ReadFrom(buf)
+		if err == nil {
+			if m, err := parseMessage(buf[:n]); err == nil && m.txid == req.txid {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("STUN server at %v never answered: %w", dst, ctx.Err())
+}
+
+// startCmd starts cmd and stops it (SIGTERM, then kill) in t.Cleanup.
+func startCmd(t *testing.T, cmd *exec.Cmd) *lockedBuffer {
+	t.Helper()
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), out.String())
+		}
+	})
+	return out
+}
+
+// natdiscoveryResult reads coturn's turnutils_natdiscovery text output.
+func natdiscoveryResult(out string) (mapping, filtering Behavior) {
+	switch {
+	case strings.Contains(out, "No NAT! (Endpoint Independent Mapping)"),
+		strings.Contains(out, "NAT with Endpoint Independent Mapping!"):
+		mapping = EndpointIndependent
+	case strings.Contains(out, "NAT with Address Dependent Mapping!"):
+		mapping = AddressDependent
+	case strings.Contains(out, "NAT with Address and Port Dependent Mapping!"):
+		mapping = AddressAndPortDependent
+	}
+	switch {
+	case strings.Contains(out, "NAT with Endpoint Independent Filtering!"):
+		filtering = EndpointIndependent
+	case strings.Contains(out, "NAT with Address Dependent Filtering!"):
+		filtering = AddressDependent
+	case strings.Contains(out, "NAT with Address and Port Dependent Filtering!"):
+		filtering = AddressAndPortDependent
+	}
+	return mapping, filtering
+}
+
+func TestClientAgainstCoturn(t *testing.T) {
+	paths := interop.Need(t, "turnserver")
+	pcs := listenFour(t)
+	p := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	o := pcs[3].LocalAddr().(*net.UDPAddr).AddrPort()
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	cmd := exec.Command(paths["turnserver"], coturnArgs(t.TempDir(), p.Addr(), o.Addr(), p.Port(), o.Port())...)
+	startCmd(t, cmd)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := waitSTUN(ctx, func() (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }, p); err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Servers: []string{p.String()}, TCP: true}
+	rep, err := c.Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range rep.Probes {
+		t.Logf("%+v", pr)
+	}
+	if rep.Server.RFC5780 != Supported || rep.Server.OtherAddress != o {
+		t.Errorf("coturn check: %+v", rep.Server)
+	}
+	if rep.BehindNAT != No || rep.Mapping != EndpointIndependent || rep.Filtering != EndpointIndependent || rep.Hairpinning != Yes {
+		t.Errorf("report against coturn: behindNAT %v mapping %v filtering %v hairpin %v",
+			rep.BehindNAT, rep.Mapping, rep.Filtering, rep.Hairpinning)
+	}
+	if rep.TCP == nil || rep.TCP.Mapping != EndpointIndependent {
+		t.Errorf("TCP against coturn: %+v", rep.TCP)
+	}
+}
+
+func TestNatdiscoveryAgainstServer(t *testing.T) {
+	paths := interop.Need(t, "turnutils_natdiscovery")
+	s := &Server{}
+	addrs := startServer(t, s)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, paths["turnutils_natdiscovery"], "-m", "-f", "-H",
+		"-p", strconv.Itoa(int(addrs[0].Port())), addrs[0].Addr().String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("natdiscovery: %v\n%s", err, out)
+	}
+	mapping, filtering := natdiscoveryResult(string(out))
+	if mapping != EndpointIndependent || filtering != EndpointIndependent {
+		t.Errorf("natdiscovery against our server: mapping %v filtering %v\n%s", mapping, filtering, out)
+	}
+	// Its padded variant (-P: 1500-byte PADDING) must still work and
+	// must not make us send more than it sent.
+	out, err = exec.CommandContext(ctx, paths["turnutils_natdiscovery"], "-f", "-P",
+		"-p", strconv.Itoa(int(addrs[0].Port())), addrs[0].Addr().String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("natdiscovery -P: %v\n%s", err, out)
+	}
+	if _, filtering := natdiscoveryResult(string(out)); filtering != EndpointIndependent {
+		t.Errorf("natdiscovery -P: filtering %v\n%s", filtering, out)
+	}
+}
