@@ -88,7 +88,7 @@ func q(name string, qtype uint16) *dns.Msg {
 }
 
 // upstream runs a miekg/dns server on loopback with handler h.
-func upstream(t *testing.T, h dns.HandlerFunc) (netip.AddrPort, func()) {
+func upstream(t testing.TB, h dns.HandlerFunc) (netip.AddrPort, func()) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -125,7 +125,7 @@ func answerA(ip string, ttl uint32) dns.HandlerFunc {
 	}
 }
 
-func splitServer(t *testing.T) *Server {
+func splitServer(t testing.TB) *Server {
 	t.Helper()
 	inside, outside := new(Records), new(Records)
 	if err := inside.AddString("blog.example.com. 300 IN A 192.168.1.20", "blog.example.com. 300 IN AAAA 2001:db8::20"); err != nil {

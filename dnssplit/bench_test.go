@@ -1,0 +1,168 @@
+package dnssplit
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/miekg/dns"
+)
+
+// benchNames is how many distinct names each benchmark query file cycles through.
+const benchNames = 100
+
+func BenchmarkResolveLocal(b *testing.B) {
+	s := splitServer(b)
+	b.Cleanup(func() { s.Close() })
+	m := q("blog.example.com.", dns.TypeA)
+	c := Client{Source: netip.MustParseAddr("127.0.0.2")}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if r := s.Resolve(b.Context(), m, c, false); len(r.Answer) != 1 {
+				b.Fatal(r)
+			}
+		}
+	})
+}
+
+func BenchmarkHandleCached(b *testing.B) {
+	up, _ := upstream(b, answerA("198.51.100.1", 3600))
+	s := splitServer(b)
+	s.Upstreams = []Upstream{{Addr: up}}
+	b.Cleanup(func() { s.Close() })
+	raw, _ := q("www.example.net.", dns.TypeA).Pack()
+	src := netip.MustParseAddrPort("127.0.0.2:5353")
+	s.handle(b.Context(), raw, src, netip.Addr{}, false)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if out := s.handle(b.Context(), raw, src, netip.Addr{}, false); len(out) < 40 {
+				b.Fatal("short reply")
+			}
+		}
+	})
+}
+
+var qpsRe = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+var lostRe = regexp.MustCompile(`Queries lost:\s+(\d+)`)
+
+// dnsperf runs dnsperf against addr with the queries in file for secs seconds.
+func dnsperf(t *testing.T, path, addr, file string, secs int) (qps float64, lost int) {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := exec.CommandContext(t.Context(), path, "-s", host, "-p", port, "-d", file, "-l", strconv.Itoa(secs), "-c", "4", "-q", "200", "-t", "2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("dnsperf: %v\n%s", err, out)
+	}
+	m := qpsRe.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("dnsperf output:\n%s", out)
+	}
+	qps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if l := lostRe.FindSubmatch(out); l != nil {
+		lost, _ = strconv.Atoi(string(l[1]))
+	}
+	return qps, lost
+}
+
+// TestPeerBenchmark compares dnssplit with Unbound and dnsmasq under dnsperf
+// on loopback: local records, then cached forwarded answers. It runs only
+// with HAIRPIN_BENCH=1 (it takes about 40 s and both cores).
+func TestPeerBenchmark(t *testing.T) {
+	if os.Getenv("HAIRPIN_BENCH") != "1" {
+		t.Skip("set HAIRPIN_BENCH=1 to run the dnsperf comparison")
+	}
+	p := interop.Need(t, "dnsperf", "unbound", "dnsmasq")
+	secs := 5
+	if v, err := strconv.Atoi(os.Getenv("HAIRPIN_BENCH_SECS")); err == nil && v > 0 {
+		secs = v
+	}
+	dir := t.TempDir()
+	var localData, hostRecords []string
+	var localQ, fwdQ strings.Builder
+	recs := new(Records)
+	for i := range benchNames {
+		name := fmt.Sprintf("h%d.example.com.", i)
+		ip := fmt.Sprintf("192.168.1.%d", i+1)
+		recs.AddString(name + " 300 IN A " + ip)
+		localData = append(localData, fmt.Sprintf("  local-data: \"%s 300 IN A %s\"", name, ip))
+		hostRecords = append(hostRecords, fmt.Sprintf("--host-record=%s,%s,300", strings.TrimSuffix(name, "."), ip))
+		fmt.Fprintf(&localQ, "%s A\n", name)
+		fmt.Fprintf(&fwdQ, "f%d.example.net. A\n", i)
+	}
+	localFile, fwdFile := filepath.Join(dir, "local.txt"), filepath.Join(dir, "fwd.txt")
+	os.WriteFile(localFile, []byte(localQ.String()), 0o644)
+	os.WriteFile(fwdFile, []byte(fwdQ.String()), 0o644)
+
+	// The upstream for forwarded names: a Go server answering everything with a long TTL.
+	up, _ := upstream(t, answerA("198.51.100.1", 3600))
+
+	// dnssplit.
+	s := &Server{Views: []*View{{Name: "lan", Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Recursion: true, Records: recs}},
+		Upstreams: []Upstream{{Addr: up}}}
+	ours := start(t, s)
+
+	// Unbound: local data and a forward zone to the same upstream, two threads.
+	ubPort := freePort(t)
+	ubConf := fmt.Sprintf(`server:
+  interface: 127.0.0.1
+  port: %d
+  num-threads: 2
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "%s"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  do-not-query-localhost: no
+  local-zone: "example.com." static
+%s
+forward-zone:
+  name: "example.net."
+  forward-addr: %s@%d
+remote-control:
+  control-enable: no
+`, ubPort, dir, strings.Join(localData, "\n"), up.Addr(), up.Port())
+	cf := filepath.Join(dir, "unbound.conf")
+	os.WriteFile(cf, []byte(ubConf), 0o644)
+	startPeer(t, p["unbound"], "-d", "-c", cf)
+	ubAddr := fmt.Sprintf("127.0.0.1:%d", ubPort)
+	waitAnswer(t, ubAddr, "h1.example.com.", "192.168.1.2", 10*time.Second)
+
+	// dnsmasq: host records and the same upstream.
+	dmPort := freePort(t)
+	args := append([]string{"-k", "--conf-file=/dev/null", "--pid-file=", "--user=root", "--port=" + strconv.Itoa(dmPort),
+		"--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts", "--cache-size=10000",
+		fmt.Sprintf("--server=%s#%d", up.Addr(), up.Port())}, hostRecords...)
+	startPeer(t, p["dnsmasq"], args...)
+	dmAddr := fmt.Sprintf("127.0.0.1:%d", dmPort)
+	waitAnswer(t, dmAddr, "h1.example.com.", "192.168.1.2", 10*time.Second)
+
+	servers := []struct{ name, addr string }{{"dnssplit", ours}, {"unbound", ubAddr}, {"dnsmasq", dmAddr}}
+	for _, kind := range []struct{ name, file string }{{"local records", localFile}, {"cached forwarded", fwdFile}} {
+		res := map[string]float64{}
+		for _, sv := range servers {
+			if kind.file == fwdFile {
+				dnsperf(t, p["dnsperf"], sv.addr, kind.file, 1) // warm the cache
+			}
+			qps, lost := dnsperf(t, p["dnsperf"], sv.addr, kind.file, secs)
+			res[sv.name] = qps
+			t.Logf("%-17s %-9s %9.0f qps (%d lost)", kind.name, sv.name, qps, lost)
+		}
+		t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, res["dnssplit"]/res["unbound"], res["dnssplit"]/res["dnsmasq"])
+	}
+}
