@@ -72,18 +72,21 @@ func (g *loopGuard) removeListener(a net.Addr) {
 	}
 }
 
-// isListener reports whether dialing a would reach one of our listeners.
-// Wildcard listeners (0.0.0.0, ::) cover every local address; extra lists
-// the configured public/local addresses.
+// isListener reports whether dialing a would reach us: one of our
+// listeners (a wildcard listener covers loopback), or any port of an address
+// in extra (the configured local and public addresses).
 func (g *loopGuard) isListener(a netip.AddrPort, extra []netip.Addr) bool {
 	a = unmapAP(a)
+	if isLocal(a.Addr(), extra) {
+		return true // our public address: any port leads back to us or the router
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for l := range g.listeners {
 		if l.Port() != a.Port() {
 			continue
 		}
-		if l.Addr() == a.Addr() || isLocal(a.Addr(), extra) ||
+		if l.Addr() == a.Addr() ||
 			l.Addr().IsUnspecified() && (a.Addr().IsLoopback() || a.Addr().IsUnspecified()) {
 			return true
 		}

@@ -263,7 +263,7 @@ var errLoop = errors.New("proxy: backend is this proxy (loop)")
 func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, error) {
 	var p *Proxy = c.proxy
 	if p != nil {
-		if ap, err := netip.ParseAddrPort(addr); err == nil && p.loops.isListener(ap, p.LocalAddrs) {
+		if ap, err := netip.ParseAddrPort(addr); err == nil && p.loops.isListener(ap, p.ownAddrs()) {
 			return nil, fmt.Errorf("%s: %w", addr, errLoop)
 		}
 	}
@@ -274,7 +274,7 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 	}
 	if p != nil {
 		setTCPOptions(bc, p.KeepAlive, p.UserTimeout)
-		if p.loops.isListener(addrPortOf(bc.RemoteAddr()), p.LocalAddrs) {
+		if p.loops.isListener(addrPortOf(bc.RemoteAddr()), p.ownAddrs()) {
 			bc.Close()
 			return nil, fmt.Errorf("%s: %w", addr, errLoop)
 		}

@@ -99,6 +99,8 @@ type Proxy struct {
 	// backend. h is nil when nothing was learned. It must not block.
 	OnReject func(h *Hello, r Reason)
 
+	public   atomic.Pointer[[]netip.Addr]
+
 	initOnce sync.Once
 	routes   atomic.Pointer[table]
 	routesMu sync.Mutex // serializes route changes
@@ -162,6 +164,22 @@ func limitOr(v, def int) int {
 		return -1
 	}
 	return def
+}
+
+// SetPublicAddrs sets the public addresses (learned at run time, such as
+// the NAT's) that the loop guard treats as our own, besides LocalAddrs.
+func (p *Proxy) SetPublicAddrs(addrs ...netip.Addr) {
+	a := append([]netip.Addr(nil), addrs...)
+	p.public.Store(&a)
+}
+
+// ownAddrs returns LocalAddrs plus the public addresses.
+func (p *Proxy) ownAddrs() []netip.Addr {
+	pub := p.public.Load()
+	if pub == nil {
+		return p.LocalAddrs
+	}
+	return append(append([]netip.Addr(nil), p.LocalAddrs...), *pub...)
 }
 
 // SetRoutes validates routes and, if all are valid, replaces the route table

@@ -332,3 +332,10 @@ func (t *table) match(h *Hello) (*route, Reason) {
 	}
 	return nil, ReasonNoRoute
 }
+
+// CheckHost reports whether host is a valid route Host: an exact name, a
+// "*.suffix" wildcard, or "" for the default route.
+func CheckHost(host string) error {
+	_, err := normalizePattern(host)
+	return err
+}

@@ -1,8 +1,302 @@
 package config
 
-// Proxy is the `proxy:` section. Stub: the proxy package's engineer replaces this file.
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/hairpin-go/hairpin/proxy"
+)
+
+// Proxy is the `proxy:` section: one public port shared by many backends,
+// chosen by TLS SNI or HTTP Host (package proxy).
+//
+//	proxy:
+//	  tls: [":443"]                    # SNI passthrough listeners
+//	  http: [":80"]                    # Host-routed plain HTTP listeners
+//	  trustProxyFrom: []               # networks whose inbound PROXY headers are believed
+//	  routes:
+//	    - host: blog.example.com       # exact, *.example.com, or "" for the default route
+//	      backends: ["192.168.1.20:443"]
+//	      http: ["192.168.1.20:80"]
+//	      proxyProtocol: v2            # none | v1 | v2
+//	      allow: ["0.0.0.0/0", "::/0"]
+//	      alpn: ["acme-tls/1"]         # only clients offering one of these
+//	      balance: leastconn           # leastconn | roundrobin | first
+//	      healthCheck: {interval: 5s, timeout: 2s, tls: true, serverName: blog.example.com, rise: 2, fall: 3}
 type Proxy struct {
-	Stub []string `yaml:"tls"`
+	// TLS lists listen addresses ("[ip]:port") routed by SNI.
+	TLS []string `yaml:"tls"`
+	// HTTP lists listen addresses routed by Host.
+	HTTP []string `yaml:"http"`
+	// TrustProxyFrom lists networks (or addresses) whose inbound PROXY
+	// headers are believed.
+	TrustProxyFrom []string `yaml:"trustProxyFrom"`
+	// LocalAddrs lists more addresses of ours that backends must never be.
+	LocalAddrs []string `yaml:"localAddrs"`
+	// PeekTimeout bounds the wait for a ClientHello or request head ("5s").
+	PeekTimeout string `yaml:"peekTimeout"`
+	// MaxPeekBytes bounds the bytes read to route (default 70 KiB).
+	MaxPeekBytes int `yaml:"maxPeekBytes"`
+	// MaxConns, MaxPendingPeeks and MaxPeeksPerSource are limits (0:
+	// default, negative: none).
+	MaxConns          int `yaml:"maxConns"`
+	MaxPendingPeeks   int `yaml:"maxPendingPeeks"`
+	MaxPeeksPerSource int `yaml:"maxPeeksPerSource"`
+	// IdleTimeout is the TCP keepalive idle time and TCP_USER_TIMEOUT ("2m").
+	IdleTimeout string       `yaml:"idleTimeout"`
+	Routes      []ProxyRoute `yaml:"routes"`
 }
 
-func (s *Proxy) validate() error { return nil }
+// ProxyRoute is one entry of proxy.routes.
+type ProxyRoute struct {
+	// Host is an exact name, "*.suffix", or "" for the default route.
+	Host string `yaml:"host"`
+	// Backends are "host:port" TLS backends; HTTP are plain HTTP backends.
+	// A route needs at least one of them.
+	Backends []string `yaml:"backends"`
+	HTTP     []string `yaml:"http"`
+	// ProxyProtocol is none (default), v1 or v2.
+	ProxyProtocol string `yaml:"proxyProtocol"`
+	// Allow lists source networks; empty allows all.
+	Allow []string `yaml:"allow"`
+	// ALPN restricts the TLS route to clients offering one of these.
+	ALPN []string `yaml:"alpn"`
+	// Balance is leastconn (default), roundrobin or first.
+	Balance     string            `yaml:"balance"`
+	HealthCheck *ProxyHealthCheck `yaml:"healthCheck"`
+	// DialTimeout bounds one connect ("3s"); Retries is how many other
+	// backends to try after a failed connect.
+	DialTimeout string `yaml:"dialTimeout"`
+	Retries     int    `yaml:"retries"`
+}
+
+// ProxyHealthCheck is proxy.routes[].healthCheck.
+type ProxyHealthCheck struct {
+	// Interval between checks ("5s"); "off" disables active checks.
+	Interval string `yaml:"interval"`
+	Timeout  string `yaml:"timeout"`
+	// TLS checks with a handshake whose certificate must cover ServerName
+	// (default: the route's host, if exact).
+	TLS        bool   `yaml:"tls"`
+	ServerName string `yaml:"serverName"`
+	Rise       int    `yaml:"rise"`
+	Fall       int    `yaml:"fall"`
+}
+
+func (s *Proxy) validate() error {
+	_, _, err := s.build(nil)
+	return err
+}
+
+// Build returns a proxy configured by the section, routes installed. The
+// caller listens on s.TLS and s.HTTP (proxy.Listen, for SO_REUSEPORT) and
+// calls Serve for each listener; one *proxy.Proxy serves them all. The
+// gateway reports the NAT's public address with p.SetPublicAddrs.
+func (s *Proxy) Build(logger *slog.Logger) (*proxy.Proxy, error) {
+	p, routes, err := s.build(logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.SetRoutes(routes); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Apply validates the section's routes and swaps them into p atomically
+// (the reload path: connections already routed are not touched; listener
+// and limit changes need a restart).
+func (s *Proxy) Apply(p *proxy.Proxy, logger *slog.Logger) error {
+	_, routes, err := s.build(logger)
+	if err != nil {
+		return err
+	}
+	return p.SetRoutes(routes)
+}
+
+func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	p := &proxy.Proxy{
+		Logger:            logger,
+		MaxPeekBytes:      s.MaxPeekBytes,
+		MaxConns:          s.MaxConns,
+		MaxPendingPeeks:   s.MaxPendingPeeks,
+		MaxPeeksPerSource: s.MaxPeeksPerSource,
+	}
+	for _, l := range []struct {
+		path  string
+		addrs []string
+	}{{"proxy.tls", s.TLS}, {"proxy.http", s.HTTP}} {
+		for i, a := range l.addrs {
+			if err := checkListenAddr(a); err != nil {
+				add(Errorf(fmt.Sprintf("%s[%d]", l.path, i), a, "%v", err))
+			}
+		}
+	}
+	p.TrustProxyFrom = proxyPrefixes("proxy.trustProxyFrom", s.TrustProxyFrom, add)
+	for i, a := range s.LocalAddrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			add(Errorf(fmt.Sprintf("proxy.localAddrs[%d]", i), a, "want an IP address"))
+			continue
+		}
+		p.LocalAddrs = append(p.LocalAddrs, ip)
+	}
+	p.PeekTimeout = proxyDuration("proxy.peekTimeout", s.PeekTimeout, add)
+	if d := proxyDuration("proxy.idleTimeout", s.IdleTimeout, add); d > 0 {
+		p.UserTimeout = d
+		p.KeepAlive = net.KeepAliveConfig{Enable: true, Idle: d / 2, Interval: max(d/8, time.Second), Count: 4}
+	}
+	if s.MaxPeekBytes < 0 {
+		add(Errorf("proxy.maxPeekBytes", s.MaxPeekBytes, "must not be negative"))
+	}
+
+	var routes []proxy.Route
+	for i, r := range s.Routes {
+		path := fmt.Sprintf("proxy.routes[%d]", i)
+		rs, err := r.build(path, logger)
+		if err != nil {
+			add(err)
+			continue
+		}
+		routes = append(routes, rs...)
+	}
+	return p, routes, errors.Join(errs...)
+}
+
+func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, error) {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if err := proxy.CheckHost(r.Host); err != nil {
+		add(Errorf(path+".host", r.Host, "%v", err))
+	}
+	if len(r.Backends) == 0 && len(r.HTTP) == 0 {
+		add(Errorf(path, nil, "a route needs backends, http, or both"))
+	}
+	if len(r.ALPN) > 0 && len(r.Backends) == 0 {
+		add(Errorf(path+".alpn", nil, "alpn applies to TLS backends; this route has none"))
+	}
+	for _, b := range []struct {
+		key   string
+		addrs []string
+	}{{"backends", r.Backends}, {"http", r.HTTP}} {
+		for i, a := range b.addrs {
+			if err := checkBackendAddr(a); err != nil {
+				add(Errorf(fmt.Sprintf("%s.%s[%d]", path, b.key, i), a, "%v", err))
+			}
+		}
+	}
+	for i, a := range r.ALPN {
+		if a == "" || len(a) > 255 {
+			add(Errorf(fmt.Sprintf("%s.alpn[%d]", path, i), a, "want a protocol name of 1 to 255 bytes"))
+		}
+	}
+	pp, err := proxy.ParseProxyProtocol(r.ProxyProtocol)
+	if err != nil {
+		add(Errorf(path+".proxyProtocol", r.ProxyProtocol, "want none, v1 or v2"))
+	}
+	bal, err := proxy.ParseBalance(r.Balance)
+	if err != nil {
+		add(Errorf(path+".balance", r.Balance, "want leastconn, roundrobin or first"))
+	}
+	allow := proxyPrefixes(path+".allow", r.Allow, add)
+	dial := proxyDuration(path+".dialTimeout", r.DialTimeout, add)
+	var hc proxy.HealthCheck
+	if h := r.HealthCheck; h != nil {
+		if h.Interval == "off" {
+			hc.Interval = -1
+		} else {
+			hc.Interval = proxyDuration(path+".healthCheck.interval", h.Interval, add)
+		}
+		hc.Timeout = proxyDuration(path+".healthCheck.timeout", h.Timeout, add)
+		hc.TLS, hc.ServerName, hc.Rise, hc.Fall = h.TLS, h.ServerName, h.Rise, h.Fall
+		if hc.TLS && hc.ServerName == "" && r.Host != "" && r.Host[0] != '*' {
+			hc.ServerName = r.Host
+		}
+		if h.Rise < 0 || h.Fall < 0 {
+			add(Errorf(path+".healthCheck", nil, "rise and fall must not be negative"))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	pool := func(addrs []string, check proxy.HealthCheck) *proxy.Pool {
+		return &proxy.Pool{Backends: addrs, Balance: bal, ProxyProtocol: pp, HealthCheck: check,
+			DialTimeout: dial, Retries: r.Retries, Logger: logger}
+	}
+	var out []proxy.Route
+	if len(r.Backends) > 0 {
+		out = append(out, proxy.Route{Protocol: proxy.ProtocolTLS, Host: r.Host, ALPN: r.ALPN, Allow: allow, Target: pool(r.Backends, hc)})
+	}
+	if len(r.HTTP) > 0 {
+		httpCheck := hc
+		httpCheck.TLS = false // plain HTTP backends: a TCP connect
+		out = append(out, proxy.Route{Protocol: proxy.ProtocolHTTP, Host: r.Host, Allow: allow, Target: pool(r.HTTP, httpCheck)})
+	}
+	return out, nil
+}
+
+func checkListenAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("want [ip]:port: %v", err)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return errors.New("want an IP address (or none) before the port")
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return errors.New("want a port from 1 to 65535")
+	}
+	return nil
+}
+
+func checkBackendAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("want host:port: %v", err)
+	}
+	if host == "" {
+		return errors.New("want host:port: missing host")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return errors.New("want a port from 1 to 65535")
+	}
+	return nil
+}
+
+func proxyDuration(path, v string, add func(error)) time.Duration {
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		add(Errorf(path, v, "want a positive duration such as 5s"))
+		return 0
+	}
+	return d
+}
+
+func proxyPrefixes(path string, in []string, add func(error)) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				add(Errorf(fmt.Sprintf("%s[%d]", path, i), s, "want a network such as 192.168.1.0/24 or an address"))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}

@@ -1,0 +1,106 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/proxy"
+)
+
+const proxyExample = `
+proxy:
+  tls: [":443", "[::]:8443"]
+  http: [":80"]
+  trustProxyFrom: ["192.168.1.0/24", "10.0.0.1"]
+  peekTimeout: 3s
+  idleTimeout: 2m
+  routes:
+    - host: blog.example.com
+      backends: ["192.168.1.20:443", "192.168.1.21:443"]
+      http: ["192.168.1.20:80"]
+      proxyProtocol: v2
+      allow: ["0.0.0.0/0", "::/0"]
+      balance: roundrobin
+      healthCheck: {interval: 10s, tls: true, rise: 1}
+    - host: blog.example.com
+      alpn: ["acme-tls/1"]
+      backends: ["127.0.0.1:9443"]
+    - host: "*.example.com"
+      backends: ["nas.lan:443"]
+      healthCheck: {interval: "off"}
+    - host: ""
+      http: ["192.168.1.30:80"]
+`
+
+func TestProxyParseAndBuild(t *testing.T) {
+	f, err := Parse([]byte(proxyExample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.Proxy.Build(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PeekTimeout != 3*time.Second || p.UserTimeout != 2*time.Minute || len(p.TrustProxyFrom) != 2 ||
+		p.TrustProxyFrom[1] != netip.MustParsePrefix("10.0.0.1/32") {
+		t.Errorf("proxy %+v", p)
+	}
+	routes := p.Routes()
+	if len(routes) != 5 {
+		t.Fatalf("%d routes, want 5 (blog tls+http, acme, wildcard, default http)", len(routes))
+	}
+	blog := routes[0].Target.(*proxy.Pool)
+	if routes[0].Protocol != proxy.ProtocolTLS || blog.ProxyProtocol != proxy.ProxyProtocolV2 ||
+		blog.Balance != proxy.BalanceRoundRobin || blog.HealthCheck.ServerName != "blog.example.com" ||
+		!blog.HealthCheck.TLS || blog.HealthCheck.Interval != 10*time.Second || len(routes[0].Allow) != 2 {
+		t.Errorf("blog route %+v pool %+v", routes[0], blog)
+	}
+	if h := routes[1].Target.(*proxy.Pool); routes[1].Protocol != proxy.ProtocolHTTP || h.HealthCheck.TLS || h.Backends[0] != "192.168.1.20:80" {
+		t.Errorf("blog http route %+v", routes[1])
+	}
+	if routes[2].ALPN[0] != "acme-tls/1" {
+		t.Errorf("acme route %+v", routes[2])
+	}
+	if routes[3].Target.(*proxy.Pool).HealthCheck.Interval >= 0 {
+		t.Error(`interval "off" not negative`)
+	}
+
+	// Reload: a new file's routes are swapped in; a bad one leaves the old.
+	f2, err := Parse([]byte("proxy:\n  routes:\n    - host: new.example.com\n      backends: [\"10.0.0.9:443\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f2.Proxy.Apply(p, nil); err != nil || len(p.Routes()) != 1 {
+		t.Errorf("Apply: %v, %d routes", err, len(p.Routes()))
+	}
+}
+
+func TestProxyErrors(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want string // substring of the error
+	}{
+		{"proxy:\n  tls: [\"443\"]\n", `line 2: proxy.tls[0]: "443": want [ip]:port`},
+		{"proxy:\n  http: [\"nothost:80\"]\n", `line 2: proxy.http[0]`},
+		{"proxy:\n  trustProxyFrom: [\"192.168.1.0/33\"]\n", `line 2: proxy.trustProxyFrom[0]`},
+		{"proxy:\n  peekTimeout: soon\n", `line 2: proxy.peekTimeout: "soon"`},
+		{"proxy:\n  routes:\n    - host: a.test\n", `line 3: proxy.routes[0]: a route needs backends`},
+		{"proxy:\n  routes:\n    - host: a*.test\n      backends: [\"1.2.3.4:443\"]\n", `line 3: proxy.routes[0].host: "a*.test"`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4\"]\n", `line 4: proxy.routes[0].backends[0]: "1.2.3.4"`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      proxyProtocol: v3\n", `line 5: proxy.routes[0].proxyProtocol: "v3": want none, v1 or v2`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      balance: random\n", `line 5: proxy.routes[0].balance`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      allow: [\"lan\"]\n", `line 5: proxy.routes[0].allow[0]: "lan"`},
+		{"proxy:\n  routes:\n    - host: a.test\n      http: [\"1.2.3.4:80\"]\n      alpn: [h2]\n", `line 5: proxy.routes[0].alpn`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      healthCheck: {interval: 0s}\n", `line 5: proxy.routes[0].healthCheck.interval`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      bogus: 1\n", `line 5: unknown key "bogus"`},
+		{"proxy:\n  listen: [\":443\"]\n", `line 2: unknown key "listen"`},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", tt.yaml, err, tt.want)
+		}
+	}
+}
