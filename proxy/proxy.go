@@ -99,7 +99,7 @@ type Proxy struct {
 	// backend. h is nil when nothing was learned. It must not block.
 	OnReject func(h *Hello, r Reason)
 
-	public   atomic.Pointer[[]netip.Addr]
+	public atomic.Pointer[[]netip.Addr]
 
 	initOnce sync.Once
 	routes   atomic.Pointer[table]
