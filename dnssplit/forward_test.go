@@ -1,0 +1,194 @@
+package dnssplit
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// tlsUpstream runs a DNS-over-TLS server on loopback with a fresh
+// self-signed certificate for "dot.test" and returns its address and a
+// client configuration trusting it.
+func tlsUpstream(t *testing.T, h dns.HandlerFunc) (netip.AddrPort, *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dot.test"},
+		DNSNames: []string{"dot.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{Listener: l, Net: "tcp-tls", Handler: h}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { srv.Shutdown(); <-done })
+	return addrPortOf(l.Addr()), &tls.Config{RootCAs: pool}
+}
+
+func TestDoTUpstream(t *testing.T) {
+	var asked atomic.Int32
+	up, cfg := tlsUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		asked.Add(1)
+		answerA("198.51.100.53", 60)(w, r)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up, TLS: true, ServerName: "dot.test", TLSConfig: cfg}}
+	addr := start(t, s)
+	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("tls.example.net.", dns.TypeA))); got != "198.51.100.53" {
+		t.Fatalf("over DoT: %q", got)
+	}
+	// The wrong name fails verification: no answer, no plaintext fallback.
+	s2 := splitServer(t)
+	s2.Upstreams = []Upstream{{Addr: up, TLS: true, ServerName: "other.test", TLSConfig: cfg}}
+	addr2 := start(t, s2)
+	if r := query(t, "udp", "127.0.0.2", addr2, q("tls.example.net.", dns.TypeA)); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("certificate for another name accepted: %v", r)
+	}
+	if asked.Load() != 1 {
+		t.Fatalf("upstream asked %d times", asked.Load())
+	}
+}
+
+func TestTCPFallbackOnTruncation(t *testing.T) {
+	var udp, tcp atomic.Int32
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
+			udp.Add(1)
+			m.Truncated = true
+		} else {
+			tcp.Add(1)
+			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 198.51.100.54")
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+	})
+	// The upstream helper serves UDP only; add TCP on the same port.
+	l, err := net.Listen("tcp", up.String())
+	if err != nil {
+		t.Skipf("tcp port %v taken: %v", up, err)
+	}
+	srv := &dns.Server{Listener: l, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		tcp.Add(1)
+		m := new(dns.Msg)
+		m.SetReply(r)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 198.51.100.54")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { srv.Shutdown(); <-done })
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	addr := start(t, s)
+	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("tc.example.net.", dns.TypeA))); got != "198.51.100.54" {
+		t.Fatalf("after TC: %q", got)
+	}
+	if udp.Load() != 1 || tcp.Load() != 1 {
+		t.Fatalf("udp %d tcp %d", udp.Load(), tcp.Load())
+	}
+}
+
+func TestPolicyFastest(t *testing.T) {
+	var slowN, fastN atomic.Int32
+	slow, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		slowN.Add(1)
+		time.Sleep(30 * time.Millisecond)
+		answerA("198.51.100.1", 60)(w, r)
+	})
+	fast, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		fastN.Add(1)
+		answerA("198.51.100.2", 60)(w, r)
+	})
+	f := newForwarder([]Upstream{{Addr: slow}, {Addr: fast}}, PolicyFastest, time.Second, time.Second, nil)
+	// Both start unmeasured; a first round measures them.
+	for _, u := range f.ups {
+		u.result(0, nil)
+	}
+	f.ups[0].result(30*time.Millisecond, nil)
+	f.ups[1].result(time.Millisecond, nil)
+	for range 5 {
+		if _, err := f.exchange(t.Context(), dns.Question{Name: "x.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fastN.Load() != 5 || slowN.Load() != 0 {
+		t.Fatalf("fast asked %d, slow %d", fastN.Load(), slowN.Load())
+	}
+	f.policy = PolicyFailover
+	f.exchange(t.Context(), dns.Question{Name: "x.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false)
+	if slowN.Load() != 1 {
+		t.Fatal("failover did not ask the first upstream")
+	}
+}
+
+func TestPrefetch(t *testing.T) {
+	var n atomic.Int32
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		n.Add(1)
+		answerA("198.51.100.3", 100)(w, r)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	s.Cache.Prefetch = true
+	s.init()
+	clock := time.Now()
+	s.cache.now = func() time.Time { return clock }
+	addr := start(t, s)
+	for range prefetchHits + 1 {
+		query(t, "udp", "127.0.0.2", addr, q("pop.example.net.", dns.TypeA))
+	}
+	s.cache.mu.Lock()
+	clock = clock.Add(95 * time.Second) // within the last 10% of the TTL
+	s.cache.mu.Unlock()
+	query(t, "udp", "127.0.0.2", addr, q("pop.example.net.", dns.TypeA))
+	deadline := time.Now().Add(3 * time.Second)
+	for n.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.Load() != 2 {
+		t.Fatalf("upstream asked %d times, want a prefetch", n.Load())
+	}
+}
+
+func TestPolicyString(t *testing.T) {
+	for _, p := range []Policy{PolicyUnknown, PolicyFailover, PolicyFastest} {
+		if p != PolicyUnknown {
+			if got, err := ParsePolicy(p.String()); err != nil || got != p {
+				t.Errorf("%v: %v %v", p, got, err)
+			}
+		}
+	}
+	if _, err := ParsePolicy("random"); err == nil {
+		t.Error("random accepted")
+	}
+}
