@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// ErrNoAnswer is returned by Probe when no server answered over UDP. The
-// Report returned with it is still filled in with the evidence.
+// ErrNoAnswer is returned by Probe when no server answered (over UDP, nor
+// over TCP when Client.TCP is set). The Report returned with it is still
+// filled in with the evidence.
 var ErrNoAnswer = errors.New("nat: no STUN server answered")
 
 // Defaults, and why.
@@ -48,8 +49,9 @@ type Client struct {
 	// that family only.
 	Network string
 
-	// Timeout bounds the UDP and TCP tests; zero means DefaultTimeout. The
-	// ctx given to Probe bounds everything, including the lifetime search.
+	// Timeout bounds the UDP tests, and separately the TCP tests; zero means
+	// DefaultTimeout. The ctx given to Probe bounds everything, including
+	// the lifetime search.
 	Timeout time.Duration
 
 	// RTO optionally sets the first retransmission timeout; zero means 250 ms.
@@ -195,7 +197,8 @@ func (c *Client) resolve(ctx context.Context) ([]netip.AddrPort, error) {
 }
 
 // Probe measures the NAT. It returns when every test ended or ctx is done;
-// it never takes longer than Timeout (plus LifetimeMax with Lifetime). With
+// it never takes longer than Timeout (twice with TCP, plus about three times
+// LifetimeMax with Lifetime). With
 // ErrNoAnswer the returned Report still holds the evidence.
 func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	start := time.Now()
@@ -229,8 +232,10 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 		rep.Classic = "symmetric"
 	}
 
-	if c.TCP && rep.UDP {
-		rep.TCP = c.probeTCP(udpCtx, ev.plan, ev.first)
+	if c.TCP {
+		tcpCtx, cancel := context.WithTimeout(ctx, c.timeout())
+		rep.TCP = c.probeTCP(tcpCtx, ev.plan, ev.first, servers)
+		cancel()
 	}
 	if c.Lifetime && rep.UDP {
 		c.probeLifetime(ctx, e, ev.plan, ev.first, sockA, rep, rec)
@@ -239,7 +244,7 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	rep.Duration = time.Since(start)
 	c.logger().Debug("nat: probe done", "public", rep.Public, "mapping", rep.Mapping,
 		"filtering", rep.Filtering, "server", rep.Server.RFC5780, "duration", rep.Duration)
-	if !rep.UDP {
+	if !rep.UDP && (rep.TCP == nil || !rep.TCP.Public.IsValid()) {
 		return rep, ErrNoAnswer
 	}
 	return rep, nil

@@ -29,9 +29,11 @@ func (c *Client) dialTCP(ctx context.Context, network, laddr, raddr string) (net
 }
 
 // probeTCP connects from one local port to the server's addresses (the RFC
-// 5780 server's three, or every server that answered over UDP) and compares
-// the TCP mappings.
-func (c *Client) probeTCP(ctx context.Context, p plan, first []obs) *TCPReport {
+// 5780 server's three, or every server that answered over UDP, or every
+// server when none did) and compares the TCP mappings. When the first TCP
+// answer carries a usable OTHER-ADDRESS that UDP did not provide, the
+// alternate addresses are added.
+func (c *Client) probeTCP(ctx context.Context, p plan, first []obs, servers []netip.AddrPort) *TCPReport {
 	var dsts []netip.AddrPort
 	if p.rfc >= 0 {
 		dsts = append([]netip.AddrPort{p.primary}, p.mapping...)
@@ -41,7 +43,11 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs) *TCPReport {
 				dsts = append(dsts, o.server)
 			}
 		}
+		if len(dsts) == 0 {
+			dsts = servers
+		}
 	}
+	extended := p.rfc >= 0
 	network := "tcp4"
 	if c.network() == "udp6" {
 		network = "tcp6"
@@ -57,7 +63,8 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs) *TCPReport {
 			cn.Close()
 		}
 	}()
-	for _, dst := range dsts {
+	for i := 0; i < len(dsts); i++ {
+		dst := dsts[i]
 		pr := Probe{Test: "tcp", Server: dst}
 		o, cn, err := c.tcpBinding(ctx, network, laddr, dst)
 		if cn != nil {
@@ -74,6 +81,10 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs) *TCPReport {
 		} else {
 			pr.Answered, pr.Mapped, pr.From, pr.Origin, pr.Other = true, o.mapped, dst, o.origin, o.other
 			got = append(got, o)
+			if !extended && o.other.IsValid() && otherAddressProblem(dst, o.other) == "" {
+				extended = true
+				dsts = append(dsts[:len(rep.Probes)+1:len(rep.Probes)+1], netip.AddrPortFrom(o.other.Addr(), dst.Port()), o.other)
+			}
 			if !rep.Public.IsValid() {
 				rep.Public = o.mapped
 				rep.PortPreserved = answerOf(o.mapped.Port() == pr.Local.Port())

@@ -1,0 +1,214 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/hairpin-go/hairpin/internal/natlab"
+	"github.com/libp2p/go-reuseport"
+)
+
+// Ports inside the lab's own Server namespace, where nothing else listens.
+const (
+	labPort, labAltPort       = 3478, 3479
+	coturnPort, coturnAltPort = 13478, 13479
+)
+
+// labServer runs our RFC 5780 server (UDP and TCP) on the lab's Server host.
+func labServer(t *testing.T, lab *natlab.Lab) netip.AddrPort {
+	t.Helper()
+	a1, a2 := lab.ServerAddrs()
+	s := &Server{Primary: netip.AddrPortFrom(a1, labPort), Alternate: netip.AddrPortFrom(a2, labAltPort)}
+	four := s.fourAddrs()
+	var pcs [4]net.PacketConn
+	var lns [4]net.Listener
+	for i, a := range four {
+		pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs[i] = pc
+		l, err := lab.Listen(natlab.Server, "tcp4", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = l
+	}
+	errs := make(chan error, 5)
+	go func() { errs <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3]) }()
+	for _, l := range lns {
+		go func() { errs <- s.Serve(l) }()
+	}
+	t.Cleanup(func() {
+		s.Close()
+		for range 5 {
+			if err := <-errs; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	})
+	return s.Primary
+}
+
+// labClient is a Client whose sockets live on host.
+func labClient(lab *natlab.Lab, host natlab.Host, server netip.AddrPort) *Client {
+	return &Client{
+		Servers: []string{server.String()},
+		ListenPacket: func(_ context.Context, network, addr string) (net.PacketConn, error) {
+			return lab.ListenPacket(host, network, addr)
+		},
+		DialTCP: func(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+			var c net.Conn
+			err := lab.Do(host, func() error {
+				d := net.Dialer{Control: reuseport.Control}
+				if laddr != "" {
+					la, err := net.ResolveTCPAddr(network, laddr)
+					if err != nil {
+						return err
+					}
+					d.LocalAddr = la
+				}
+				var err error
+				c, err = d.DialContext(ctx, network, raddr)
+				return err
+			})
+			return c, err
+		},
+	}
+}
+
+// checkTruth compares a report with the lab's ground truth.
+func checkTruth(t *testing.T, who string, lab *natlab.Lab, rep *Report, err error) {
+	t.Helper()
+	k := lab.Config().Kind
+	if k == natlab.UDPBlocked {
+		if rep.UDP || rep.Mapping != BehaviorUnknown || rep.Filtering != BehaviorUnknown || rep.Hairpinning != Unknown {
+			t.Errorf("%s: UDP blocked, but report says udp=%v mapping %v filtering %v hairpin %v", who, rep.UDP, rep.Mapping, rep.Filtering, rep.Hairpinning)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", who, err)
+	}
+	fail := func(what string, got, want any) {
+		t.Errorf("%s: %s %v, ground truth %v", who, what, got, want)
+	}
+	if rep.Mapping.String() != k.Mapping().String() {
+		fail("mapping", rep.Mapping, k.Mapping())
+	}
+	if rep.Filtering.String() != k.Filtering().String() {
+		fail("filtering", rep.Filtering, k.Filtering())
+	}
+	if rep.Hairpinning != answerOf(lab.Hairpins()) {
+		fail("hairpinning", rep.Hairpinning, lab.Hairpins())
+	}
+	if rep.BehindNAT != answerOf(k != natlab.NoNAT) {
+		fail("behind NAT", rep.BehindNAT, k != natlab.NoNAT)
+	}
+	if rep.Public.Addr() != lab.PublicAddr() {
+		fail("public address", rep.Public, lab.PublicAddr())
+	}
+	if rep.Server.RFC5780 != Supported {
+		fail("server check", rep.Server, Supported)
+	}
+	if t.Failed() {
+		for _, p := range rep.Probes {
+			t.Logf("%s probe: %+v", who, p)
+		}
+	}
+}
+
+func TestLab(t *testing.T) {
+	interop.NeedRoot(t)
+	for _, k := range natlab.Kinds() {
+		for _, hairpin := range []bool{false, true} {
+			if hairpin && k.Hairpins(true) == k.Hairpins(false) {
+				continue // the same lab as without
+			}
+			t.Run(fmt.Sprintf("%v/hairpin=%v", k, hairpin), func(t *testing.T) {
+				t.Parallel()
+				lab := natlab.New(t, natlab.Config{Kind: k, Hairpin: hairpin})
+				srv := labServer(t, lab)
+				c := labClient(lab, natlab.LAN1, srv)
+				c.TCP = true
+				c.Timeout = 3 * time.Second
+				rep, err := c.Probe(t.Context())
+				checkTruth(t, "our client vs our server", lab, rep, err)
+				if k != natlab.UDPBlocked && rep.Duration > time.Second {
+					t.Errorf("UDP report took %v, want < 1s", rep.Duration)
+				}
+				if rep.TCP == nil || rep.TCP.Public.Addr() != lab.PublicAddr() {
+					t.Errorf("TCP report %+v, want public %v", rep.TCP, lab.PublicAddr())
+				} else if want := tcpMapping(k); rep.TCP.Mapping.String() != want.String() {
+					t.Errorf("TCP mapping %v, want %v", rep.TCP.Mapping, want)
+				}
+				if k == natlab.DoubleNAT && rep.CarrierGradeNAT != Yes {
+					t.Logf("no carrier-grade NAT hint for DoubleNAT (carrierGradeNAT %v)", rep.CarrierGradeNAT)
+				}
+				t.Logf("%v: %s, mapping %v, filtering %v, hairpin %v, tcp %v, in %v",
+					k, rep.Classic, rep.Mapping, rep.Filtering, rep.Hairpinning, rep.TCP.Mapping, rep.Duration.Round(time.Millisecond))
+				if hairpin {
+					return
+				}
+				labCoturn(t, lab, k)
+			})
+		}
+	}
+}
+
+// labCoturn checks our client against coturn and coturn's natdiscovery
+// against our server, in the same lab.
+func labCoturn(t *testing.T, lab *natlab.Lab, k natlab.Kind) {
+	paths := interop.Need(t, "turnserver", "turnutils_natdiscovery")
+	a1, a2 := lab.ServerAddrs()
+	cmd := lab.Command(natlab.Server, paths["turnserver"], coturnArgs(t.TempDir(), a1, a2, coturnPort, coturnAltPort)...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := lab.StartCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cot := netip.AddrPortFrom(a1, coturnPort)
+	if err := waitSTUN(ctx, func() (net.PacketConn, error) {
+		return lab.ListenPacket(natlab.Server, "udp4", netip.AddrPortFrom(a2, 0).String())
+	}, cot); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	c := labClient(lab, natlab.LAN1, cot)
+	c.Timeout = 3 * time.Second
+	rep, err := c.Probe(t.Context())
+	checkTruth(t, "our client vs coturn", lab, rep, err)
+
+	if k == natlab.UDPBlocked {
+		return // natdiscovery has nothing to find and would wait long for it
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	nd, err := lab.CommandContext(ctx, natlab.LAN1, paths["turnutils_natdiscovery"], "-m", "-f",
+		"-p", strconv.Itoa(labPort), a1.String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("natdiscovery: %v\n%s", err, nd)
+	}
+	mapping, filtering := natdiscoveryResult(string(nd))
+	if mapping.String() != k.Mapping().String() || filtering.String() != k.Filtering().String() {
+		t.Errorf("natdiscovery vs our server: mapping %v filtering %v, ground truth %v %v\n%s",
+			mapping, filtering, k.Mapping(), k.Filtering(), nd)
+	}
+}
+
+// tcpMapping is the TCP mapping ground truth: masquerade and 1:1 NAT treat
+// TCP as they treat UDP, and UDPBlocked masquerades TCP.
+func tcpMapping(k natlab.Kind) natlab.Behavior {
+	if k == natlab.UDPBlocked {
+		return natlab.EndpointIndependent
+	}
+	return k.Mapping()
+}
