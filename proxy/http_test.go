@@ -89,14 +89,15 @@ func TestHTTPHostRouting(t *testing.T) {
 
 	// Requests nothing matches.
 	for _, tt := range []struct {
-		req  string
-		want Reason
+		req    string
+		want   Reason
+		status int
 	}{
-		{"GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n", ReasonNoRoute},
-		{"GET / HTTP/1.0\r\n\r\n", ReasonNoHost},
-		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ReasonNoHost},
-		{"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ReasonBadRequest},
-		{"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked, x\r\n\r\n", ReasonBadRequest},
+		{"GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n", ReasonNoRoute, 404},
+		{"GET / HTTP/1.0\r\n\r\n", ReasonNoHost, 400},
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ReasonNoHost, 400},
+		{"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ReasonBadRequest, 400},
+		{"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked, x\r\n\r\n", ReasonBadRequest, 400},
 	} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -104,6 +105,11 @@ func TestHTTPHostRouting(t *testing.T) {
 		}
 		io.WriteString(c, tt.req)
 		rej.want(t, tt.want, 5*time.Second)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != tt.status {
+			t.Errorf("%q: response %v, %v; want status %d", tt.req, resp, err, tt.status)
+		}
 		c.Close()
 	}
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxHeadBytes bounds an HTTP request head after the first one (the first is
@@ -158,6 +159,32 @@ var errMisdirected = errors.New("proxy: request for another route on a kept-aliv
 // misdirectedResponse is sent to the client after the backend has answered
 // the requests before the misdirected one (RFC 9110 section 15.5.20).
 const misdirectedResponse = "HTTP/1.1 421 Misdirected Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+// httpStatus is the response sent to a plain HTTP client the proxy cannot
+// route, so that a browser shows why instead of "connection reset".
+var httpStatus = map[Reason]string{
+	ReasonNoRoute:     "404 Not Found",
+	ReasonNoHost:      "400 Bad Request",
+	ReasonBadRequest:  "400 Bad Request",
+	ReasonDenied:      "403 Forbidden",
+	ReasonTooLarge:    "431 Request Header Fields Too Large",
+	ReasonLimit:       "503 Service Unavailable",
+	ReasonBackendDown: "502 Bad Gateway",
+}
+
+// replyWait bounds the write of an error response to a client.
+const replyWait = time.Second
+
+// replyHTTP writes the error response for r, if it has one.
+func replyHTTP(c net.Conn, r Reason) {
+	status, ok := httpStatus[r]
+	if !ok {
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(replyWait))
+	io.WriteString(c, "HTTP/1.1 "+status+"\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "+
+		strconv.Itoa(len(status)+1)+"\r\n\r\n"+status+"\n")
+}
 
 // prefixConn reads the peeked bytes, then the connection.
 type prefixConn struct {

@@ -212,6 +212,9 @@ func (pl *Pool) HandleConn(ctx context.Context, c *Conn) {
 	defer c.Close()
 	bc, b, err := pl.connect(ctx, c)
 	if err != nil {
+		if c.Hello.Protocol == ProtocolHTTP {
+			replyHTTP(c.Conn, ReasonBackendDown)
+		}
 		if c.proxy != nil {
 			c.proxy.rejected(c.Conn, &c.Hello, ReasonBackendDown, err)
 		}

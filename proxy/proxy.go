@@ -440,13 +440,20 @@ func (p *Proxy) handle(c net.Conn) {
 	if err == nil && p.loops.isOurDial(src) {
 		err = reject(ReasonLoop, nil) // the dial registered itself while we peeked
 	}
+	isHTTP := len(pk.buf) > 0 && looksLikeHTTP(pk.buf[0]) && methodOK(pk.buf)
 	if err != nil {
+		if isHTTP {
+			replyHTTP(c, ReasonOf(err))
+		}
 		p.rejected(c, pk.hello, ReasonOf(err), err)
 		return
 	}
 	t := p.routes.Load()
 	r, reason := t.match(pk.hello)
 	if r == nil {
+		if isHTTP {
+			replyHTTP(c, reason)
+		}
 		p.rejected(c, pk.hello, reason, nil)
 		return
 	}

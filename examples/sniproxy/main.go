@@ -1,0 +1,138 @@
+// Command sniproxy shares one port among many backends by name, from the
+// `proxy:` section of a hairpin configuration file: TLS is routed by SNI
+// without being decrypted, plain HTTP by Host.
+//
+//	sniproxy -config hairpin.yaml
+//
+// Listeners use SO_REUSEPORT, so a new sniproxy can start on the same ports
+// before the old one is stopped. SIGHUP re-reads the file and swaps the
+// routes atomically (listeners and limits need a restart); SIGINT or SIGTERM
+// stop accepting and wait up to -grace for open connections.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/proxy"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sniproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "", "configuration file (YAML with a proxy: section)")
+	grace := flag.Duration("grace", 30*time.Second, "how long to wait for open connections on shutdown")
+	flag.Parse()
+	if *path == "" {
+		flag.Usage()
+		return errors.New("-config is required")
+	}
+	f, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if f.Proxy == nil {
+		return fmt.Errorf("%s has no proxy: section", *path)
+	}
+	log := newLogger(f.Log)
+	p, err := f.Proxy.Build(log)
+	if err != nil {
+		return err
+	}
+	addrs := append(append([]string(nil), f.Proxy.TLS...), f.Proxy.HTTP...)
+	if len(addrs) == 0 {
+		return errors.New("proxy: no tls or http listeners configured")
+	}
+	var listeners []net.Listener
+	for _, a := range addrs {
+		l, err := proxy.Listen("tcp", a)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		listeners = append(listeners, l)
+		log.Info("sniproxy: listening", "addr", l.Addr().String())
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		wg.Go(func() {
+			if err := p.Serve(l); !errors.Is(err, proxy.ErrServerClosed) {
+				errc <- err
+			}
+		})
+	}
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			break loop
+		case <-hup:
+			nf, err := config.Load(*path)
+			switch {
+			case err != nil:
+				log.Error("sniproxy: reload failed, keeping the old routes", "err", err)
+			case nf.Proxy == nil:
+				log.Error("sniproxy: reload failed: no proxy: section, keeping the old routes")
+			default:
+				if err := nf.Proxy.Apply(p, log); err != nil {
+					log.Error("sniproxy: reload failed, keeping the old routes", "err", err)
+				} else {
+					log.Info("sniproxy: routes reloaded", "routes", len(p.Routes()))
+				}
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := p.Shutdown(sctx); err != nil {
+		log.Warn("sniproxy: closed connections still open after the grace period", "err", err)
+	}
+	wg.Wait()
+	return runErr
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	level := slog.LevelInfo
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
