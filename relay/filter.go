@@ -36,7 +36,9 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 		s.counters.malformed.Add(1)
 		return false
 	}
-	m := &stun.Message{Raw: b}
+	// Cap the capacity: pion's integrity check appends its HMAC after
+	// Raw, which would overwrite the next message buffered behind b.
+	m := &stun.Message{Raw: b[:len(b):len(b)]}
 	if err := m.Decode(); err != nil {
 		s.counters.malformed.Add(1)
 		return false
