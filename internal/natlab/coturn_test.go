@@ -1,0 +1,189 @@
+package natlab
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
+)
+
+// startCoturn runs coturn's turnserver on Server with both addresses and the
+// alternative port, as an RFC 5780 server, and waits until it answers.
+func startCoturn(t *testing.T, lab *Lab) {
+	t.Helper()
+	interop.Need(t, "turnserver")
+	dir := t.TempDir()
+	a1, a2 := lab.ServerAddrs()
+	_, err := lab.Start(Server, "turnserver", "-n",
+		"--no-auth", "--no-tls", "--no-dtls", "--no-cli",
+		"-L", a1.String(), "-L", a2.String(),
+		"--listening-port", "3478", "--alt-listening-port", "3479",
+		"--pidfile", filepath.Join(dir, "turnserver.pid"),
+		"--userdb", filepath.Join(dir, "turndb"),
+		"--log-file", "stdout", "--simple-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ready when each of the four addresses answers a STUN Binding request.
+	pc, err := lab.ListenPacket(Server, "udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, a := range []string{a1.String() + ":3478", a1.String() + ":3479", a2.String() + ":3478", a2.String() + ":3479"} {
+		to, _ := net.ResolveUDPAddr("udp4", a)
+		// Responses to earlier, unanswered-in-time requests count too:
+		// matching only the last one could chase a queue of late answers.
+		sent := map[string]bool{}
+		for {
+			req := bindingRequest()
+			sent[string(req[8:20])] = true
+			if _, err := pc.WriteTo(req, to); err != nil {
+				t.Fatal(err)
+			}
+			p, _, err := recv(pc, 100*time.Millisecond)
+			if err == nil && len(p) >= 20 && sent[string(p[8:20])] {
+				break
+			}
+			if time.Now().After(deadline) {
+				ss, _ := lab.Command(Server, "ss", "-uanp").CombinedOutput()
+				ps, _ := exec.Command("ps", "-o", "pid,stat,wchan:20,args", "-C", "turnserver").CombinedOutput()
+				t.Fatalf("turnserver does not answer on %s\nss -uanp:\n%s\nps:\n%s", a, ss, ps)
+			}
+		}
+	}
+}
+
+// bindingRequest returns a STUN Binding request (RFC 8489) without attributes.
+func bindingRequest() []byte {
+	b := []byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}
+	id := make([]byte, 12)
+	rand.Read(id)
+	return append(b, id...)
+}
+
+// discovery is what coturn's turnutils_natdiscovery concluded.
+type discovery struct {
+	noNAT              bool // "No NAT!" (printed only when the local address is given with -L)
+	mapping, filtering Behavior
+	hairpin            bool
+}
+
+// parseNatDiscovery reads the conclusions out of turnutils_natdiscovery's
+// output (coturn 4.6). Lines it does not know are ignored.
+func parseNatDiscovery(out string) discovery {
+	var d discovery
+	for line := range strings.Lines(out) {
+		line = strings.TrimSpace(line)
+		switch line {
+		case "No NAT! (Endpoint Independent Mapping)":
+			d.noNAT = true
+		case "NAT with Endpoint Independent Mapping!":
+			d.mapping = EndpointIndependent
+		case "NAT with Address Dependent Mapping!":
+			d.mapping = AddressDependent
+		case "NAT with Address and Port Dependent Mapping!":
+			d.mapping = AddressAndPortDependent
+		case "NAT with Endpoint Independent Filtering!":
+			d.filtering = EndpointIndependent
+		case "NAT with Address Dependent Filtering!":
+			d.filtering = AddressDependent
+		case "NAT with Address and Port Dependent Filtering!":
+			d.filtering = AddressAndPortDependent
+		case "Received a request (maybe a successful hairpinning)":
+			d.hairpin = true
+		}
+	}
+	return d
+}
+
+// TestCoturnAgrees proves the lab against a tool nobody here wrote: for every
+// kind (and hairpinning on and off where it applies) coturn's turnserver runs
+// on Server with both addresses and the alternative port, and coturn's
+// turnutils_natdiscovery runs on LAN1; what it discovers must be what the
+// kind claims.
+//
+// Where the tool cannot see the truth:
+//   - natdiscovery reports "No NAT!" only when the reflexive address equals
+//     the local one, which needs the local address (-L): the test passes -L
+//     with LAN1's address for every kind. It then still runs the RFC 5780
+//     tests and prints endpoint-independent mapping and filtering for NoNAT,
+//     which is also true there.
+//   - With UDP blocked no response arrives; the tool prints timeouts and no
+//     conclusion at all, which is what is asserted.
+//   - Its hairpinning test waits 3 s for the hairpinned request and then 3 s
+//     on the second socket; a negative result therefore takes 6 s.
+func TestCoturnAgrees(t *testing.T) {
+	paths := interop.Need(t, "turnserver", "turnutils_natdiscovery")
+	type tc struct {
+		kind    Kind
+		hairpin bool
+	}
+	var cases []tc
+	for _, k := range Kinds() {
+		switch k {
+		case OneToOne, AddressRestricted, PortRestricted, Symmetric:
+			cases = append(cases, tc{k, false}, tc{k, true})
+		default:
+			cases = append(cases, tc{k, k == DoubleNAT})
+		}
+	}
+	start := time.Now()
+	t.Cleanup(func() {
+		t.Logf("coturn self-test of %d labs took %v", len(cases), time.Since(start).Round(time.Millisecond))
+	})
+
+	// All labs run at once (the tool mostly waits on 3 s timeouts), so they
+	// are built by this test and only checked in subtests: t.Parallel would
+	// cap the concurrency at GOMAXPROCS.
+	type result struct {
+		mf, hp       []byte
+		mfErr, hpErr error
+	}
+	results := make([]result, len(cases))
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		lab := New(t, Config{Kind: c.kind, Hairpin: c.hairpin})
+		startCoturn(t, lab)
+		server := lab.Addr(Server).String()
+		local := lab.Addr(LAN1).String()
+		r := &results[i]
+		mf := lab.CommandContext(t.Context(), LAN1, paths["turnutils_natdiscovery"], "-m", "-f", "-L", local, server)
+		hp := lab.CommandContext(t.Context(), LAN1, paths["turnutils_natdiscovery"], "-H", "-L", local, server)
+		wg.Go(func() { r.mf, r.mfErr = mf.CombinedOutput() })
+		wg.Go(func() { r.hp, r.hpErr = hp.CombinedOutput() })
+	}
+	wg.Wait()
+
+	for i, c := range cases {
+		t.Run(fmt.Sprintf("%v/hairpin=%v", c.kind, c.hairpin), func(t *testing.T) {
+			r := results[i]
+			if r.mfErr != nil && c.kind != UDPBlocked {
+				t.Fatalf("natdiscovery -m -f: %v\n%s", r.mfErr, r.mf)
+			}
+			d := parseNatDiscovery(string(r.mf))
+			d.hairpin = parseNatDiscovery(string(r.hp)).hairpin
+			t.Logf("coturn: no NAT %v, mapping %v, filtering %v, hairpin %v", d.noNAT, d.mapping, d.filtering, d.hairpin)
+			want := discovery{
+				noNAT:     c.kind == NoNAT,
+				mapping:   c.kind.Mapping(),
+				filtering: c.kind.Filtering(),
+				hairpin:   c.kind.Hairpins(c.hairpin),
+			}
+			if d != want {
+				t.Errorf("coturn discovered %+v, the kind claims %+v\n-m -f output:\n%s\n-H output (err %v):\n%s", d, want, r.mf, r.hpErr, r.hp)
+			}
+			if c.kind == UDPBlocked && !strings.Contains(string(r.mf), "STUN receive timeout") {
+				t.Errorf("UDP blocked, but natdiscovery did not time out:\n%s", r.mf)
+			}
+		})
+	}
+}
