@@ -212,3 +212,39 @@ func tcpMapping(k natlab.Kind) natlab.Behavior {
 	}
 	return k.Mapping()
 }
+
+// TestLabLifetime measures the mapping lifetime of a router whose conntrack
+// UDP timeout is 20 s. It takes about a minute.
+func TestLabLifetime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long test (about a minute): mapping lifetime search")
+	}
+	interop.NeedRoot(t)
+	t.Parallel()
+	const timeout = 20 * time.Second
+	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, UDPTimeout: timeout})
+	srv := labServer(t, lab)
+	c := labClient(lab, natlab.LAN1, srv)
+	c.Lifetime = true
+	c.LifetimeMax = 2 * timeout
+	c.LifetimeResolution = 2 * time.Second
+	rep, err := c.Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Probes {
+		if p.Test == "lifetime" && p.Note != "" {
+			t.Log(p.Note)
+		}
+	}
+	// The kernel expires an entry on the first packet after its timeout, and
+	// a check takes a few milliseconds: allow one resolution step either way.
+	if rep.MappingLifetime > timeout || rep.MappingExpired < timeout-time.Second ||
+		rep.MappingExpired-rep.MappingLifetime > c.LifetimeResolution {
+		t.Errorf("lifetime [%v, %v], router timeout %v", rep.MappingLifetime, rep.MappingExpired, timeout)
+	}
+	if rep.SuggestedKeepalive <= 0 || rep.SuggestedKeepalive >= timeout {
+		t.Errorf("suggested keepalive %v for a %v lifetime", rep.SuggestedKeepalive, timeout)
+	}
+	t.Logf("lifetime [%v, %v], keepalive %v, probe took %v", rep.MappingLifetime, rep.MappingExpired, rep.SuggestedKeepalive, rep.Duration)
+}
