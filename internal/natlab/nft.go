@@ -105,10 +105,10 @@ func (l layer) ruleset() string {
 	// Source NAT.
 	w("\tchain postrouting {")
 	w("\t\ttype nat hook postrouting priority srcnat; policy accept;")
+	if l.hairpin {
+		w("\t\tiifname %q oifname %q ct status dnat snat ip to %s", lanIf, lanIf, wan)
+	}
 	if natted {
-		if l.hairpin {
-			w("\t\tiifname %q oifname %q ct status dnat snat ip to %s", lanIf, lanIf, wan)
-		}
 		switch l.kind {
 		case OneToOne:
 			w("\t\toifname %q ip saddr %s snat ip to %s", wanIf, l.oneToOne, wan)
