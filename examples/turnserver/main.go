@@ -1,0 +1,119 @@
+// Command turnserver runs a TURN relay from the `relay:` section of a
+// hairpin configuration file: UDP and TCP on every listen address, TLS on
+// every tlsListen address, STUN Binding on the same ports.
+//
+//	turnserver -config hairpin.yaml [-public 203.0.113.1] [-credentials 127.0.0.1:8088]
+//
+// A public value of "{public}" is filled from -public (the gateway learns it
+// by probing the NAT instead). -credentials serves TURN REST API credentials
+// as RTCIceServer JSON on http://ADDR/credentials, for a web app behind its
+// own authentication. SIGINT or SIGTERM drains allocations for up to 30 s.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/relay"
+)
+
+// drainTime bounds the graceful stop: long enough for a call to finish its
+// current sentence, short enough for an init system's stop timeout.
+const drainTime = 30 * time.Second
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "turnserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", "", "configuration file (YAML with a relay: section)")
+	public := flag.String("public", "", `public address used when relay.public is "{public}"`)
+	creds := flag.String("credentials", "", "ip:port for the RTCIceServer credentials endpoint (needs a secret)")
+	flag.Parse()
+	if *path == "" {
+		flag.Usage()
+		return errors.New("-config is required")
+	}
+	f, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if f.Relay == nil {
+		return fmt.Errorf("%s has no relay: section", *path)
+	}
+	level := slog.LevelInfo
+	if f.Log.Level == "debug" {
+		level = slog.LevelDebug
+	}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if f.Log.Format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(h)
+	srv, setPublic, err := f.Relay.Build(log)
+	if err != nil {
+		return err
+	}
+	if *public != "" {
+		a, err := netip.ParseAddr(*public)
+		if err != nil {
+			return fmt.Errorf("-public: %w", err)
+		}
+		setPublic(a)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *creds != "" {
+		if len(srv.Secrets) == 0 {
+			return errors.New("-credentials needs relay.secret")
+		}
+		ln, err := net.Listen("tcp", *creds)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/credentials", &relay.CredentialsHandler{Secret: srv.Secrets[0], URIs: turnURIs(f.Relay, srv)})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+	}
+	log.Info("turnserver: serving", "listen", f.Relay.Listen, "tlsListen", f.Relay.TLSListen,
+		"public", srv.PublicAddr(), "relayPorts", srv.RelayPorts.String())
+	return f.Relay.Serve(ctx, srv, drainTime)
+}
+
+// turnURIs names the listeners as TURN URIs, with the public address when
+// one is known.
+func turnURIs(c *config.Relay, srv *relay.Server) []string {
+	var uris []string
+	host := func(a string) string {
+		ap := netip.MustParseAddrPort(a)
+		h := ap.Addr()
+		if p := srv.PublicAddr(); p.IsValid() {
+			h = p
+		}
+		return netip.AddrPortFrom(h, ap.Port()).String()
+	}
+	for _, a := range c.Listen {
+		uris = append(uris, "turn:"+host(a)+"?transport=udp", "turn:"+host(a)+"?transport=tcp")
+	}
+	for _, a := range c.TLSListen {
+		uris = append(uris, "turns:"+host(a)+"?transport=tcp")
+	}
+	return uris
+}
