@@ -1,0 +1,125 @@
+package natlab
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// ifaceNames lists the interfaces of the namespace the calling thread is in.
+func ifaceNames() []string {
+	ifs, _ := net.Interfaces()
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	return names
+}
+
+func TestDoEntersAndLeaves(t *testing.T) {
+	lab := New(t, Config{})
+	var inside []string
+	if err := lab.Do(Router, func() error {
+		inside = ifaceNames()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(inside, ","); got != "lo,lan,lan1,lan2,wan" {
+		t.Errorf("interfaces in Router = %s, want lo,lan,lan1,lan2,wan", got)
+	}
+	for _, n := range ifaceNames() {
+		if n == "lan1" || n == "wan" {
+			t.Errorf("interface %s visible after Do: the namespace leaked into the test's thread", n)
+		}
+	}
+	// Do returns fn's error.
+	if err := lab.Do(LAN1, func() error { return os.ErrClosed }); err != os.ErrClosed {
+		t.Errorf("Do returned %v, want fn's error", err)
+	}
+	// A socket keeps its namespace after Do.
+	ln, err := lab.Listen(LAN1, "tcp4", netip.AddrPortFrom(lab.Addr(LAN1), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := net.Dial("tcp4", ln.Addr().String()); err == nil {
+		t.Error("the test's own namespace reached a LAN address of the lab")
+	}
+}
+
+func TestCommandRunsInHost(t *testing.T) {
+	lab := New(t, Config{Kind: DoubleNAT, SiteB: NoNAT})
+	for _, h := range lab.Hosts() {
+		out, err := lab.Command(h, "ip", "-4", "-o", "addr", "show").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v: %s", h, err, out)
+		}
+		for _, a := range lab.Addrs(h) {
+			if !strings.Contains(string(out), " "+a.String()+"/") {
+				t.Errorf("%v does not have %v:\n%s", h, a, out)
+			}
+		}
+	}
+	if lab.Addr(Router) != netip.MustParseAddr("100.64.0.2") || lab.Addr(CGN) != lab.PublicAddr() {
+		t.Errorf("DoubleNAT: Router %v, CGN %v, public %v", lab.Addr(Router), lab.Addr(CGN), lab.PublicAddr())
+	}
+	if lab.SiteBPublicAddr() != lab.Addr(SiteBLAN) {
+		t.Errorf("NoNAT site B: public %v, want SiteBLAN's own %v", lab.SiteBPublicAddr(), lab.Addr(SiteBLAN))
+	}
+}
+
+func TestStartKilledAtCleanup(t *testing.T) {
+	var pid int
+	t.Run("lab", func(t *testing.T) {
+		lab := New(t, Config{})
+		c, err := lab.Start(Peer, "sleep", "300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid = c.Process.Pid
+	})
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("process %d still running after the lab's cleanup", pid)
+	}
+}
+
+func TestSweepRemovesStaleLabs(t *testing.T) {
+	// A process that is gone: its PID names a stale lab.
+	c := exec.Command("true")
+	if err := c.Run(); err != nil {
+		t.Skip("cannot run true:", err)
+	}
+	dead := c.Process.Pid
+	if alive(dead) {
+		t.Skipf("PID %d already reused", dead)
+	}
+	_ = New(t, Config{}) // skips when not root
+	stale := namePrefix + itoa(dead) + "-1-lan1"
+	if err := runIP("", "netns add "+stale+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = runIP("", "netns del "+stale+"\n") })
+	mine := namePrefix + itoa(os.Getpid()) + "-999999-lan1"
+	if err := runIP("", "netns add "+mine+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = runIP("", "netns del "+mine+"\n") })
+
+	_ = New(t, Config{}) // sweeps before building
+	if exists(stale) {
+		t.Errorf("stale namespace %s survived New", stale)
+	}
+	if !exists(mine) {
+		t.Errorf("namespace %s of a live process was swept", mine)
+	}
+}
+
+func exists(ns string) bool {
+	_, err := os.Stat("/run/netns/" + ns)
+	return err == nil
+}
