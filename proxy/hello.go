@@ -57,11 +57,10 @@ func scanHello(buf []byte) (n int, done bool, err error) {
 		}
 		payload := buf[pos+recordHeaderLen : pos+recordHeaderLen+l]
 		pos += recordHeaderLen + l
-		for _, b := range payload {
-			if have < 4 {
-				head[have] = b
-			}
+		for len(payload) > 0 && have < 4 {
+			head[have] = payload[0]
 			have++
+			payload = payload[1:]
 			if have == 4 {
 				if head[0] != handshakeClientHello {
 					return 0, false, reject(ReasonBadHello, errors.New("first handshake message is not a ClientHello"))
@@ -71,10 +70,8 @@ func scanHello(buf []byte) (n int, done bool, err error) {
 					return 0, false, reject(ReasonTooLarge, nil)
 				}
 			}
-			if have >= 4 && msgLen >= 0 && have >= 4+msgLen {
-				break
-			}
 		}
+		have += len(payload)
 		if msgLen >= 0 && have >= 4+msgLen {
 			return pos, true, nil
 		}
