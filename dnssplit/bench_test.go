@@ -1,18 +1,22 @@
 package dnssplit
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/libp2p/go-reuseport"
 	"github.com/miekg/dns"
 )
 
@@ -109,7 +113,7 @@ func TestPeerBenchmark(t *testing.T) {
 	// dnssplit.
 	s := &Server{Views: []*View{{Name: "lan", Networks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Recursion: true, Records: recs}},
 		Upstreams: []Upstream{{Addr: up}}}
-	ours := start(t, s)
+	ours := startReuseport(t, s, runtime.GOMAXPROCS(0))
 
 	// Unbound: local data and a forward zone to the same upstream, two threads.
 	ubPort := freePort(t)
@@ -153,6 +157,9 @@ remote-control:
 	waitAnswer(t, dmAddr, "h1.example.com.", "192.168.1.2", 10*time.Second)
 
 	servers := []struct{ name, addr string }{{"dnssplit", ours}, {"unbound", ubAddr}, {"dnsmasq", dmAddr}}
+	if os.Getenv("HAIRPIN_BENCH_OURS") == "1" {
+		servers = servers[:1]
+	}
 	for _, kind := range []struct{ name, file string }{{"local records", localFile}, {"cached forwarded", fwdFile}} {
 		res := map[string]float64{}
 		for _, sv := range servers {
@@ -165,4 +172,34 @@ remote-control:
 		}
 		t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, res["dnssplit"]/res["unbound"], res["dnssplit"]/res["dnsmasq"])
 	}
+}
+
+// startReuseport serves s on n UDP sockets sharing one loopback port with
+// SO_REUSEPORT (as Unbound does with one socket per thread) and on TCP.
+func startReuseport(t *testing.T, s *Server, n int) string {
+	t.Helper()
+	first, err := reuseport.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := first.LocalAddr().String()
+	pcs := []net.PacketConn{first}
+	for range n - 1 {
+		pc, err := reuseport.ListenPacket("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs = append(pcs, pc)
+	}
+	done := make(chan error, n)
+	for _, pc := range pcs {
+		go func() { done <- s.ServePacket(pc) }()
+	}
+	t.Cleanup(func() {
+		s.Shutdown(context.Background())
+		for range n {
+			<-done
+		}
+	})
+	return addr
 }

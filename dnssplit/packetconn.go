@@ -1,6 +1,7 @@
 package dnssplit
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 
@@ -11,10 +12,27 @@ import (
 // packetIO reads queries with the address they arrived on and writes replies
 // from that same address, so a multi-homed host (or one listening on the
 // unspecified address) answers from the address the client asked.
+//
+// readBatch and writeBatch move several datagrams per system call where the
+// platform allows (recvmmsg/sendmmsg on Linux). Each is called by one
+// goroutine at a time (one reader, one writer per socket).
 type packetIO interface {
-	read(b []byte) (n int, src netip.AddrPort, local netip.Addr, err error)
-	write(b []byte, dst netip.AddrPort, local netip.Addr) error
+	readBatch(ps []*packet) (int, error)
+	writeBatch(ps []*packet) error
 }
+
+// packet is one datagram: a query read into buf[:n], then its reply in out.
+type packet struct {
+	buf   []byte
+	n     int
+	src   netip.AddrPort
+	local netip.Addr
+	out   []byte
+}
+
+// batchSize is how many datagrams one system call moves at most: enough to
+// amortize the call under load, small enough to keep buffers modest (32 × 4 KiB).
+const batchSize = 32
 
 func newPacketIO(c net.PacketConn) packetIO {
 	bound := netip.Addr{}
@@ -28,7 +46,7 @@ func newPacketIO(c net.PacketConn) packetIO {
 	if bound.Is4() {
 		pc := ipv4.NewPacketConn(c)
 		if err := pc.SetControlMessage(ipv4.FlagDst, true); err == nil {
-			return v4IO{pc: pc, p: p}
+			return newV4IO(pc, p)
 		}
 		return p
 	}
@@ -37,7 +55,7 @@ func newPacketIO(c net.PacketConn) packetIO {
 		// A dual-stack socket also needs IPv4 destinations; failing that we
 		// still learn IPv6 ones.
 		_ = ipv4.NewPacketConn(c).SetControlMessage(ipv4.FlagDst, true)
-		return v6IO{pc: pc, p: p}
+		return newV6IO(pc, p)
 	}
 	return p
 }
@@ -57,58 +75,175 @@ func (p plainIO) write(b []byte, dst netip.AddrPort, _ netip.Addr) error {
 	return err
 }
 
-type v4IO struct {
-	pc *ipv4.PacketConn
-	p  plainIO
+func (p plainIO) readBatch(ps []*packet) (int, error) {
+	pk := ps[0]
+	var err error
+	pk.n, pk.src, pk.local, err = p.read(pk.buf)
+	if err != nil {
+		return 0, err
+	}
+	return 1, nil
 }
 
-func (v v4IO) read(b []byte) (int, netip.AddrPort, netip.Addr, error) {
-	n, cm, a, err := v.pc.ReadFrom(b)
-	local := v.p.bound
-	if cm != nil {
-		if d, ok := netip.AddrFromSlice(cm.Dst); ok {
-			local = d.Unmap()
+func (p plainIO) writeBatch(ps []*packet) error {
+	var errs []error
+	for _, pk := range ps {
+		if err := p.write(pk.out, pk.src, pk.local); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return n, addrPortOf(a), local, err
+	return errors.Join(errs...)
 }
 
-func (v v4IO) write(b []byte, dst netip.AddrPort, local netip.Addr) error {
-	var cm *ipv4.ControlMessage
-	if v.p.bound.IsUnspecified() && local.IsValid() && !local.IsUnspecified() {
-		cm = &ipv4.ControlMessage{Src: local.AsSlice()}
+// batchWriter sends ms with WriteBatch, skipping a datagram the kernel
+// refuses so that one bad destination does not drop the rest.
+func batchWriter(ms []ipv4.Message, write func([]ipv4.Message) (int, error)) error {
+	var errs []error
+	for len(ms) > 0 {
+		n, err := write(ms)
+		if err != nil {
+			errs = append(errs, err)
+			if n <= 0 {
+				n = 1
+			}
+		}
+		ms = ms[n:]
 	}
-	_, err := v.pc.WriteTo(b, cm, net.UDPAddrFromAddrPort(dst))
-	return err
+	return errors.Join(errs...)
+}
+
+type v4IO struct {
+	pc    *ipv4.PacketConn
+	p     plainIO
+	rms   []ipv4.Message // reader's, reused
+	wms   []ipv4.Message // writer's, reused
+	rcm   ipv4.ControlMessage
+	wbufs [][][]byte
+	rbufs [][][]byte
+}
+
+func newV4IO(pc *ipv4.PacketConn, p plainIO) *v4IO {
+	v := &v4IO{pc: pc, p: p, rms: make([]ipv4.Message, batchSize), wms: make([]ipv4.Message, batchSize),
+		rbufs: make([][][]byte, batchSize), wbufs: make([][][]byte, batchSize)}
+	for i := range v.rms {
+		v.rms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst)
+		v.rbufs[i] = make([][]byte, 1)
+		v.wbufs[i] = make([][]byte, 1)
+	}
+	return v
+}
+
+func (v *v4IO) readBatch(ps []*packet) (int, error) {
+	ms := v.rms[:min(len(ps), len(v.rms))]
+	for i := range ms {
+		v.rbufs[i][0] = ps[i].buf
+		ms[i].Buffers = v.rbufs[i]
+		ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
+	}
+	n, err := v.pc.ReadBatch(ms, 0)
+	if err != nil {
+		return 0, err
+	}
+	for i := range n {
+		pk := ps[i]
+		pk.n, pk.src, pk.local = ms[i].N, addrPortOf(ms[i].Addr), v.p.bound
+		if ms[i].NN > 0 && v.rcm.Parse(ms[i].OOB[:ms[i].NN]) == nil {
+			if d, ok := netip.AddrFromSlice(v.rcm.Dst); ok {
+				pk.local = d.Unmap()
+			}
+		}
+	}
+	return n, nil
+}
+
+func (v *v4IO) writeBatch(ps []*packet) error {
+	ms := v.wms[:min(len(ps), len(v.wms))]
+	for i := range ms {
+		pk := ps[i]
+		v.wbufs[i][0] = pk.out
+		ms[i].Buffers = v.wbufs[i]
+		ms[i].Addr = net.UDPAddrFromAddrPort(pk.src)
+		ms[i].OOB = nil
+		if v.p.bound.IsUnspecified() && pk.local.IsValid() && !pk.local.IsUnspecified() {
+			ms[i].OOB = (&ipv4.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
+		}
+	}
+	return batchWriter(ms, func(ms []ipv4.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
 }
 
 type v6IO struct {
-	pc *ipv6.PacketConn
-	p  plainIO
+	pc    *ipv6.PacketConn
+	p     plainIO
+	rms   []ipv6.Message
+	wms   []ipv6.Message
+	rcm   ipv6.ControlMessage
+	rbufs [][][]byte
+	wbufs [][][]byte
 }
 
-func (v v6IO) read(b []byte) (int, netip.AddrPort, netip.Addr, error) {
-	n, cm, a, err := v.pc.ReadFrom(b)
-	local := v.p.bound
-	if cm != nil {
-		if d, ok := netip.AddrFromSlice(cm.Dst); ok {
-			local = d.Unmap()
-		}
+func newV6IO(pc *ipv6.PacketConn, p plainIO) *v6IO {
+	v := &v6IO{pc: pc, p: p, rms: make([]ipv6.Message, batchSize), wms: make([]ipv6.Message, batchSize),
+		rbufs: make([][][]byte, batchSize), wbufs: make([][][]byte, batchSize)}
+	oob := max(len(ipv6.NewControlMessage(ipv6.FlagDst)), len(ipv4.NewControlMessage(ipv4.FlagDst)))
+	for i := range v.rms {
+		v.rms[i].OOB = make([]byte, oob)
+		v.rbufs[i] = make([][]byte, 1)
+		v.wbufs[i] = make([][]byte, 1)
 	}
-	return n, addrPortOf(a), local, err
+	return v
 }
 
-func (v v6IO) write(b []byte, dst netip.AddrPort, local netip.Addr) error {
-	var cm *ipv6.ControlMessage
-	if v.p.bound.IsUnspecified() && local.IsValid() && !local.IsUnspecified() {
-		src := local
-		if src.Is4() {
-			src = netip.AddrFrom16(src.As16())
-		}
-		cm = &ipv6.ControlMessage{Src: src.AsSlice()}
+func (v *v6IO) readBatch(ps []*packet) (int, error) {
+	ms := v.rms[:min(len(ps), len(v.rms))]
+	for i := range ms {
+		v.rbufs[i][0] = ps[i].buf
+		ms[i].Buffers = v.rbufs[i]
+		ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
 	}
-	_, err := v.pc.WriteTo(b, cm, net.UDPAddrFromAddrPort(dst))
-	return err
+	n, err := v.pc.ReadBatch(ms, 0)
+	if err != nil {
+		return 0, err
+	}
+	for i := range n {
+		pk := ps[i]
+		pk.n, pk.src, pk.local = ms[i].N, addrPortOf(ms[i].Addr), v.p.bound
+		if ms[i].NN > 0 {
+			pk.local = dstOf(ms[i].OOB[:ms[i].NN], v.p.bound, &v.rcm)
+		}
+	}
+	return n, nil
+}
+
+// dstOf parses the destination of a datagram read on an IPv6 socket, which
+// carries IPV6_PKTINFO for IPv6 and IP_PKTINFO for IPv4 datagrams.
+func dstOf(oob []byte, def netip.Addr, cm6 *ipv6.ControlMessage) netip.Addr {
+	if cm6.Parse(oob) == nil && cm6.Dst != nil {
+		if d, ok := netip.AddrFromSlice(cm6.Dst); ok {
+			return d.Unmap()
+		}
+	}
+	var cm4 ipv4.ControlMessage
+	if cm4.Parse(oob) == nil && cm4.Dst != nil {
+		if d, ok := netip.AddrFromSlice(cm4.Dst); ok {
+			return d.Unmap()
+		}
+	}
+	return def
+}
+
+func (v *v6IO) writeBatch(ps []*packet) error {
+	ms := v.wms[:min(len(ps), len(v.wms))]
+	for i := range ms {
+		pk := ps[i]
+		v.wbufs[i][0] = pk.out
+		ms[i].Buffers = v.wbufs[i]
+		ms[i].Addr = net.UDPAddrFromAddrPort(pk.src)
+		ms[i].OOB = nil
+		if v.p.bound.IsUnspecified() && pk.local.IsValid() && !pk.local.IsUnspecified() {
+			ms[i].OOB = (&ipv6.ControlMessage{Src: netip.AddrFrom16(pk.local.As16()).AsSlice()}).Marshal()
+		}
+	}
+	return batchWriter(ms, func(ms []ipv6.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
 }
 
 // addrPortOf converts a net.Addr from a UDP or TCP socket to a netip.AddrPort

@@ -260,24 +260,7 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 	defer s.wg.Done()
 	defer s.untrack(nil, pc, nil)
 	defer pc.Close()
-	pio := newPacketIO(pc)
-	n := s.workers()
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- s.udpWorker(pio)
-		}()
-	}
-	err := <-errc
-	pc.SetReadDeadline(time.Unix(1, 0)) // unblock the other workers
-	wg.Wait()
-	if s.isClosed() {
-		return ErrServerClosed
-	}
-	return err
+	return s.servePackets(newPacketIO(pc), pc)
 }
 
 func (s *Server) isClosed() bool {
@@ -286,16 +269,83 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) udpWorker(pio packetIO) error {
-	buf := make([]byte, maxUDPRead)
+// servePackets runs one reader (batches of datagrams), Workers handlers and
+// one writer (batches of replies). The reader blocks when every worker is
+// busy and the queue is full, so a flood waits (and is dropped) in the
+// kernel's socket buffer rather than in goroutines.
+func (s *Server) servePackets(pio packetIO, pc net.PacketConn) error {
+	workers := s.workers()
+	pool := sync.Pool{New: func() any { return &packet{buf: make([]byte, maxUDPRead)} }}
+	jobs := make(chan *packet, workers)
+	replies := make(chan *packet, workers)
+	var wg, wwg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range jobs {
+				p.out = s.handle(s.bgCtx, p.buf[:p.n], p.src, p.local, false)
+				if p.out == nil {
+					pool.Put(p)
+					continue
+				}
+				replies <- p
+			}
+		}()
+	}
+	wwg.Add(1)
+	go func() {
+		defer wwg.Done()
+		batch := make([]*packet, 0, batchSize)
+		for p := range replies {
+			batch = append(batch[:0], p)
+		more:
+			for len(batch) < batchSize {
+				select {
+				case p, ok := <-replies:
+					if !ok {
+						break more
+					}
+					batch = append(batch, p)
+				default:
+					break more
+				}
+			}
+			if err := pio.writeBatch(batch); err != nil {
+				s.logger().Debug("dnssplit: udp write", "err", err)
+			}
+			for _, p := range batch {
+				p.out = nil
+				pool.Put(p)
+			}
+		}
+	}()
+	err := s.readPackets(pio, &pool, jobs)
+	close(jobs)
+	wg.Wait()
+	close(replies)
+	wwg.Wait()
+	if s.isClosed() {
+		return ErrServerClosed
+	}
+	return err
+}
+
+func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet) error {
+	batch := make([]*packet, batchSize)
+	for i := range batch {
+		batch[i] = pool.Get().(*packet)
+	}
+	defer func() {
+		for _, p := range batch {
+			pool.Put(p)
+		}
+	}()
 	for {
-		n, src, local, err := pio.read(buf)
+		n, err := pio.readBatch(batch)
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || s.isClosed() {
-				return err
-			}
-			if errors.Is(err, net.ErrClosed) {
+			if errors.As(err, &ne) && ne.Timeout() || s.isClosed() || errors.Is(err, net.ErrClosed) {
 				return err
 			}
 			// Transient errors (ICMP port unreachable reported on the
@@ -303,12 +353,9 @@ func (s *Server) udpWorker(pio packetIO) error {
 			s.logger().Debug("dnssplit: udp read", "err", err)
 			continue
 		}
-		out := s.handle(s.bgCtx, buf[:n], src, local, false)
-		if out == nil {
-			continue
-		}
-		if err := pio.write(out, src, local); err != nil {
-			s.logger().Debug("dnssplit: udp write", "client", src, "err", err)
+		for i := range n {
+			jobs <- batch[i]
+			batch[i] = pool.Get().(*packet)
 		}
 	}
 }
