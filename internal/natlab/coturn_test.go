@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -118,7 +119,9 @@ func parseNatDiscovery(out string) discovery {
 //     tests and prints endpoint-independent mapping and filtering for NoNAT,
 //     which is also true there.
 //   - With UDP blocked no response arrives; the tool prints timeouts and no
-//     conclusion at all, which is what is asserted.
+//     conclusion at all, which is what is asserted. Its -H then even sends
+//     to the unset (any) reflexive address and fails with "Address family
+//     not supported by protocol"; only the absence of hairpinning is used.
 //   - Its hairpinning test waits 3 s for the hairpinned request and then 3 s
 //     on the second socket; a negative result therefore takes 6 s.
 func TestCoturnAgrees(t *testing.T) {
@@ -163,6 +166,23 @@ func TestCoturnAgrees(t *testing.T) {
 	}
 	wg.Wait()
 
+	// NATLAB_CAPTURE=1 refreshes the captured outputs in testdata that
+	// TestParseNatDiscovery reads.
+	if os.Getenv("NATLAB_CAPTURE") != "" {
+		for i, c := range cases {
+			base := filepath.Join("testdata", "natdiscovery", fmt.Sprintf("%v-hairpin-%v", c.kind, c.hairpin))
+			if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(base+"-mf.txt", results[i].mf, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(base+"-H.txt", results[i].hp, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
 	for i, c := range cases {
 		t.Run(fmt.Sprintf("%v/hairpin=%v", c.kind, c.hairpin), func(t *testing.T) {
 			r := results[i]
@@ -183,6 +203,44 @@ func TestCoturnAgrees(t *testing.T) {
 			}
 			if c.kind == UDPBlocked && !strings.Contains(string(r.mf), "STUN receive timeout") {
 				t.Errorf("UDP blocked, but natdiscovery did not time out:\n%s", r.mf)
+			}
+		})
+	}
+}
+
+// TestParseNatDiscovery reads outputs of turnutils_natdiscovery captured in
+// the lab (NATLAB_CAPTURE=1 go test -run TestCoturnAgrees) and checks the
+// parser against each kind's ground truth. It needs no root.
+func TestParseNatDiscovery(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "natdiscovery", "*-mf.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no captured outputs: %v", err)
+	}
+	kinds := map[string]Kind{}
+	for _, k := range Kinds() {
+		kinds[k.String()] = k
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), "-mf.txt")
+		t.Run(name, func(t *testing.T) {
+			kindName, hp, ok := strings.Cut(name, "-hairpin-")
+			k, known := kinds[kindName]
+			if !ok || !known {
+				t.Fatalf("cannot read kind from file name %q", name)
+			}
+			mf, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := os.ReadFile(strings.TrimSuffix(f, "-mf.txt") + "-H.txt")
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := parseNatDiscovery(string(mf))
+			d.hairpin = parseNatDiscovery(string(h)).hairpin
+			want := discovery{noNAT: k == NoNAT, mapping: k.Mapping(), filtering: k.Filtering(), hairpin: k.Hairpins(hp == "true")}
+			if d != want {
+				t.Errorf("parsed %+v, want %+v", d, want)
 			}
 		})
 	}

@@ -101,6 +101,17 @@ func (k Kind) Mapping() Behavior {
 	}
 }
 
+// TCPMapping returns the TCP mapping behaviour of the kind, as seen from
+// LAN1 by connections from one local port to different servers: masquerade
+// and 1:1 NAT treat TCP as they treat UDP, and UDPBlocked masquerades TCP
+// (endpoint-independent).
+func (k Kind) TCPMapping() Behavior {
+	if k == UDPBlocked {
+		return EndpointIndependent
+	}
+	return k.Mapping()
+}
+
 // Filtering returns the UDP filtering behaviour of the kind for LAN1's
 // mappings (BehaviorUnknown for UDPBlocked and KindUnknown).
 func (k Kind) Filtering() Behavior {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -199,5 +201,83 @@ func TestGroundTruth(t *testing.T) {
 				t.Logf("observed mapping %v, filtering %v, hairpin %v (from %v)", o.mapping, o.filtering, o.hairpin, o.hairpinFrom)
 			})
 		}
+	}
+}
+
+// tcpFrom dials addr from host and local port port (0: any) with
+// SO_REUSEADDR, so that several connections can share one local port, and
+// returns the local port used and the remote address the server saw.
+func tcpFrom(t *testing.T, lab *Lab, host Host, port int, addr net.Addr) (int, netip.AddrPort) {
+	t.Helper()
+	var local int
+	var seen netip.AddrPort
+	err := lab.Do(host, func() error {
+		d := net.Dialer{
+			LocalAddr: &net.TCPAddr{Port: port},
+			Timeout:   3 * time.Second,
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+				}); err != nil {
+					return err
+				}
+				return serr
+			},
+		}
+		c, err := d.Dial("tcp4", addr.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		local = c.LocalAddr().(*net.TCPAddr).Port
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		seen, err = netip.ParseAddrPort(string(b))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return local, seen
+}
+
+func TestTCPMapping(t *testing.T) {
+	for _, k := range Kinds() {
+		t.Run(k.String(), func(t *testing.T) {
+			t.Parallel()
+			lab := New(t, Config{Kind: k})
+			a1, a2 := lab.ServerAddrs()
+			var lns []net.Listener
+			for _, a := range []netip.Addr{a1, a1, a2} {
+				ln, err := lab.Listen(Server, "tcp4", netip.AddrPortFrom(a, 0).String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				serveRemote(t, ln)
+				lns = append(lns, ln)
+			}
+			port, m1 := tcpFrom(t, lab, LAN1, 0, lns[0].Addr())
+			_, m3 := tcpFrom(t, lab, LAN1, port, lns[1].Addr())
+			_, m2 := tcpFrom(t, lab, LAN1, port, lns[2].Addr())
+			var got Behavior
+			switch {
+			case m1 == m2 && m1 == m3:
+				got = EndpointIndependent
+			case m1 == m3:
+				got = AddressDependent
+			default:
+				got = AddressAndPortDependent
+			}
+			if got != k.TCPMapping() {
+				t.Errorf("TCP from LAN1 port %d seen as %v, %v (other port), %v (other address): %v, kind claims %v", port, m1, m3, m2, got, k.TCPMapping())
+			}
+			if m1.Addr() != lab.PublicAddr() {
+				t.Errorf("TCP seen from %v, want the public address %v", m1, lab.PublicAddr())
+			}
+		})
 	}
 }
