@@ -28,18 +28,27 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, os.Args[1:], hup, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "sniproxy:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	path := flag.String("config", "", "configuration file (YAML with a proxy: section)")
-	grace := flag.Duration("grace", 30*time.Second, "how long to wait for open connections on shutdown")
-	flag.Parse()
+// run serves until ctx ends; a value on reload re-reads the file. ready, if
+// not nil, is called with the listeners' addresses once they are open.
+func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func([]net.Addr)) error {
+	fs := flag.NewFlagSet("sniproxy", flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file (YAML with a proxy: section)")
+	grace := fs.Duration("grace", 30*time.Second, "how long to wait for open connections on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	if *path == "" {
-		flag.Usage()
+		fs.Usage()
 		return errors.New("-config is required")
 	}
 	f, err := config.Load(*path)
@@ -71,11 +80,13 @@ func run() error {
 		log.Info("sniproxy: listening", "addr", l.Addr().String())
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if ready != nil {
+		var addrs []net.Addr
+		for _, l := range listeners {
+			addrs = append(addrs, l.Addr())
+		}
+		ready(addrs)
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(listeners))
@@ -95,7 +106,7 @@ loop:
 		case err := <-errc:
 			runErr = err
 			break loop
-		case <-hup:
+		case <-reload:
 			nf, err := config.Load(*path)
 			switch {
 			case err != nil:

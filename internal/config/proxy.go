@@ -252,8 +252,8 @@ func checkListenAddr(a string) error {
 			return errors.New("want an IP address (or none) before the port")
 		}
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return errors.New("want a port from 1 to 65535")
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return errors.New("want a port from 0 (any) to 65535")
 	}
 	return nil
 }
