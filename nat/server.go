@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,16 +206,21 @@ func (s *Server) servePackets(pcs []net.PacketConn) error {
 		g.conns[i] = pc
 		g.addrs[i] = localAddrPort(pc.LocalAddr())
 	}
-	errs := make(chan error, len(pcs))
+	// Several readers per socket: answering is a read and a write system
+	// call, so one reader leaves the other cores idle under load.
+	readers := max(runtime.GOMAXPROCS(0), 1)
+	errs := make(chan error, len(pcs)*readers)
 	var wg sync.WaitGroup
 	for i := range pcs {
-		wg.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer wg.Done()
-			errs <- s.readLoop(g, i)
-		}()
+		for range readers {
+			wg.Add(1)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer wg.Done()
+				errs <- s.readLoop(g, i)
+			}()
+		}
 	}
 	wg.Wait()
 	close(errs)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -14,7 +15,13 @@ import (
 	"github.com/pion/stun/v3"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+func TestMain(m *testing.M) {
+	if addrs := os.Getenv(serveEnv); addrs != "" {
+		// Re-executed by a peer benchmark: be a server process, like coturn.
+		os.Exit(serveForBenchmark(addrs))
+	}
+	leakcheck.Main(m)
+}
 
 // listenFour binds the four sockets of an RFC 5780 server on 127.0.0.1 and
 // 127.0.0.2 (both are loopback on Linux), retrying until two port numbers are
