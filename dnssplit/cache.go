@@ -381,7 +381,7 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 		return cached
 	}
 	s.stats.cacheMisses.Add(1)
-	r, err := s.fwd.exchange(ctx, qq, k.DO, k.CD)
+	r, err := s.flight.do(k, func() (*dns.Msg, error) { return s.fwd.exchange(ctx, qq, k.DO, k.CD) })
 	if err == nil {
 		if r.Rcode == dns.RcodeNameError && st == cacheStale && positive && s.Cache.HoldNXDOMAIN {
 			s.stats.heldNXDOMAIN.Add(1)

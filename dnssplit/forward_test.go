@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"net"
 	"net/netip"
@@ -190,5 +191,43 @@ func TestPolicyString(t *testing.T) {
 	}
 	if _, err := ParsePolicy("random"); err == nil {
 		t.Error("random accepted")
+	}
+}
+
+func TestStampedeMerged(t *testing.T) {
+	var n atomic.Int32
+	release := make(chan struct{})
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		n.Add(1)
+		<-release
+		answerA("198.51.100.4", 60)(w, r)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	addr := start(t, s)
+	const clients = 20
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			r, err := exchange(t.Context(), "udp", "127.0.0.2", addr, q("stampede.example.net.", dns.TypeA))
+			if err == nil && firstA(r) != "198.51.100.4" {
+				err = errors.New(r.String())
+			}
+			errs <- err
+		}()
+	}
+	// Let the queries arrive, then let the upstream answer.
+	deadline := time.Now().Add(2 * time.Second)
+	for s.Stats().CacheMisses < clients && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n.Load() != 1 {
+		t.Fatalf("upstream asked %d times for one name", n.Load())
 	}
 }

@@ -106,6 +106,7 @@ type Server struct {
 	initOnce sync.Once
 	cache    *cache
 	fwd      *forwarder
+	flight   flight
 	limiter  *limiter
 	stats    stats
 	notifier *notifier
