@@ -40,7 +40,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	q := req.Question[0]
 	subnet, _ := clientSubnet(req)
 	client.Subnet = subnet
-	choice := SelectView(s.Views, s.TrustedProxies, client)
+	choice := SelectView(s.views(), s.TrustedProxies, client)
 	v := choice.View
 	viewName := ""
 	if v != nil {
@@ -188,5 +188,5 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool) *dns.Msg {
 // Explain says which view a client at addr (arriving on local, which may be
 // the zero Addr) gets and why.
 func (s *Server) Explain(addr, local netip.Addr) Choice {
-	return SelectView(s.Views, s.TrustedProxies, Client{Source: addr, Local: local})
+	return SelectView(s.views(), s.TrustedProxies, Client{Source: addr, Local: local})
 }

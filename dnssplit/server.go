@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -102,6 +103,9 @@ type Server struct {
 
 	// Logger optionally receives the server's log; if nil, slog.Default() is used.
 	Logger *slog.Logger
+
+	// swapped holds the views set by SetViews; nil until the first call.
+	swapped atomic.Pointer[[]*View]
 
 	initOnce sync.Once
 	cache    *cache

@@ -85,7 +85,7 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 		}
 		secret, keyName, alg = sec, t.Hdr.Name, t.Algorithm
 	}
-	choice := SelectView(s.Views, s.TrustedProxies, Client{Source: src.Addr(), Local: local})
+	choice := SelectView(s.views(), s.TrustedProxies, Client{Source: src.Addr(), Local: local})
 	q := req.Question[0]
 	if choice.View == nil || choice.View.Records == nil {
 		return refuse(dns.RcodeNotAuth, "no zone")
@@ -176,7 +176,7 @@ const (
 
 func newNotifier(s *Server) *notifier {
 	n := &notifier{s: s, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
-	for _, v := range s.Views {
+	for _, v := range s.views() {
 		if v != nil && v.Records != nil {
 			v.Records.onChange(n.changed)
 		}

@@ -1,0 +1,20 @@
+package dnssplit
+
+// SetViews replaces the server's views atomically while it serves: a query
+// sees either the old views or the new ones, never a mix. It is the reload
+// path (a configuration file read again); the Views field itself must not
+// change once serving has started. The cache is keyed by view name, so a
+// view that keeps its name keeps its cached answers.
+func (s *Server) SetViews(views []*View) {
+	v := append([]*View(nil), views...)
+	s.swapped.Store(&v)
+}
+
+// views returns the views in force: those of the last SetViews call, or the
+// Views field.
+func (s *Server) views() []*View {
+	if v := s.swapped.Load(); v != nil {
+		return *v
+	}
+	return s.Views
+}
