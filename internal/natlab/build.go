@@ -125,6 +125,7 @@ func (l *Lab) build() error {
 			l.addrs[h] = []netip.Addr{s.hostAddrs[j]}
 		}
 		cmd(Internet, "addr add %s dev %s", s.inetSide, s.inetIf)
+		l.addrs[Internet] = append(l.addrs[Internet], s.inetSide.Addr())
 		timeout := l.cfg.UDPTimeout
 		if timeout == 0 {
 			timeout = defaultStreamTimeout

@@ -21,7 +21,11 @@ import (
 // If the thread cannot return to its original namespace it is left locked,
 // so the Go runtime terminates it rather than reusing it elsewhere.
 func (l *Lab) Do(host Host, fn func() error) error {
-	path := "/run/netns/" + l.Namespace(host)
+	ns, err := l.nsName(host)
+	if err != nil {
+		return err
+	}
+	path := "/run/netns/" + ns
 	errc := make(chan error, 1)
 	go func() {
 		errc <- doIn(path, fn)
@@ -93,13 +97,35 @@ func (l *Lab) Dial(ctx context.Context, host Host, network, addr string) (net.Co
 // Command returns a command that runs name with args inside host's
 // namespace (through `ip netns exec`). The caller starts and waits for it;
 // see Start for a command the lab kills at cleanup.
+//
+// For a host the lab does not have, the command fails to start.
 func (l *Lab) Command(host Host, name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", l.Namespace(host), name}, args...)...)
+	ns, err := l.nsName(host)
+	c := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	if err != nil {
+		c.Err = err
+	}
+	return c
 }
 
 // CommandContext is Command with a context that kills the command.
 func (l *Lab) CommandContext(ctx context.Context, host Host, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.Namespace(host), name}, args...)...)
+	ns, err := l.nsName(host)
+	c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	if err != nil {
+		c.Err = err
+	}
+	return c
+}
+
+// nsName returns host's namespace name, or an error for a host the lab
+// does not have. Unlike Namespace it is safe on any goroutine.
+func (l *Lab) nsName(host Host) (string, error) {
+	ns, ok := l.ns[host]
+	if !ok {
+		return "", fmt.Errorf("natlab: this %v lab has no host %v", l.cfg.Kind, host)
+	}
+	return ns, nil
 }
 
 // Start starts a long-running command inside host's namespace and kills it

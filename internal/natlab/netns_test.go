@@ -123,3 +123,19 @@ func exists(ns string) bool {
 	_, err := os.Stat("/run/netns/" + ns)
 	return err == nil
 }
+
+func TestMissingHost(t *testing.T) {
+	lab := New(t, Config{}) // no CGN, no site B
+	if err := lab.Do(CGN, func() error { return nil }); err == nil || !strings.Contains(err.Error(), "no host CGN") {
+		t.Errorf("Do in a missing host: %v", err)
+	}
+	if err := lab.Command(SiteBLAN, "true").Run(); err == nil {
+		t.Error("Command in a missing host ran")
+	}
+	if _, err := lab.Start(SiteBLAN, "true"); err == nil {
+		t.Error("Start in a missing host started")
+	}
+	if _, err := lab.ListenPacket(SiteBRouter, "udp4", ":0"); err == nil {
+		t.Error("ListenPacket in a missing host succeeded")
+	}
+}
