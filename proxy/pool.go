@@ -96,6 +96,11 @@ type Pool struct {
 	Retries int
 	// Logger optionally specifies the logger; if nil, slog.Default().
 	Logger *slog.Logger
+	// DialContext optionally dials backends and health checks (to use
+	// another network namespace, a source address or a mark, say); if nil,
+	// a net.Dialer with DialTimeout is used. The proxy's TCP options are
+	// applied to the connection it returns if it is a *net.TCPConn.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	once     sync.Once
 	backends []*backend
@@ -270,8 +275,9 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 			return nil, fmt.Errorf("%s: %w", addr, errLoop)
 		}
 	}
-	d := net.Dialer{Timeout: pl.dialTimeout(), KeepAlive: -1}
-	bc, err := d.DialContext(ctx, "tcp", addr)
+	dctx, cancel := context.WithTimeout(ctx, pl.dialTimeout())
+	bc, err := pl.dial(dctx, addr)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -312,6 +318,14 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 		}
 	}
 	return bc, nil
+}
+
+func (pl *Pool) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if pl.DialContext != nil {
+		return pl.DialContext(ctx, "tcp", addr)
+	}
+	d := net.Dialer{KeepAlive: -1}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // acquire starts the pool's health checks on first use by a serving proxy.
@@ -401,8 +415,7 @@ func (pl *Pool) probe(ctx context.Context, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := pl.dial(ctx, addr)
 	if err != nil {
 		return err
 	}
