@@ -86,10 +86,7 @@ func (s *Server) Credentials(user string, ttl time.Duration) (username, password
 	if ttl <= 0 {
 		ttl = defaultCredentialTTL
 	}
-	now := time.Now
-	if s.now != nil {
-		now = s.now
-	}
-	username, password = RESTCredentials(s.Secrets[0], user, now(), ttl)
+	s.init()
+	username, password = RESTCredentials(s.Secrets[0], user, s.now(), ttl)
 	return username, password, nil
 }

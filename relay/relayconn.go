@@ -196,7 +196,7 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	}
 	adv := g.advertise(bind)
 	for _, port := range g.ports(conf.RequestedPort) {
-		uc, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, port)))
+		uc, err := g.s.listenRelay(conf.Network, netip.AddrPortFrom(bind, port))
 		if err != nil {
 			continue
 		}
@@ -208,6 +208,22 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return rc, net.UDPAddrFromAddrPort(rc.advertised), nil
 	}
 	return nil, nil, errNoPort
+}
+
+func (s *Server) listenRelay(network string, laddr netip.AddrPort) (*net.UDPConn, error) {
+	if s.ListenRelay == nil {
+		return net.ListenUDP(network, net.UDPAddrFromAddrPort(laddr))
+	}
+	pc, err := s.ListenRelay(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("relay: ListenRelay returned %T, want *net.UDPConn", pc)
+	}
+	return uc, nil
 }
 
 func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {

@@ -61,6 +61,11 @@ type Server struct {
 	// RelayPorts is the relay port range; the zero value means 49152-65535.
 	RelayPorts PortRange
 
+	// ListenRelay optionally specifies how UDP relay sockets are opened,
+	// for example inside a network namespace or VRF; it must return a
+	// *net.UDPConn. If nil, net.ListenUDP is used.
+	ListenRelay func(network string, laddr netip.AddrPort) (net.PacketConn, error)
+
 	// Peers is the peer address policy, checked on CreatePermission,
 	// ChannelBind, Connect, Send and every relayed packet.
 	Peers PeerPolicy

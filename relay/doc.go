@@ -1,0 +1,33 @@
+// Package relay is an embeddable TURN relay (RFC 8656) that is safe by
+// default: it cannot be turned into an open proxy into the network it runs
+// in, and it knows it may sit behind a NAT.
+//
+// Typical usage:
+//
+//	srv := &relay.Server{Realm: "example.com", Secrets: []string{secret}, Public: publicAddr}
+//	go srv.ListenAndServe("0.0.0.0:3478") // UDP and TCP, STUN Binding on the same port
+//	defer srv.Shutdown(ctx)
+//
+// Credentials are static long-term users (Users) or TURN REST API ephemeral
+// credentials byte-compatible with coturn's use-auth-secret (Secrets): the
+// username is "expiry[:user]", the password base64(HMAC-SHA1(secret,
+// username)). Several secrets may be live at once for rotation; credentials
+// expiring too far ahead are refused; bad credentials get 401.
+// CredentialsHandler hands such credentials to web apps as RTCIceServer JSON.
+//
+// Every peer address a client names (CreatePermission, ChannelBind, Connect,
+// Send) and every relayed packet goes through PeerPolicy, after
+// canonicalising IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms. Loopback,
+// private, CGNAT, link-local (169.254.169.254 included), documentation,
+// benchmarking, multicast, reserved and IPv6 unique-local peers are refused
+// with 403 unless allowed by prefix.
+//
+// Behind a NAT that forwards the relay ports, set Public (or call SetPublic
+// when the address changes): relay sockets bind the private address and
+// clients are told the public one. Traffic between two allocations of the
+// same server is relayed in process, so the router need not hairpin.
+//
+// Limits are on by default (see Limits) and Stats returns counters as plain
+// data for a metrics exporter. The TURN engine is github.com/pion/turn; none
+// of its types appear in this package's API.
+package relay
