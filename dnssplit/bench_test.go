@@ -60,10 +60,11 @@ var qpsRe = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
 var lostRe = regexp.MustCompile(`Queries lost:\s+(\d+)`)
 
 // dnsperf runs dnsperf against addr with the queries in file for secs seconds.
-func dnsperf(t *testing.T, path, addr, file string, secs int) (qps float64, lost int) {
+func dnsperf(t *testing.T, path, addr, file string, secs, outstanding int) (qps float64, lost int) {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
-	out, err := exec.CommandContext(t.Context(), path, "-s", host, "-p", port, "-d", file, "-l", strconv.Itoa(secs), "-c", "4", "-q", "200", "-t", "2").CombinedOutput()
+	out, err := exec.CommandContext(t.Context(), path, "-s", host, "-p", port, "-d", file, "-l", strconv.Itoa(secs),
+		"-c", "4", "-q", strconv.Itoa(outstanding), "-t", "1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("dnsperf: %v\n%s", err, out)
 	}
@@ -164,13 +165,27 @@ remote-control:
 		res := map[string]float64{}
 		for _, sv := range servers {
 			if kind.file == fwdFile {
-				dnsperf(t, p["dnsperf"], sv.addr, kind.file, 1) // warm the cache
+				dnsperf(t, p["dnsperf"], sv.addr, kind.file, 1, 200) // warm the cache
 			}
-			qps, lost := dnsperf(t, p["dnsperf"], sv.addr, kind.file, secs)
+			qps, lost := dnsperf(t, p["dnsperf"], sv.addr, kind.file, secs, 200)
 			res[sv.name] = qps
 			t.Logf("%-17s %-9s %9.0f qps (%d lost)", kind.name, sv.name, qps, lost)
 		}
-		t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, res["dnssplit"]/res["unbound"], res["dnssplit"]/res["dnsmasq"])
+		if len(servers) == 3 {
+			t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, res["dnssplit"]/res["unbound"], res["dnssplit"]/res["dnsmasq"])
+		}
+	}
+
+	// Rate limiting: a flood from one prefix against a limit of 100/s.
+	limited := &Server{Views: []*View{{Name: "outside", Records: recs}}, RateLimit: &RateLimit{PerSecond: 100, Slip: -1}}
+	laddr := start(t, limited)
+	sent := time.Now()
+	qps, lost := dnsperf(t, p["dnsperf"], laddr, localFile, 3, 60000)
+	st := limited.Stats()
+	t.Logf("flood against a 100/s limit: %.0f answered per second, %d lost, %d limited, %d answered in %v",
+		qps, lost, st.RateLimited, st.Queries["outside"]["NOERROR"], time.Since(sent).Round(time.Second))
+	if qps > 150 {
+		t.Errorf("rate limit let %.0f qps through", qps)
 	}
 }
 

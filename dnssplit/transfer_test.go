@@ -173,3 +173,24 @@ zone:
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestIXFR(t *testing.T) {
+	s := transferServer(t)
+	s.Transfer.TSIG = nil
+	addr := start(t, s)
+	soa, _ := s.Views[1].Records.SOA("example.com.")
+	ixfr := func(serial uint32) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetIxfr("example.com.", serial, "ns1.example.com.", "hostmaster.example.com.")
+		return query(t, "tcp", "127.0.0.1", addr, m)
+	}
+	if r := ixfr(soa.Serial); len(r.Answer) != 1 || r.Answer[0].(*dns.SOA).Serial != soa.Serial {
+		t.Fatalf("IXFR from the current serial: %v", r.Answer)
+	}
+	if r := ixfr(soa.Serial - 1); len(r.Answer) < 10 || r.Answer[len(r.Answer)-1].Header().Rrtype != dns.TypeSOA {
+		t.Fatalf("IXFR from an old serial: %d records", len(r.Answer))
+	}
+	if !serialLess(0xfffffff0, 5) || serialLess(5, 0xfffffff0) {
+		t.Fatal("serial arithmetic does not wrap (RFC 1982)")
+	}
+}
