@@ -130,3 +130,31 @@ func TestHTTPHostRouting(t *testing.T) {
 		t.Errorf("stats: %+v", p.Stats())
 	}
 }
+
+func TestHTTPIdleKeepAlive(t *testing.T) {
+	blog := httpBackend(t, "blog")
+	p := &Proxy{HTTPIdleTimeout: 300 * time.Millisecond}
+	must(t, p.AddHTTPHostRoute("blog.test", &Pool{Backends: []string{hostport(blog)}}))
+	addr := serve(t, p)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog.test\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: bl") // and then nothing
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("got a response to half a request")
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("idle keep-alive connection closed after %v, want about 300ms", el)
+	}
+}

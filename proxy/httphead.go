@@ -205,12 +205,20 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 // routed(host) for each request after the first; a request for another route
 // stops the copy with errMisdirected before any of it is written. After an
 // Upgrade or CONNECT it copies raw bytes. It returns nil when the client
-// closed its side cleanly between requests.
-func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool) error {
+// closed its side cleanly between requests. Each request head after the
+// first must arrive within idle.
+func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, idle time.Duration) error {
 	br := bufio.NewReaderSize(src, 16<<10)
 	first := true
 	for {
+		if !first {
+			// The next request must come, whole, within idle.
+			src.c.SetReadDeadline(time.Now().Add(idle))
+		}
 		head, err := readHead(br)
+		if !first {
+			src.c.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
 			if err == io.EOF && len(head) == 0 {
 				return nil

@@ -30,7 +30,7 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 	go func() {
 		var err error
 		if c.Hello.Protocol == ProtocolHTTP {
-			err = forwardHTTP(bc, &prefixConn{buf: c.Peeked, c: client}, c.stillRouted)
+			err = forwardHTTP(bc, &prefixConn{buf: c.Peeked, c: client}, c.stillRouted, c.httpIdle())
 			if errors.Is(err, errMisdirected) {
 				misdirected.Store(true)
 				bc.SetReadDeadline(time.Now().Add(misdirectedDrain))

@@ -90,6 +90,11 @@ type Proxy struct {
 	// peek so that Linux splice stays in use.
 	UserTimeout time.Duration
 
+	// HTTPIdleTimeout optionally bounds, on a kept-alive plain HTTP
+	// connection, the wait for each request head after the first; if zero,
+	// 2 min (a browser keeps idle connections for about that long).
+	HTTPIdleTimeout time.Duration
+
 	// LocalAddrs optionally lists more of our own addresses (the public one
 	// behind a NAT, for instance) that backends must never be: the loop
 	// guard already knows the listeners' addresses.
@@ -490,6 +495,13 @@ func (c *Conn) stillRouted(host string) bool {
 	h.ServerName = host
 	r, _ := c.proxy.routes.Load().match(&h)
 	return r != nil && sameTarget(r.Target, c.route.Target)
+}
+
+func (c *Conn) httpIdle() time.Duration {
+	if c.proxy != nil && c.proxy.HTTPIdleTimeout > 0 {
+		return c.proxy.HTTPIdleTimeout
+	}
+	return 2 * time.Minute
 }
 
 func sameTarget(a, b Target) bool {
