@@ -21,6 +21,8 @@ type evidence struct {
 	hairpin obs
 	// ports are (local, mapped) pairs of every socket that got a mapping.
 	ports [][2]netip.AddrPort
+	// hops are the routers 1, 2, 3 … hops away (invalid where none told).
+	hops []netip.Addr
 }
 
 // verdict is the classification of evidence.
@@ -71,6 +73,24 @@ func classify(ev evidence) verdict {
 		// The server sees a private source although we were translated: a
 		// second NAT lies between the server and us, or the server is inside.
 		v.doubleNAT = Yes
+	}
+
+	// Routers on the way out with shared addresses (RFC 6598) are a
+	// carrier-grade NAT; behind our own NAT that makes two.
+	for _, h := range ev.hops {
+		if !h.IsValid() {
+			continue
+		}
+		if sharedSpace.Contains(h) {
+			v.carrierGradeNAT = Yes
+			if v.behindNAT == Yes {
+				v.doubleNAT = Yes
+			}
+			break
+		}
+		if !h.IsPrivate() {
+			break // out in public address space
+		}
 	}
 
 	// Mapping: socket A's mapped address for every destination it reached.

@@ -158,6 +158,25 @@ func TestClassify(t *testing.T) {
 	if v := classify(cgn); v.carrierGradeNAT != Yes {
 		t.Errorf("100.64.0.0/10 public address: carrierGradeNAT %v", v.carrierGradeNAT)
 	}
+	for _, tt := range []struct {
+		hops     []string
+		cgn, dbl Answer
+	}{
+		{[]string{"192.168.1.1", "100.64.0.1", "203.0.113.1"}, Yes, Yes},
+		{[]string{"192.168.1.1", "", "100.64.0.1"}, Yes, Yes},
+		{[]string{"192.168.1.1", "203.0.113.1", "100.64.0.1"}, Unknown, Unknown}, // past the public edge
+		{[]string{"192.168.1.1", "10.0.0.1", "203.0.113.1"}, Unknown, Unknown},
+		{[]string{"", "", ""}, Unknown, Unknown},
+	} {
+		ev := rfcEvidence(pub, pub, pub, false, false)
+		for _, h := range tt.hops {
+			a, _ := netip.ParseAddr(h)
+			ev.hops = append(ev.hops, a)
+		}
+		if v := classify(ev); v.carrierGradeNAT != tt.cgn || v.doubleNAT != tt.dbl {
+			t.Errorf("hops %v: cgn %v double %v, want %v %v", tt.hops, v.carrierGradeNAT, v.doubleNAT, tt.cgn, tt.dbl)
+		}
+	}
 }
 
 func TestMappingBehavior(t *testing.T) {

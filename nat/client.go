@@ -303,6 +303,17 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 			ev.filterPort = c.filter(ctx, e, ev.plan, false, sch, rec, &mu, &ev.ports)
 		})
 	}
+	if srv := ev.plan.hairpin; srv >= 0 || ev.plan.rfc >= 0 {
+		if srv < 0 {
+			srv = ev.plan.rfc
+		}
+		ev.hops = make([]netip.Addr, pathHops)
+		for i := range pathHops {
+			wg.Go(func() {
+				ev.hops[i] = c.pathHop(ctx, servers[srv], i+1, sch.total(), rec)
+			})
+		}
+	}
 	if ev.plan.hairpin >= 0 {
 		wg.Go(func() {
 			ev.hairpin = c.hairpin(ctx, e, a, servers[ev.plan.hairpin], ev.first[ev.plan.hairpin].mapped, sch, rec, &mu, &ev.ports)
@@ -390,6 +401,33 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	return o
 }
 
+// pathHops is how many hops the path test looks at: a home router, a
+// carrier-grade NAT behind it, and one more for a NAT in a modem.
+const pathHops = 3
+
+// pathHop finds the router ttl hops away from a fresh socket (ICMP Time
+// Exceeded), for the carrier-grade NAT hint.
+func (c *Client) pathHop(ctx context.Context, dst netip.AddrPort, ttl int, wait time.Duration, rec *recorder) netip.Addr {
+	if c.network() != "udp4" {
+		return netip.Addr{}
+	}
+	pc, err := c.listen(ctx)
+	if err != nil {
+		return netip.Addr{}
+	}
+	defer pc.Close()
+	hop := traceHop(ctx, pc, dst, ttl, wait)
+	p := Probe{Test: "path", Local: localAddrPort(pc.LocalAddr()), Server: dst, Sent: 1, Answered: hop.IsValid()}
+	if hop.IsValid() {
+		p.From = netip.AddrPortFrom(hop, 0)
+		p.Note = fmt.Sprintf("TTL %d: time exceeded from %v", ttl, hop)
+	} else {
+		p.Note = fmt.Sprintf("TTL %d: no time exceeded", ttl)
+	}
+	rec.add("path", ttl, p)
+	return hop
+}
+
 func toObs(out outcome, s *socket, dst netip.AddrPort) obs {
 	o := obs{ran: true, answered: out.answered, local: s.effectiveLocal(), server: dst, strays: out.strays, rtt: out.rtt}
 	if out.answered {
@@ -430,7 +468,7 @@ type recorded struct {
 var testRank = map[string]int{
 	"binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
 	"filtering-change-ip-port": 3, "filtering-change-port": 4,
-	"hairpin-binding": 5, "hairpin": 6, "lifetime": 7,
+	"hairpin-binding": 5, "hairpin": 6, "path": 7, "lifetime": 8,
 }
 
 func (r *recorder) add(test string, order int, p Probe) {

@@ -149,8 +149,11 @@ func TestLab(t *testing.T) {
 				} else if want := tcpMapping(k); rep.TCP.Mapping.String() != want.String() {
 					t.Errorf("TCP mapping %v, want %v", rep.TCP.Mapping, want)
 				}
-				if k == natlab.DoubleNAT && rep.CarrierGradeNAT != Yes {
-					t.Logf("no carrier-grade NAT hint for DoubleNAT (carrierGradeNAT %v)", rep.CarrierGradeNAT)
+				if want := answerOf(k == natlab.DoubleNAT); k != natlab.UDPBlocked && (rep.CarrierGradeNAT == Yes) != (want == Yes) {
+					t.Errorf("carrier-grade NAT hint %v for %v", rep.CarrierGradeNAT, k)
+				}
+				if k == natlab.DoubleNAT && rep.DoubleNAT != Yes {
+					t.Errorf("double NAT hint %v for DoubleNAT", rep.DoubleNAT)
 				}
 				t.Logf("%v: %s, mapping %v, filtering %v, hairpin %v, tcp %v, in %v",
 					k, rep.Classic, rep.Mapping, rep.Filtering, rep.Hairpinning, rep.TCP.Mapping, rep.Duration.Round(time.Millisecond))

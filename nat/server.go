@@ -132,6 +132,13 @@ func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
+		// Like net/http: serving after Close closes what it was given.
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		if l != nil {
+			l.Close()
+		}
 		return ErrServerClosed
 	}
 	if s.done == nil {
