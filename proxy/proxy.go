@@ -250,27 +250,38 @@ func (p *Proxy) AddALPNRoute(host string, protos []string, target Target) error 
 // longer routed. Called with routesMu held.
 func (p *Proxy) syncPools(t *table) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if !p.serving || p.closed {
+		p.mu.Unlock()
 		return
 	}
 	want := map[*Pool]struct{}{}
-	for _, r := range t.routes {
-		if pl, ok := r.Target.(*Pool); ok {
-			want[pl] = struct{}{}
+	if t != nil {
+		for _, r := range t.routes {
+			if pl, ok := r.Target.(*Pool); ok {
+				want[pl] = struct{}{}
+			}
 		}
 	}
+	var start, stop []*Pool
 	for pl := range want {
 		if _, ok := p.pools[pl]; !ok {
 			p.pools[pl] = struct{}{}
-			pl.acquire(p)
+			start = append(start, pl)
 		}
 	}
 	for pl := range p.pools {
 		if _, ok := want[pl]; !ok {
 			delete(p.pools, pl)
-			pl.release()
+			stop = append(stop, pl)
 		}
+	}
+	p.mu.Unlock()
+	for _, pl := range start {
+		pl.acquire(p)
+	}
+	// Outside p.mu: release waits for a running check to end.
+	for _, pl := range stop {
+		pl.release()
 	}
 }
 
@@ -411,6 +422,8 @@ func (p *Proxy) beginShutdown() {
 }
 
 func (p *Proxy) stopPools() {
+	p.routesMu.Lock() // serializes with syncPools
+	defer p.routesMu.Unlock()
 	p.mu.Lock()
 	pools := p.pools
 	p.pools = map[*Pool]struct{}{}

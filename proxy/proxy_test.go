@@ -193,3 +193,16 @@ func TestReuseportTakeover(t *testing.T) {
 		}
 	}
 }
+
+func TestServeWithoutRoutes(t *testing.T) {
+	p := &Proxy{}
+	rej := newRejects(p)
+	addr := serve(t, p)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	rej.want(t, ReasonNoRoute, 5*time.Second)
+}

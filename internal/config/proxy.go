@@ -48,8 +48,11 @@ type Proxy struct {
 	MaxPendingPeeks   int `yaml:"maxPendingPeeks"`
 	MaxPeeksPerSource int `yaml:"maxPeeksPerSource"`
 	// IdleTimeout is the TCP keepalive idle time and TCP_USER_TIMEOUT ("2m").
-	IdleTimeout string       `yaml:"idleTimeout"`
-	Routes      []ProxyRoute `yaml:"routes"`
+	IdleTimeout string `yaml:"idleTimeout"`
+	// HTTPIdleTimeout bounds the wait for the next request on a kept-alive
+	// HTTP connection ("2m").
+	HTTPIdleTimeout string       `yaml:"httpIdleTimeout"`
+	Routes          []ProxyRoute `yaml:"routes"`
 }
 
 // ProxyRoute is one entry of proxy.routes.
@@ -149,6 +152,7 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 		p.LocalAddrs = append(p.LocalAddrs, ip)
 	}
 	p.PeekTimeout = proxyDuration("proxy.peekTimeout", s.PeekTimeout, add)
+	p.HTTPIdleTimeout = proxyDuration("proxy.httpIdleTimeout", s.HTTPIdleTimeout, add)
 	if d := proxyDuration("proxy.idleTimeout", s.IdleTimeout, add); d > 0 {
 		p.UserTimeout = d
 		p.KeepAlive = net.KeepAliveConfig{Enable: true, Idle: d / 2, Interval: max(d/8, time.Second), Count: 4}

@@ -16,6 +16,7 @@ proxy:
   trustProxyFrom: ["192.168.1.0/24", "10.0.0.1"]
   peekTimeout: 3s
   idleTimeout: 2m
+  httpIdleTimeout: 30s
   routes:
     - host: blog.example.com
       backends: ["192.168.1.20:443", "192.168.1.21:443"]
@@ -43,7 +44,7 @@ func TestProxyParseAndBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.PeekTimeout != 3*time.Second || p.UserTimeout != 2*time.Minute || len(p.TrustProxyFrom) != 2 ||
+	if p.PeekTimeout != 3*time.Second || p.HTTPIdleTimeout != 30*time.Second || p.UserTimeout != 2*time.Minute || len(p.TrustProxyFrom) != 2 ||
 		p.TrustProxyFrom[1] != netip.MustParsePrefix("10.0.0.1/32") {
 		t.Errorf("proxy %+v", p)
 	}
