@@ -136,6 +136,7 @@ func (r *Records) Add(rrs ...dns.RR) error {
 		}
 	}
 	changed := map[string]bool{}
+	soaGiven := map[string]bool{}
 	r.mu.Lock()
 	r.init()
 	for _, rr := range rrs {
@@ -159,6 +160,7 @@ func (r *Records) Add(rrs ...dns.RR) error {
 			z.soa, z.explicit = soa, true
 			types[dns.TypeSOA] = []dns.RR{soa}
 			changed[h.Name] = true
+			soaGiven[h.Name] = true // the data brings its own serial
 			continue
 		}
 		if !containsRR(types[h.Rrtype], rr) {
@@ -166,9 +168,18 @@ func (r *Records) Add(rrs ...dns.RR) error {
 		}
 		changed[r.zoneOfLocked(h.Name)] = true
 	}
-	fns := r.bumpLocked(changed)
+	bump := map[string]bool{}
+	for z := range changed {
+		if !soaGiven[z] {
+			bump[z] = true
+		}
+	}
+	fns := r.bumpLocked(bump)
 	r.mu.Unlock()
-	notifyAll(fns, changed)
+	for z := range soaGiven {
+		bump[z] = true // notify, without touching the given serial
+	}
+	notifyAll(fns, bump)
 	return nil
 }
 

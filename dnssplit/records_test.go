@@ -178,3 +178,10 @@ func TestSyntheticZone(t *testing.T) {
 		t.Fatalf("A: %+v", a)
 	}
 }
+
+func TestZoneFileSerialKept(t *testing.T) {
+	r := testRecords(t)
+	if soa, _ := r.SOA("example.com."); soa.Serial != 2024010101 {
+		t.Fatalf("serial %d, want the zone file's 2024010101", soa.Serial)
+	}
+}

@@ -153,15 +153,16 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 func (s *Server) finish(req, m *dns.Msg, tcp bool) *dns.Msg {
 	m.Compress = true
 	size := dns.MinMsgSize
-	if opt := req.IsEdns0(); opt != nil {
-		// Drop any OPT copied from upstream data; ours is the only one.
-		extra := m.Extra[:0:0]
-		for _, rr := range m.Extra {
-			if rr.Header().Rrtype != dns.TypeOPT {
-				extra = append(extra, rr)
-			}
+	// Drop any OPT copied from upstream data; ours (if the client spoke
+	// EDNS) is the only one.
+	extra := m.Extra[:0:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			extra = append(extra, rr)
 		}
-		m.Extra = extra
+	}
+	m.Extra = extra
+	if opt := req.IsEdns0(); opt != nil {
 		rcode := m.Rcode
 		m.SetEdns0(uint16(s.udpSize()), opt.Do())
 		if rcode > 0xF {

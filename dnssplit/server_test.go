@@ -548,3 +548,23 @@ func TestServeDNSHandler(t *testing.T) {
 		t.Fatalf("via dns.Server: %s", got)
 	}
 }
+
+func TestNoOPTForPlainClients(t *testing.T) {
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.SetEdns0(4096, false)
+		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 198.51.100.5")
+		m.Answer = append(m.Answer, rr)
+		w.WriteMsg(m)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	addr := start(t, s)
+	for range 2 { // from upstream, then from the cache
+		r := query(t, "udp", "127.0.0.2", addr, q("opt.example.net.", dns.TypeA))
+		if r.IsEdns0() != nil || firstA(r) != "198.51.100.5" {
+			t.Fatalf("a client without EDNS got %v", r)
+		}
+	}
+}
