@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,5 +106,110 @@ func TestLabPortForward(t *testing.T) {
 	}
 	if n := p.Stats().Rejected["backend down"]; n != 1 {
 		t.Errorf("loop route: %d backend-down rejects, want 1 (refused before dialing)", n)
+	}
+}
+
+// TestLabTakeoverUnderLoad hands the port from one proxy to another (as a
+// restarted process would, both on SO_REUSEPORT listeners) while clients
+// connect without pause, in a namespace of its own with
+// net.ipv4.tcp_migrate_req=1 (Linux 5.14+), which moves connections still
+// queued on the closing listener to the new one. No client may be refused
+// or reset.
+func TestLabTakeoverUnderLoad(t *testing.T) {
+	lab := natlab.New(t, natlab.Config{Kind: natlab.NoNAT})
+	if out, err := lab.Command(natlab.LAN1, "sysctl", "-w", "net.ipv4.tcp_migrate_req=1").CombinedOutput(); err != nil {
+		t.Skipf("tcp_migrate_req not available: %v %s", err, out)
+	}
+	host := lab.Addr(natlab.LAN1)
+	be, err := lab.Listen(natlab.LAN1, "tcp4", host.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := testCert(t, "tk.test")
+	tl := tls.NewListener(be, &tls.Config{Certificates: []tls.Certificate{cert}})
+	var bwg sync.WaitGroup
+	bwg.Go(func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			bwg.Go(func() {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				io.WriteString(c, "ok")
+				c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() { tl.Close(); bwg.Wait() })
+
+	listen := func(addr string) net.Listener {
+		var l net.Listener
+		must(t, lab.Do(natlab.LAN1, func() (err error) {
+			l, err = Listen("tcp4", addr)
+			return err
+		}))
+		return l
+	}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lab.Dial(ctx, natlab.LAN1, network, addr)
+	}
+	newProxy := func(l net.Listener) (*Proxy, chan error) {
+		p := &Proxy{MaxPeeksPerSource: -1}
+		must(t, p.AddSNIRoute("tk.test", &Pool{Backends: []string{be.Addr().String()}, DialContext: dial}))
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(l) }()
+		return p, done
+	}
+	l1 := listen(host.String() + ":0")
+	addr := l1.Addr().String()
+	p1, done1 := newProxy(l1)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+				c, err := lab.Dial(dctx, natlab.LAN1, "tcp4", addr)
+				dcancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						failed.Add(1)
+						t.Logf("dial: %v", err)
+					}
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				b, err := io.ReadAll(tls.Client(c, &tls.Config{ServerName: "tk.test", InsecureSkipVerify: true}))
+				c.Close()
+				if err != nil || string(b) != "ok" {
+					failed.Add(1)
+					t.Logf("connection: %q %v", b, err)
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // load on the old proxy alone
+	p2, done2 := newProxy(listen(addr))
+	time.Sleep(300 * time.Millisecond) // both accept
+	sctx, scancel := context.WithTimeout(t.Context(), 5*time.Second)
+	err = p1.Shutdown(sctx)
+	scancel()
+	if err != nil {
+		t.Errorf("old proxy Shutdown: %v", err)
+	}
+	<-done1
+	time.Sleep(300 * time.Millisecond) // the new one alone
+	cancel()
+	wg.Wait()
+	p2.Close()
+	<-done2
+	t.Logf("takeover: %d connections ok, %d failed", ok.Load(), failed.Load())
+	if failed.Load() != 0 || ok.Load() == 0 {
+		t.Errorf("%d connections failed during the takeover (%d ok)", failed.Load(), ok.Load())
 	}
 }
