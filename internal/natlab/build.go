@@ -19,6 +19,15 @@ func serverInet() netip.Prefix { return netip.MustParsePrefix("198.51.100.1/25")
 func peerPrefix() netip.Prefix { return netip.MustParsePrefix("198.51.100.130/25") }
 func peerInet() netip.Prefix   { return netip.MustParsePrefix("198.51.100.129/25") }
 
+// IPv6 internet side (RFC 3849 documentation prefix).
+func serverPrefixes6() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("2001:db8:5::10/64"), netip.MustParsePrefix("2001:db8:5::11/64")}
+}
+
+func serverInet6() netip.Prefix { return netip.MustParsePrefix("2001:db8:5::1/64") }
+func peerPrefix6() netip.Prefix { return netip.MustParsePrefix("2001:db8:6::130/64") }
+func peerInet6() netip.Prefix   { return netip.MustParsePrefix("2001:db8:6::1/64") }
+
 // defaultStreamTimeout is used for the nft mapping sets when Config.UDPTimeout
 // is zero: the kernel's nf_conntrack_udp_timeout_stream default, the longest
 // a conntrack UDP mapping lives without traffic.
@@ -55,9 +64,20 @@ func (l *Lab) build() error {
 			"net.ipv6.conf.all.disable_ipv6=1",
 			"net.ipv6.conf.default.disable_ipv6=1",
 		}
+		if l.cfg.IPv6 {
+			// No duplicate address detection: addresses are usable at
+			// once instead of after a second or two of "tentative".
+			kv = []string{
+				"net.ipv6.conf.all.accept_dad=0",
+				"net.ipv6.conf.default.accept_dad=0",
+			}
+		}
 		switch h {
 		case Internet, Router, CGN, SiteBRouter, SiteBCGN:
 			kv = append(kv, "net.ipv4.ip_forward=1")
+			if l.cfg.IPv6 {
+				kv = append(kv, "net.ipv6.conf.all.forwarding=1")
+			}
 		}
 		switch h {
 		case Router, SiteBRouter:
@@ -107,6 +127,26 @@ func (l *Lab) build() error {
 	cmd(Internet, "addr add %s dev peer", peerInet())
 	l.addrs[Peer] = []netip.Addr{peerPrefix().Addr()}
 	l.addrs[Internet] = []netip.Addr{serverInet().Addr(), peerInet().Addr()}
+	v6 := l.cfg.IPv6
+	// cmd6 adds an IPv6 command when the lab has IPv6.
+	cmd6 := func(h Host, format string, args ...any) {
+		if v6 {
+			cmd(h, format, args...)
+		}
+	}
+	if v6 {
+		for _, p := range serverPrefixes6() {
+			cmd(Server, "addr add %s dev eth0 nodad", p)
+			l.addrs6[Server] = append(l.addrs6[Server], p.Addr())
+		}
+		cmd(Server, "route add default via %s", serverInet6().Addr())
+		cmd(Internet, "addr add %s dev srv nodad", serverInet6())
+		cmd(Peer, "addr add %s dev eth0 nodad", peerPrefix6())
+		cmd(Peer, "route add default via %s", peerInet6().Addr())
+		cmd(Internet, "addr add %s dev peer nodad", peerInet6())
+		l.addrs6[Peer] = []netip.Addr{peerPrefix6().Addr()}
+		l.addrs6[Internet] = []netip.Addr{serverInet6().Addr(), peerInet6().Addr()}
+	}
 
 	var nft []struct {
 		h Host
@@ -117,20 +157,32 @@ func (l *Lab) build() error {
 		fmt.Fprintf(&links, "link add %s netns %s type bridge\n", lanIf, l.ns[s.router])
 		cmd(s.router, "link set %s up", lanIf)
 		cmd(s.router, "addr add %s dev %s", s.gw, lanIf)
+		cmd6(s.router, "addr add %s dev %s nodad", s.gw6, lanIf)
 		for j, h := range s.lan {
 			veth(h, "eth0", s.router, h.short())
 			cmd(s.router, "link set %s master %s", h.short(), lanIf)
 			cmd(h, "addr add %s dev eth0", netip.PrefixFrom(s.hostAddrs[j], s.gw.Bits()))
 			cmd(h, "route add default via %s", s.gw.Addr())
 			l.addrs[h] = []netip.Addr{s.hostAddrs[j]}
+			if v6 {
+				cmd(h, "addr add %s dev eth0 nodad", netip.PrefixFrom(s.hostAddrs6[j], s.gw6.Bits()))
+				cmd(h, "route add default via %s", s.gw6.Addr())
+				l.addrs6[h] = []netip.Addr{s.hostAddrs6[j]}
+			}
 		}
 		cmd(Internet, "addr add %s dev %s", s.inetSide, s.inetIf)
 		l.addrs[Internet] = append(l.addrs[Internet], s.inetSide.Addr())
+		if v6 {
+			cmd(Internet, "addr add %s dev %s nodad", s.inetSide6, s.inetIf)
+			l.addrs6[Internet] = append(l.addrs6[Internet], s.inetSide6.Addr())
+			// The site's LAN prefix is routed to its router (or CGN).
+			cmd(Internet, "route add %s via %s", s.gw6.Masked(), s.wanSide6.Addr())
+		}
 		timeout := l.cfg.UDPTimeout
 		if timeout == 0 {
 			timeout = defaultStreamTimeout
 		}
-		home := layer{kind: s.kind, wan: s.wanSide.Addr(), timeout: timeout}
+		home := layer{kind: s.kind, wan: s.wanSide.Addr(), timeout: timeout, v6: v6}
 		if i == 0 {
 			home.hairpin = l.cfg.Hairpin
 			for _, f := range l.cfg.Forwards {
@@ -139,6 +191,9 @@ func (l *Lab) build() error {
 					to = f.Port
 				}
 				home.forwards = append(home.forwards, forward{proto: f.Proto, port: f.Port, to: l.addrs[f.To][0], toPort: to})
+				if v6 {
+					home.forwards6 = append(home.forwards6, forward{proto: f.Proto, port: to, to: l.addrs6[f.To][0], toPort: to})
+				}
 			}
 		}
 		if s.kind == OneToOne {
@@ -154,6 +209,16 @@ func (l *Lab) build() error {
 			cmd(s.cgn, "addr add %s dev %s", s.cgnLAN, lanIf)
 			cmd(s.cgn, "addr add %s dev %s", s.wanSide, wanIf)
 			cmd(s.cgn, "route add default via %s", s.inetSide.Addr())
+			cmd6(s.router, "addr add %s dev %s nodad", s.routerWAN6, wanIf)
+			cmd6(s.router, "route add default via %s", s.cgnLAN6.Addr())
+			cmd6(s.cgn, "addr add %s dev %s nodad", s.cgnLAN6, lanIf)
+			cmd6(s.cgn, "addr add %s dev %s nodad", s.wanSide6, wanIf)
+			cmd6(s.cgn, "route add default via %s", s.inetSide6.Addr())
+			cmd6(s.cgn, "route add %s via %s", s.gw6.Masked(), s.routerWAN6.Addr())
+			if v6 {
+				l.addrs6[s.router] = []netip.Addr{s.routerWAN6.Addr(), s.gw6.Addr()}
+				l.addrs6[s.cgn] = []netip.Addr{s.wanSide6.Addr(), s.cgnLAN6.Addr()}
+			}
 			home.kind = PortRestricted
 			home.wan = s.routerWAN.Addr()
 			l.addrs[s.router] = []netip.Addr{s.routerWAN.Addr(), s.gw.Addr()}
@@ -168,6 +233,11 @@ func (l *Lab) build() error {
 			cmd(s.router, "addr add %s dev %s", s.wanSide, wanIf)
 			cmd(s.router, "route add default via %s", s.inetSide.Addr())
 			l.addrs[s.router] = []netip.Addr{s.wanSide.Addr(), s.gw.Addr()}
+			cmd6(s.router, "addr add %s dev %s nodad", s.wanSide6, wanIf)
+			cmd6(s.router, "route add default via %s", s.inetSide6.Addr())
+			if v6 {
+				l.addrs6[s.router] = []netip.Addr{s.wanSide6.Addr(), s.gw6.Addr()}
+			}
 			pub = s.wanSide.Addr()
 			if s.kind == NoNAT {
 				cmd(Internet, "route add %s via %s", s.gw.Masked(), s.wanSide.Addr())
@@ -188,10 +258,26 @@ func (l *Lab) build() error {
 	if err := runIP("", links.String()); err != nil {
 		return err
 	}
+	// Routes last: an IPv6 route via a gateway needs its link up.
 	for _, h := range hosts {
-		if b := cmds[h]; b != nil {
-			if err := runIP(l.ns[h], b.String()); err != nil {
-				return fmt.Errorf("configuring %v: %w", h, err)
+		b := cmds[h]
+		if b == nil {
+			continue
+		}
+		var first, routes strings.Builder
+		for line := range strings.Lines(b.String()) {
+			if strings.HasPrefix(line, "route ") {
+				routes.WriteString(line)
+			} else {
+				first.WriteString(line)
+			}
+		}
+		if err := runIP(l.ns[h], first.String()); err != nil {
+			return fmt.Errorf("configuring %v: %w", h, err)
+		}
+		if routes.Len() > 0 {
+			if err := runIP(l.ns[h], routes.String()); err != nil {
+				return fmt.Errorf("routes of %v: %w", h, err)
 			}
 		}
 	}

@@ -63,7 +63,14 @@
 // host .130); DoubleNAT: SiteBRouter 100.64.1.2 behind SiteBCGN (100.64.1.1,
 // WAN 203.0.113.18).
 //
-// Only IPv4 is set up; IPv6 is disabled in every namespace. Each NAT device
+// IPv6 is disabled in every namespace unless Config.IPv6 is set. Then it is
+// routed without NAT, from the RFC 3849 prefix: site A's LAN 2001:db8:a1::/64
+// (router ::1, LAN1 ::10, LAN2 ::11), its WAN link 2001:db8:a0::/64 (Internet
+// ::1, router ::2; with DoubleNAT the CGN is ::2 and the router 2001:db8:a2::2
+// behind it), site B's LAN 2001:db8:b1::/64 (SiteBLAN ::10) behind
+// 2001:db8:b0::2, Server 2001:db8:5::10 and ::11, Peer 2001:db8:6::130. Every
+// home router except NoNAT's runs a stateful firewall (Kind.IPv6Filtering);
+// Addr6 and Addrs6 return the addresses. Each NAT device
 // drops unsolicited packets to itself on its WAN side, like a consumer router.
 //
 // Building a lab takes 50-150 ms on an idle machine (a few seconds when

@@ -104,6 +104,12 @@ type site struct {
 	// hostAddrs holds the LAN hosts' addresses, in the order of lan.
 	hostAddrs []netip.Addr
 	inetIf    string // name of the link in the Internet namespace
+
+	// IPv6 (Config.IPv6): routed, no NAT. gw6 is the router's LAN address
+	// and prefix, hostAddrs6 the hosts'; inetSide6/wanSide6 address the
+	// site's link to Internet, cgnLAN6/routerWAN6 the CGN link.
+	gw6, inetSide6, wanSide6, cgnLAN6, routerWAN6 netip.Prefix
+	hostAddrs6                                    []netip.Addr
 }
 
 // siteA and siteB return the addressing of the two sites for a kind.
@@ -118,6 +124,13 @@ func siteA(k Kind) site {
 		cgnLAN:    netip.MustParsePrefix("100.64.0.1/24"),
 		routerWAN: netip.MustParsePrefix("100.64.0.2/24"),
 		inetIf:    "sitea",
+
+		gw6:        netip.MustParsePrefix("2001:db8:a1::1/64"),
+		inetSide6:  netip.MustParsePrefix("2001:db8:a0::1/64"),
+		wanSide6:   netip.MustParsePrefix("2001:db8:a0::2/64"),
+		cgnLAN6:    netip.MustParsePrefix("2001:db8:a2::1/64"),
+		routerWAN6: netip.MustParsePrefix("2001:db8:a2::2/64"),
+		hostAddrs6: []netip.Addr{netip.MustParseAddr("2001:db8:a1::10"), netip.MustParseAddr("2001:db8:a1::11")},
 	}
 	if k == NoNAT {
 		s.gw = netip.MustParsePrefix("192.0.2.1/25")
@@ -140,6 +153,13 @@ func siteB(k Kind) site {
 		cgnLAN:    netip.MustParsePrefix("100.64.1.1/24"),
 		routerWAN: netip.MustParsePrefix("100.64.1.2/24"),
 		inetIf:    "siteb",
+
+		gw6:        netip.MustParsePrefix("2001:db8:b1::1/64"),
+		inetSide6:  netip.MustParsePrefix("2001:db8:b0::1/64"),
+		wanSide6:   netip.MustParsePrefix("2001:db8:b0::2/64"),
+		cgnLAN6:    netip.MustParsePrefix("2001:db8:b2::1/64"),
+		routerWAN6: netip.MustParsePrefix("2001:db8:b2::2/64"),
+		hostAddrs6: []netip.Addr{netip.MustParseAddr("2001:db8:b1::10")},
 	}
 	if k == NoNAT {
 		s.gw = netip.MustParsePrefix("192.0.2.129/25")

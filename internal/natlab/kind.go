@@ -112,6 +112,22 @@ func (k Kind) TCPMapping() Behavior {
 	return k.Mapping()
 }
 
+// IPv6Filtering returns the filtering behaviour of the kind's router for
+// IPv6 (Config.IPv6), where there is no NAT and mapping is always
+// endpoint-independent (the host's own address): NoNAT's router filters
+// nothing, UDPBlocked's drops UDP (BehaviorUnknown), every other router runs a
+// stateful firewall that admits only replies (address-and-port-dependent).
+func (k Kind) IPv6Filtering() Behavior {
+	switch k {
+	case NoNAT:
+		return EndpointIndependent
+	case UDPBlocked, KindUnknown:
+		return BehaviorUnknown
+	default:
+		return AddressAndPortDependent
+	}
+}
+
 // Filtering returns the UDP filtering behaviour of the kind for LAN1's
 // mappings (BehaviorUnknown for UDPBlocked and KindUnknown).
 func (k Kind) Filtering() Behavior {

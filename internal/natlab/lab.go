@@ -46,6 +46,14 @@ type Config struct {
 	// SiteBLAN and, for DoubleNAT, SiteBCGN) of this kind, without
 	// hairpinning. KindUnknown means no second site.
 	SiteB Kind
+
+	// IPv6 optionally adds IPv6 everywhere (2001:db8::/32, see the package
+	// doc), routed without NAT as ISPs deliver it: each LAN host has a
+	// global address, and every router except NoNAT's runs a stateful
+	// firewall (address-and-port-dependent filtering, Kind.IPv6Filtering).
+	// Port forwards open pinholes to To at ToPort. If false, IPv6 is
+	// disabled in every namespace.
+	IPv6 bool
 }
 
 // Forward is a port forward: traffic to the router's public address and Port
@@ -65,6 +73,7 @@ type Lab struct {
 	prefix string
 	ns     map[Host]string
 	addrs  map[Host][]netip.Addr
+	addrs6 map[Host][]netip.Addr
 	pubA   netip.Addr
 	pubB   netip.Addr
 
@@ -102,13 +111,14 @@ func New(t testing.TB, cfg Config) *Lab {
 		prefix: fmt.Sprintf("%s%d-%d-", namePrefix, os.Getpid(), labSeq.Add(1)),
 		ns:     map[Host]string{},
 		addrs:  map[Host][]netip.Addr{},
+		addrs6: map[Host][]netip.Addr{},
 	}
 	t.Cleanup(l.teardown)
 	start := time.Now()
 	if err := l.build(); err != nil {
 		t.Fatalf("natlab: building %v lab: %v", cfg.Kind, err)
 	}
-	t.Logf("natlab: %v lab (hairpin %v, site B %v) %s* built in %v", cfg.Kind, cfg.Hairpin, cfg.SiteB, l.prefix, time.Since(start).Round(time.Millisecond))
+	t.Logf("natlab: %v lab (hairpin %v, site B %v, IPv6 %v) %s* built in %v", cfg.Kind, cfg.Hairpin, cfg.SiteB, cfg.IPv6, l.prefix, time.Since(start).Round(time.Millisecond))
 	return l
 }
 
@@ -183,6 +193,19 @@ func (l *Lab) Addrs(host Host) []netip.Addr {
 	}
 	return slices.Clone(a)
 }
+
+// Addr6 returns host's primary IPv6 address (Config.IPv6), or the zero
+// Addr without IPv6. A LAN host's IPv6 address is also its public one.
+func (l *Lab) Addr6(host Host) netip.Addr {
+	if a := l.addrs6[host]; len(a) > 0 {
+		return a[0]
+	}
+	return netip.Addr{}
+}
+
+// Addrs6 returns all of host's IPv6 addresses, primary first (Server has
+// two), or nil without IPv6.
+func (l *Lab) Addrs6(host Host) []netip.Addr { return slices.Clone(l.addrs6[host]) }
 
 // PublicAddr returns the address the internet sees as the source of LAN1's
 // packets: the router's public address, the CGN's for DoubleNAT, LAN1's own

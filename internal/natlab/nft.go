@@ -20,6 +20,10 @@ type layer struct {
 	oneToOne netip.Addr // the LAN host statically mapped (OneToOne)
 	hairpin  bool
 	forwards []forward
+	// v6 adds an IPv6 firewall table (routed, no NAT), with pinholes for
+	// forwards6.
+	v6        bool
+	forwards6 []forward
 	// timeout is how long the nft sets that track mappings keep an entry
 	// without outgoing traffic; it matches the conntrack UDP timeout.
 	timeout time.Duration
@@ -148,5 +152,38 @@ func (l layer) ruleset() string {
 		w("\t}")
 	}
 	w("}")
+	if l.v6 {
+		l.ruleset6(w)
+	}
 	return b.String()
+}
+
+// ruleset6 writes the IPv6 table: no NAT; a stateful firewall (replies
+// only, ICMPv6 always, pinholes for forwards) unless the kind is NoNAT.
+func (l layer) ruleset6(w func(string, ...any)) {
+	firewall := l.kind != NoNAT
+	w("table ip6 natlab6 {")
+	w("\tchain forward {")
+	w("\t\ttype filter hook forward priority filter; policy accept;")
+	if l.kind == UDPBlocked {
+		w("\t\tmeta l4proto udp drop")
+	}
+	if firewall {
+		w("\t\tct state established,related accept")
+		w("\t\tmeta l4proto ipv6-icmp accept")
+		for _, f := range l.forwards6 {
+			w("\t\tiifname %q ip6 daddr %s %s dport %d accept", wanIf, f.to, f.proto, f.toPort)
+		}
+		w("\t\tiifname %q drop", wanIf)
+	}
+	w("\t}")
+	if firewall {
+		w("\tchain input {")
+		w("\t\ttype filter hook input priority filter; policy accept;")
+		w("\t\tiifname %q ct state established,related accept", wanIf)
+		w("\t\tiifname %q meta l4proto ipv6-icmp accept", wanIf)
+		w("\t\tiifname %q drop", wanIf)
+		w("\t}")
+	}
+	w("}")
 }

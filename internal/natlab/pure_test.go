@@ -48,10 +48,17 @@ func TestGroundTruthTable(t *testing.T) {
 		{PortRestricted, EndpointIndependent, AddressAndPortDependent, true},
 		{Symmetric, AddressAndPortDependent, AddressAndPortDependent, true},
 		{UDPBlocked, BehaviorUnknown, BehaviorUnknown, false},
+		// IPv6 and TCP are checked below.
 		{DoubleNAT, EndpointIndependent, AddressAndPortDependent, false},
 	} {
 		if tc.k.Mapping() != tc.mapping || tc.k.Filtering() != tc.filtering || tc.k.Hairpins(true) != tc.hairpinOn {
 			t.Errorf("%v: %v/%v/%v, want %v/%v/%v", tc.k, tc.k.Mapping(), tc.k.Filtering(), tc.k.Hairpins(true), tc.mapping, tc.filtering, tc.hairpinOn)
+		}
+		if v6 := tc.k.IPv6Filtering(); (tc.k == NoNAT) != (v6 == EndpointIndependent) || (tc.k == UDPBlocked) != (v6 == BehaviorUnknown) {
+			t.Errorf("%v: IPv6 filtering %v", tc.k, v6)
+		}
+		if tc.k.TCPMapping() != tc.mapping && tc.k != UDPBlocked || UDPBlocked.TCPMapping() != EndpointIndependent {
+			t.Errorf("%v: TCP mapping %v", tc.k, tc.k.TCPMapping())
 		}
 		if tc.k != NoNAT && tc.k.Hairpins(false) {
 			t.Errorf("%v hairpins with hairpinning off", tc.k)
@@ -146,7 +153,16 @@ func TestRuleset(t *testing.T) {
 		{"udp blocked", layer{kind: UDPBlocked, wan: wan, timeout: time.Minute},
 			[]string{"meta l4proto udp drop", `oifname "wan" masquerade`}, nil},
 		{"no nat", layer{kind: NoNAT, wan: wan, timeout: time.Minute},
-			nil, []string{"masquerade", "drop", "snat"}},
+			nil, []string{"masquerade", "drop", "snat", "ip6"}},
+		{"ipv6 firewall", layer{kind: PortRestricted, wan: wan, timeout: time.Minute, v6: true,
+			forwards6: []forward{{"tcp", 8443, netip.MustParseAddr("2001:db8:a1::10"), 8443}}},
+			[]string{"table ip6 natlab6", "ct state established,related accept", "meta l4proto ipv6-icmp accept",
+				`iifname "wan" ip6 daddr 2001:db8:a1::10 tcp dport 8443 accept`},
+			[]string{"meta l4proto udp drop"}},
+		{"ipv6 no nat", layer{kind: NoNAT, wan: wan, timeout: time.Minute, v6: true},
+			[]string{"table ip6 natlab6"}, []string{"drop"}},
+		{"ipv6 udp blocked", layer{kind: UDPBlocked, wan: wan, timeout: time.Minute, v6: true},
+			[]string{"table ip6 natlab6 {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tmeta l4proto udp drop"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := tc.l.ruleset()
