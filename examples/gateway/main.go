@@ -91,6 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *path == "" {
 		printQuickstart(stdout, cfg)
 	}
+	log.Info("gateway ready")
 	for {
 		select {
 		case <-hup:

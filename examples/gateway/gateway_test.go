@@ -1,0 +1,509 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/miekg/dns"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// freePort asks the kernel for a port that is free for both TCP and UDP on
+// 127.0.0.1 and releases it for the gateway to bind.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return ""
+}
+
+// loopbackConfig is the built-in default with every port replaced by a free one.
+func loopbackConfig(t *testing.T) []byte {
+	t.Helper()
+	out := string(defaultConfig)
+	for _, old := range []string{"127.0.0.1:5353", "127.0.0.1:8443", "127.0.0.1:8080", "127.0.0.1:8444",
+		"127.0.0.1:8081", "127.0.0.1:3478", "127.0.0.1:9090"} {
+		out = strings.ReplaceAll(out, old, freePort(t))
+	}
+	return []byte(out)
+}
+
+func writeConfig(t *testing.T, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// query asks server for name's A records from local source address src.
+func query(t *testing.T, server, src, name string) ([]string, int) {
+	t.Helper()
+	c := &dns.Client{Timeout: 2 * time.Second}
+	if src != "" {
+		c.Dialer = &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		t.Fatalf("dns query %s from %s: %v", name, src, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out, r.Rcode
+}
+
+// tlsName connects through the proxy with SNI name and returns the name in
+// the certificate the backend presented (end-to-end TLS: not the proxy's).
+func tlsName(t *testing.T, proxyAddr, name string) (string, string) {
+	t.Helper()
+	d := &tls.Dialer{Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", proxyAddr)
+	if err != nil {
+		t.Fatalf("TLS through the proxy to %s: %v", name, err)
+	}
+	defer c.Close()
+	tc := c.(*tls.Conn)
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		t.Fatal("no certificate")
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name)
+	body, _ := io.ReadAll(c)
+	return certs[0].Subject.CommonName, string(body)
+}
+
+func TestQuickstartInProcess(t *testing.T) {
+	cfg, err := config.Parse(loopbackConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	gw, err := start(t.Context(), cfg, newLogger(config.Log{Level: "debug"}, &syncWriter{w: &logs}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := gw.shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	dnsAddr := gw.dnsAddrs[0].String()
+
+	t.Run("dns inside view", func(t *testing.T) {
+		got, rcode := query(t, dnsAddr, "127.0.0.1", "blog.example.com")
+		if rcode != dns.RcodeSuccess || len(got) != 1 || got[0] != "192.168.1.20" {
+			t.Fatalf("inside: %v rcode %d, want [192.168.1.20]", got, rcode)
+		}
+	})
+	t.Run("dns outside view gets the public address", func(t *testing.T) {
+		got, _ := query(t, dnsAddr, "127.0.0.2", "blog.example.com")
+		if len(got) != 1 || got[0] != "203.0.113.1" {
+			t.Fatalf("outside: %v, want [203.0.113.1]", got)
+		}
+	})
+	t.Run("outside client gets no recursion", func(t *testing.T) {
+		_, rcode := query(t, dnsAddr, "127.0.0.2", "example.org")
+		if rcode != dns.RcodeRefused {
+			t.Fatalf("rcode %s, want REFUSED", dns.RcodeToString[rcode])
+		}
+	})
+	t.Run("tls route reaches the demo backend end to end", func(t *testing.T) {
+		cn, body := tlsName(t, cfg.Proxy.TLS[0], "blog.example.com")
+		if cn != "blog.example.com" {
+			t.Errorf("certificate CN %q, want the backend's blog.example.com", cn)
+		}
+		if !strings.Contains(body, "hello from the hairpin demo backend: https://blog.example.com") {
+			t.Errorf("body %q", body)
+		}
+	})
+	t.Run("http route by Host", func(t *testing.T) {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+cfg.Proxy.HTTP[0]+"/x", nil)
+		req.Host = "blog.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		http.DefaultClient.CloseIdleConnections()
+		if !strings.Contains(string(body), "http://blog.example.com/x") {
+			t.Fatalf("body %q", body)
+		}
+	})
+	t.Run("unknown name is not routed", func(t *testing.T) {
+		d := &tls.Dialer{Config: &tls.Config{ServerName: "nope.example.com", InsecureSkipVerify: true}}
+		c, err := d.DialContext(t.Context(), "tcp", cfg.Proxy.TLS[0])
+		if err == nil {
+			c.Close()
+			t.Fatal("a name with no route got a TLS session")
+		}
+	})
+	t.Run("metrics and health", func(t *testing.T) {
+		body := get(t, "http://"+cfg.Metrics+"/metrics")
+		for _, want := range []string{`hairpin_dns_queries_total{rcode="NOERROR",view="inside"}`,
+			"hairpin_proxy_routed_total", "hairpin_relay_allocations", `hairpin_nat_info{classic="unknown",filtering="unknown",hairpinning="unknown",mapping="unknown",public="203.0.113.1"} 1`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		if got := get(t, "http://"+cfg.Metrics+"/healthz"); got != "ok\n" {
+			t.Errorf("/healthz = %q", got)
+		}
+	})
+	t.Run("turn relay with coturn's client", func(t *testing.T) {
+		paths := interop.Need(t, "turnutils_uclient")
+		_, port, _ := net.SplitHostPort(cfg.Relay.Listen[0])
+		// -y: client to client through the relay. Both allocations advertise
+		// the public address, so the relay must deliver in process.
+		out, err := exec.CommandContext(t.Context(), paths["turnutils_uclient"], "-p", port, "-W", "change-me",
+			"-u", "demo", "-y", "-n", "20", "-m", "2", "-l", "100", "127.0.0.1").CombinedOutput()
+		if err != nil {
+			t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "tot_recv_msgs=40") || !strings.Contains(string(out), "Total lost packets 0 ") {
+			t.Fatalf("relay lost data:\n%s", tail(string(out), 6))
+		}
+	})
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	http.DefaultClient.CloseIdleConnections()
+	return string(b)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func TestCheckNamesFieldAndLine(t *testing.T) {
+	bad := strings.Replace(string(defaultConfig), `networks: ["127.0.0.1/32", "192.168.0.0/16"]`,
+		`networks: ["127.0.0.1/32", "192.168.0.0/33"]`, 1)
+	bad = strings.Replace(bad, `proxyProtocol: none`, `proxyProtocol: v3`, 1)
+	bad = strings.Replace(bad, "  realm: example.com\n", "  realm: example.com\n  bogus: 1\n", 1)
+	lineOf := func(s, sub string) int {
+		i := strings.Index(s, sub)
+		if i < 0 {
+			t.Fatalf("%q not in config", sub)
+		}
+		return strings.Count(s[:i], "\n") + 1
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-check", "-config", writeConfig(t, []byte(bad))}, &stdout, &stderr)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %s", code, stderr.String())
+	}
+	// yaml.v3 stops at the unknown key: that error comes alone, with its line.
+	if want := fmt.Sprintf(`line %d: unknown key "bogus"`, lineOf(bad, "bogus")); !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr %q lacks %q", stderr.String(), want)
+	}
+	bad = strings.Replace(bad, "  bogus: 1\n", "", 1)
+	stderr.Reset()
+	if code := run([]string{"-check", "-config", writeConfig(t, []byte(bad))}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("line %d: dns.views[0].networks[1]", lineOf(bad, "192.168.0.0/33")),
+		fmt.Sprintf("line %d: proxy.routes[0].proxyProtocol", lineOf(bad, "proxyProtocol: v3")),
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q lacks %q", stderr.String(), want)
+		}
+	}
+	stdout.Reset()
+	if code := run([]string{"-check"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "configuration OK") {
+		t.Fatalf("built-in default: exit %d, %q", code, stdout.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"-print-default-config"}, &stdout, &stderr); code != 0 || stdout.String() != string(defaultConfig) {
+		t.Fatalf("-print-default-config: exit %d", code)
+	}
+	if code := run([]string{"-nosuchflag"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("bad flag: exit %d, want 2", code)
+	}
+}
+
+// binary builds the gateway once per test binary.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "hairpin-gateway-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "gateway")
+	out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return path, nil
+})
+
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the gateway binary; skipped with -short")
+	}
+	path, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {})
+	return path
+}
+
+// process is a running gateway binary whose log lines are watched.
+type process struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	cond  *sync.Cond
+	done  bool
+}
+
+func startProcess(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{cmd: cmd}
+	p.cond = sync.NewCond(&p.mu)
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		p.mu.Lock()
+		p.done = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		p.waitExit(t, 15*time.Second)
+		if t.Failed() {
+			t.Logf("gateway output:\n%s", p.output())
+		}
+	})
+	return p
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitFor blocks until a log line containing s appears after line from, and
+// returns the index after it.
+func (p *process) waitFor(t *testing.T, from int, s string, within time.Duration) int {
+	t.Helper()
+	timer := time.AfterFunc(within, func() {
+		p.mu.Lock()
+		p.done = true // wake the waiter; reported below
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer timer.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := from; ; {
+		for ; i < len(p.lines); i++ {
+			if strings.Contains(p.lines[i], s) {
+				return i + 1
+			}
+		}
+		if p.done {
+			t.Fatalf("gateway never logged %q; output:\n%s", s, strings.Join(p.lines, "\n"))
+		}
+		p.cond.Wait()
+	}
+}
+
+func (p *process) waitExit(t *testing.T, within time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		for p.cmd.ProcessState == nil {
+			p.mu.Lock()
+			finished := p.done
+			p.mu.Unlock()
+			if finished {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(within):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("gateway did not exit within %s of SIGTERM", within)
+	}
+}
+
+func TestReloadKeepsServingOnBadFile(t *testing.T) {
+	bin := buildGateway(t)
+	good := loopbackConfig(t)
+	path := writeConfig(t, good)
+	p := startProcess(t, exec.CommandContext(t.Context(), bin, "-config", path))
+	n := p.waitFor(t, 0, "gateway ready", 20*time.Second)
+	cfg, err := config.Parse(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsAddr := cfg.DNS.Listen[0]
+
+	// A bad file: rejected, old records and routes still served.
+	bad := strings.Replace(string(good), "192.168.1.20", "192.168.1.300", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	n = p.waitFor(t, n, "reload rejected", 10*time.Second)
+	if !strings.Contains(p.output(), "dns.views[0].records[0]") {
+		t.Errorf("the rejection does not name the field:\n%s", p.output())
+	}
+	if got, _ := query(t, dnsAddr, "127.0.0.1", "blog.example.com"); len(got) != 1 || got[0] != "192.168.1.20" {
+		t.Fatalf("after a bad reload: %v, want the old [192.168.1.20]", got)
+	}
+	if cn, _ := tlsName(t, cfg.Proxy.TLS[0], "blog.example.com"); cn != "blog.example.com" {
+		t.Fatalf("proxy after a bad reload: %q", cn)
+	}
+
+	// A good file: new records are served, and a new route appears.
+	next := strings.Replace(string(good), "192.168.1.20", "192.168.1.99", 1)
+	next = strings.Replace(next, "    - host: blog.example.com\n", "    - host: www.example.com\n      backends: [\""+cfg.Demo.TLS+"\"]\n    - host: blog.example.com\n", 1)
+	if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitFor(t, n, "configuration reloaded", 10*time.Second)
+	if got, _ := query(t, dnsAddr, "127.0.0.1", "blog.example.com"); len(got) != 1 || got[0] != "192.168.1.99" {
+		t.Fatalf("after a good reload: %v, want [192.168.1.99]", got)
+	}
+	if got, _ := query(t, dnsAddr, "127.0.0.2", "blog.example.com"); len(got) != 1 || got[0] != "203.0.113.1" {
+		t.Fatalf("outside view after reload: %v, want the public address", got)
+	}
+	if cn, _ := tlsName(t, cfg.Proxy.TLS[0], "www.example.com"); cn != "blog.example.com" {
+		t.Fatalf("new route after reload: reached %q", cn)
+	}
+}
+
+// TestQuickstartBinaryNoArguments runs the README's first command as written:
+// the gateway with no arguments, on its fixed default ports. It runs inside a
+// network namespace of its own so those ports cannot collide with anything.
+func TestQuickstartBinaryNoArguments(t *testing.T) {
+	interop.NeedRoot(t)
+	paths := interop.Need(t, "ip", "dig")
+	bin := buildGateway(t)
+	ns := fmt.Sprintf("hpgw%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
+	if out, err := exec.Command(paths["ip"], "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(paths["ip"], "netns", "del", ns).Run() })
+	if out, err := exec.Command(paths["ip"], "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v\n%s", err, out)
+	}
+	p := startProcess(t, exec.CommandContext(t.Context(), paths["ip"], "netns", "exec", ns, bin))
+	p.waitFor(t, 0, "gateway ready", 20*time.Second)
+	if !strings.Contains(p.output(), "dig @127.0.0.1 -p 5353 blog.example.com") {
+		t.Errorf("the quickstart does not print what to try:\n%s", p.output())
+	}
+	in := func(args ...string) string {
+		out, err := exec.CommandContext(t.Context(), paths["ip"], append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := in("dig", "+short", "@127.0.0.1", "-p", "5353", "blog.example.com"); got != "192.168.1.20" {
+		t.Errorf("inside view: %q", got)
+	}
+	if got := in("dig", "+short", "@127.0.0.1", "-p", "5353", "-b", "127.0.0.2", "blog.example.com"); got != "203.0.113.1" {
+		t.Errorf("outside view: %q", got)
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		out := in("sh", "-c", "openssl s_client -connect 127.0.0.1:8443 -servername blog.example.com </dev/null 2>&1")
+		if !strings.Contains(out, "CN = blog.example.com") && !strings.Contains(out, "CN=blog.example.com") {
+			t.Errorf("openssl s_client did not see the demo certificate:\n%s", out)
+		}
+	}
+	if _, err := exec.LookPath("turnutils_uclient"); err == nil {
+		out := in("turnutils_uclient", "-p", "3478", "-W", "change-me", "-u", "demo", "-y", "-n", "10", "-m", "1", "-l", "100", "127.0.0.1")
+		if !strings.Contains(out, "Total lost packets 0 ") {
+			t.Errorf("TURN via the default relay:\n%s", tail(out, 5))
+		}
+	}
+}
