@@ -100,15 +100,20 @@ func TestOpenSSLClientAndServer(t *testing.T) {
 		must(t, p.AddSNIRoute(name, &Pool{Backends: []string{addr}, HealthCheck: HealthCheck{Interval: -1}}))
 	}
 	paddr := serve(t, &p)
-	for _, name := range []string{"alpha.test", "beta.test"} {
+	for _, tt := range []struct{ name, version string }{
+		{"alpha.test", "-tls1_3"}, {"beta.test", "-tls1_3"}, {"alpha.test", "-tls1_2"}, {"beta.test", "-tls1_2"},
+	} {
+		name := tt.name
 		cmd := exec.CommandContext(t.Context(), paths["openssl"], "s_client", "-connect", paddr, "-servername", name,
-			"-CAfile", certs[name], "-verify_return_error", "-verify_hostname", name, "-brief")
+			"-CAfile", certs[name], "-verify_return_error", "-verify_hostname", name, "-brief", tt.version)
 		cmd.Stdin = strings.NewReader("GET / HTTP/1.0\r\n\r\n")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("s_client %s: %v\n%s", name, err, out)
 		}
-		if !bytes.Contains(out, []byte("Verification: OK")) || !bytes.Contains(out, []byte("CN = "+name)) {
+		wantVersion := map[string]string{"-tls1_3": "TLSv1.3", "-tls1_2": "TLSv1.2"}[tt.version]
+		if !bytes.Contains(out, []byte("Verification: OK")) || !bytes.Contains(out, []byte("CN = "+name)) ||
+			!bytes.Contains(out, []byte("Protocol version: "+wantVersion)) {
 			t.Errorf("s_client %s did not see the backend's certificate:\n%s", name, out)
 		}
 	}
