@@ -1,9 +1,18 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 type namedTarget string
@@ -117,5 +126,47 @@ func TestNormalizeName(t *testing.T) {
 		if _, err := NormalizeName(in); err == nil {
 			t.Errorf("NormalizeName(%q): no error", in)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger used from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDenialLogged(t *testing.T) {
+	var logs syncBuffer
+	p := &Proxy{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	rej := newRejects(p)
+	must(t, p.AddRoute(Route{Protocol: ProtocolHTTP, Host: "db.test", Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+		Target: namedTarget("db")}))
+	addr := serve(t, p)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: db.test\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("response %v, %v; want 403", resp, err)
+	}
+	rej.want(t, ReasonDenied, 5*time.Second)
+	if l := logs.String(); !strings.Contains(l, "reason=denied") || !strings.Contains(l, "src="+c.LocalAddr().String()) {
+		t.Errorf("denial log %q lacks the reason or the source %v", l, c.LocalAddr())
 	}
 }
