@@ -35,7 +35,9 @@ type Limits struct {
 
 	// UnauthorizedBurst and UnauthorizedRate bound the 401 replies sent to
 	// one source address, so a forged source cannot use the relay as a
-	// reflector. Defaults 32 replies and 8 per second.
+	// reflector. Defaults 256 replies and 64 per second: an office of a
+	// hundred people behind one NAT address joining a call at once gets
+	// its challenges, while a reply costs at most a few times its request.
 	UnauthorizedBurst int
 	UnauthorizedRate  float64
 
@@ -67,8 +69,8 @@ func (l *Limits) allocations() int         { return pick(l.Allocations, 4096) }
 func (l *Limits) permissions() int         { return pick(l.PermissionsPerAllocation, 64) }
 func (l *Limits) bandwidth() int64         { return pick(l.Bandwidth, 2_000_000) }
 func (l *Limits) lifetime() time.Duration  { return pick(l.Lifetime, 10*time.Minute) }
-func (l *Limits) unauthBurst() int         { return pick(l.UnauthorizedBurst, 32) }
-func (l *Limits) unauthRate() float64      { return pick(l.UnauthorizedRate, 8) }
+func (l *Limits) unauthBurst() int         { return pick(l.UnauthorizedBurst, 256) }
+func (l *Limits) unauthRate() float64      { return pick(l.UnauthorizedRate, 64) }
 func (l *Limits) handshake() time.Duration { return pick(l.HandshakeTimeout, 10*time.Second) }
 func (l *Limits) connsPerSource() int      { return pick(l.ConnsPerSource, 64) }
 func (l *Limits) trackedUsers() int        { return pick(l.TrackedUsers, 256) }

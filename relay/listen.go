@@ -15,6 +15,12 @@ import (
 // the core count extra readers only add contention.
 const maxReaders = 8
 
+// listenerBuffer is the socket buffer asked for on the client-facing UDP
+// sockets: bursts from many clients at once must not overflow the kernel's
+// 208 KiB default before the reader catches up (the kernel caps it at
+// net.core.rmem_max).
+const listenerBuffer = 4 << 20
+
 // ListenAndServe listens on addr (host:port) for UDP and TCP and serves
 // until Close or Shutdown. UDP gets one SO_REUSEPORT socket per core, each
 // with its own reader; the kernel keeps a client on one socket. It always
@@ -68,6 +74,10 @@ func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
 		if err != nil {
 			closeAll()
 			return errors.Join(errors.New("relay: listen"), err)
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			_ = uc.SetReadBuffer(listenerBuffer)
+			_ = uc.SetWriteBuffer(listenerBuffer)
 		}
 		if i == 0 {
 			// A ":0" address picks a port once; the other readers join it.

@@ -48,6 +48,11 @@ func (r PortRange) String() string {
 	return strconv.Itoa(int(lo)) + "-" + strconv.Itoa(int(hi))
 }
 
+// relayBuffer is the receive buffer asked for on relay sockets: a video
+// frame arrives as a burst of datagrams. The kernel charges what is queued,
+// not what is asked for.
+const relayBuffer = 1 << 20
+
 var (
 	errNoPort     = errors.New("relay: no free relay port")
 	errFamily     = errors.New("relay: address family not served")
@@ -200,6 +205,7 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		if err != nil {
 			continue
 		}
+		_ = uc.SetReadBuffer(relayBuffer)
 		rc := g.s.newRelayConn(uc, bind, netip.AddrPortFrom(adv, port), conf.UserID)
 		if !g.s.reg.add(rc) {
 			uc.Close()

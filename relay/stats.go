@@ -69,6 +69,9 @@ type userTable struct {
 func (t *userTable) get(user string) *userCounters {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if user == "" {
+		return &t.other // the engine's EVEN-PORT probes have no user
+	}
 	if u, ok := t.users[user]; ok {
 		return u
 	}

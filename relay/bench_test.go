@@ -1,0 +1,133 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/pion/stun/v3"
+)
+
+// cpuSelf returns this process's user+system CPU time.
+func cpuSelf() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuOf returns a process's user+system CPU time from /proc.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+}
+
+// waitSTUN waits until a STUN server answers Binding on addr.
+func waitSTUN(t testing.TB, addr string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	buf := make([]byte, 1500)
+	for range 100 {
+		_, _ = c.Write(m.Raw)
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(buf); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // refused: not listening yet
+	}
+	t.Fatalf("no STUN answer from %s", addr)
+}
+
+// TestBenchmarkVsCoturn runs the same turnutils_uclient load against our
+// relay and against coturn's turnserver, one after the other, and reports
+// packets per second, loss, RTT and CPU. HAIRPIN_BENCH=1 enables it;
+// HAIRPIN_BENCH_ARGS overrides the load (default "-m 50 -n 2000 -l 160 -z 5").
+func TestBenchmarkVsCoturn(t *testing.T) {
+	if os.Getenv("HAIRPIN_BENCH") != "1" {
+		t.Skip("set HAIRPIN_BENCH=1 to compare with coturn")
+	}
+	paths := interop.Need(t, "turnutils_uclient", "turnutils_peer", "turnserver")
+	peerPort := startTurnutilsPeer(t, paths["turnutils_peer"])
+	load := strings.Fields("-m 50 -n 2000 -l 160 -z 5")
+	if v := os.Getenv("HAIRPIN_BENCH_ARGS"); v != "" {
+		load = strings.Fields(v)
+	}
+	run := func(port int) (uclientResult, time.Duration) {
+		args := append([]string{"-W", "s3cret", "-u", "bench", "-c", "-e", "127.0.0.1", "-r", strconv.Itoa(peerPort),
+			"-p", strconv.Itoa(port)}, load...)
+		start := time.Now()
+		r := runUclient(t, paths["turnutils_uclient"], append(args, "127.0.0.1")...)
+		return r, time.Since(start)
+	}
+	report := func(name string, r uclientResult, wall, cpu time.Duration) float64 {
+		pps := float64(r.sent+r.received) / wall.Seconds()
+		loss := 0.0
+		if r.sent > 0 {
+			loss = 100 * float64(r.sent-r.received) / float64(r.sent)
+		}
+		t.Logf("%-8s sent %d recv %d loss %.2f%% rtt %.2f ms wall %v relay-CPU %v (%.0f pps through the relay, %.1f µs CPU/pkt)",
+			name, r.sent, r.received, loss, r.rtt, wall.Round(time.Millisecond), cpu.Round(time.Millisecond), pps,
+			float64(cpu.Microseconds())/float64(max(2*(r.sent+r.received), 1)))
+		if r.sent == 0 {
+			t.Errorf("%s: nothing sent:\n%s", name, tail(r.out))
+		}
+		return float64(cpu) / float64(max(r.sent+r.received, 1))
+	}
+
+	// Ours: SO_REUSEPORT readers on one port, defaults except loopback peers.
+	port := freeUDPPort(t)
+	// One benchmark user from one address exceeds the per-user allocation
+	// limit on purpose; lift it, as an operator would for a load test.
+	s := &Server{Realm: "hairpin.test", Secrets: []string{"s3cret"}, Logger: quiet, Limits: Limits{AllocationsPerUser: -1},
+		Peers: PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ListenAndServe(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))) }()
+	waitSTUN(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	cpu0 := cpuSelf()
+	ours, oursWall := run(port)
+	oursCPU := cpuSelf() - cpu0
+	s.Close()
+	<-errc
+	oursPer := report("hairpin", ours, oursWall, oursCPU)
+	t.Logf("hairpin stats: %+v", s.Stats())
+
+	// coturn, same load.
+	cport := freeUDPPort(t)
+	cmd := exec.Command(paths["turnserver"], "-n", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout",
+		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", strconv.Itoa(cport),
+		"--min-port", "49152", "--max-port", "65535", "--realm", "hairpin.test",
+		"--use-auth-secret", "--static-auth-secret", "s3cret", "--allow-loopback-peers", "--simple-log")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	waitSTUN(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(cport)))
+	c0 := cpuOf(cmd.Process.Pid)
+	theirs, theirsWall := run(cport)
+	theirsCPU := cpuOf(cmd.Process.Pid) - c0
+	theirsPer := report("coturn", theirs, theirsWall, theirsCPU)
+	t.Logf("%s", fmt.Sprintf("ratio hairpin/coturn: received %.2f, CPU per packet %.2f",
+		float64(ours.received)/float64(max(theirs.received, 1)), oursPer/theirsPer))
+}
