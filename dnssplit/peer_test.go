@@ -115,6 +115,9 @@ func TestDigViews(t *testing.T) {
 	if got := dig("-b", "127.0.0.3", "+short", "+subnet=127.0.0.2/32", "blog.example.com"); got != "192.168.1.20" {
 		t.Fatalf("dig with ECS from the trusted proxy: %q", got)
 	}
+	if got := dig("-b", "127.0.0.1", "+cookie", "blog.example.com"); !strings.Contains(got, "COOKIE:") || strings.Contains(got, "bad") {
+		t.Fatalf("dig +cookie:\n%s", got)
+	}
 	if got := dig("-b", "127.0.0.1", "example.org"); !strings.Contains(got, "status: REFUSED") {
 		t.Fatalf("outside, name outside our zones:\n%s", got)
 	}

@@ -37,6 +37,13 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		s.stats.count("", dns.RcodeBadVers)
 		return s.finish(req, m, tcp)
 	}
+	cookie, verdict := s.checkCookie(req, client.Source)
+	if verdict == cookieBadForm {
+		m := new(dns.Msg)
+		m.SetRcodeFormatError(req)
+		s.stats.count("", dns.RcodeFormatError)
+		return s.finish(req, m, tcp)
+	}
 	q := req.Question[0]
 	subnet, _ := clientSubnet(req)
 	client.Subnet = subnet
@@ -47,7 +54,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		viewName = v.Name
 	}
 
-	if !tcp && s.limiter != nil {
+	if !tcp && s.limiter != nil && verdict != cookieValid {
 		switch s.limiter.allow(client.Source) {
 		case limitDrop:
 			s.stats.rateLimited.Add(1)
@@ -56,13 +63,13 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 			s.stats.rateLimited.Add(1)
 			m := reply(dns.RcodeSuccess)
 			m.Truncated = true
-			return s.finish(req, m, tcp)
+			return s.finish(req, m, tcp, cookie)
 		}
 	}
 
 	m := s.answer(ctx, req, q, v, tcp)
 	s.stats.count(viewName, m.Rcode)
-	return s.finish(req, m, tcp)
+	return s.finish(req, m, tcp, cookie)
 }
 
 // answer decides the reply to a well-formed single-question query in view v.
@@ -150,7 +157,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 }
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.
-func (s *Server) finish(req, m *dns.Msg, tcp bool) *dns.Msg {
+func (s *Server) finish(req, m *dns.Msg, tcp bool, cookie ...*dns.EDNS0_COOKIE) *dns.Msg {
 	m.Compress = true
 	size := dns.MinMsgSize
 	// Drop any OPT copied from upstream data; ours (if the client spoke
@@ -174,6 +181,11 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool) *dns.Msg {
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{
 				Code: dns.EDNS0SUBNET, Family: e.Family, SourceNetmask: e.SourceNetmask, Address: e.Address,
 			})
+		}
+		for _, c := range cookie {
+			if c != nil {
+				m.IsEdns0().Option = append(m.IsEdns0().Option, c)
+			}
 		}
 		size = max(int(opt.UDPSize()), dns.MinMsgSize)
 	}

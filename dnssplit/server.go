@@ -101,19 +101,26 @@ type Server struct {
 	// net.Dialer is used.
 	Dial DialFunc
 
+	// CookieSecret optionally keys the server cookies (RFC 7873); servers
+	// behind one address should share it. If empty, a random secret is
+	// made at start.
+	CookieSecret []byte
+
 	// Logger optionally receives the server's log; if nil, slog.Default() is used.
 	Logger *slog.Logger
 
 	// swapped holds the views set by SetViews; nil until the first call.
 	swapped atomic.Pointer[[]*View]
 
-	initOnce sync.Once
-	cache    *cache
-	fwd      *forwarder
-	flight   flight
-	limiter  *limiter
-	stats    stats
-	notifier *notifier
+	initOnce     sync.Once
+	randomSecret []byte
+	clock        func() time.Time // tests
+	cache        *cache
+	fwd          *forwarder
+	flight       flight
+	limiter      *limiter
+	stats        stats
+	notifier     *notifier
 
 	mu        sync.Mutex
 	closed    bool
@@ -165,6 +172,7 @@ func (s *Server) tcpIdle() time.Duration {
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+		s.randomSecret = newRandomSecret()
 		s.cache = newCache(s.Cache)
 		if err := s.cache.load(); err != nil {
 			s.logger().Warn("dnssplit: loading persisted cache", "path", s.Cache.PersistPath, "err", err)

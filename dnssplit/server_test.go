@@ -568,3 +568,9 @@ func TestNoOPTForPlainClients(t *testing.T) {
 		}
 	}
 }
+
+func exchangeTimeout(network, from, addr string, m *dns.Msg, d time.Duration) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return exchange(ctx, network, from, addr, m)
+}
