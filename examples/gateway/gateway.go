@@ -43,6 +43,7 @@ type gateway struct {
 	relaySetPublic func(netip.Addr)
 
 	prober  *nat.Client
+	stun    *nat.Server
 	demo    *demo
 	metrics *metricsServer
 
@@ -115,6 +116,11 @@ func (g *gateway) startNAT(ctx context.Context) error {
 	if a, ok := g.cfg.NAT.PublicAddr(); ok {
 		g.public = a
 		g.log.Info("public address fixed by configuration", "public", a.String())
+	}
+	if srv := g.cfg.NAT.STUNServer(g.log.With("part", "stun")); srv != nil {
+		g.stun = srv
+		g.serve("stun", srv.ListenAndServe, nat.ErrServerClosed)
+		g.log.Info("stun server listening", "primary", srv.Primary.String(), "alternate", srv.Alternate.String())
 	}
 	g.prober = g.cfg.NAT.Client(g.log.With("part", "nat"))
 	if g.prober == nil {
@@ -321,6 +327,9 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	if g.dns != nil {
 		errs = append(errs, ignoreClosed(g.dns.Shutdown(ctx)))
 	}
+	if g.stun != nil {
+		errs = append(errs, ignoreClosed(g.stun.Shutdown(ctx)))
+	}
 	if g.metrics != nil {
 		errs = append(errs, g.metrics.shutdown(ctx))
 	}
@@ -339,7 +348,8 @@ func (g *gateway) shutdown(ctx context.Context) error {
 
 func ignoreClosed(err error) error {
 	if errors.Is(err, dnssplit.ErrServerClosed) || errors.Is(err, proxy.ErrServerClosed) ||
-		errors.Is(err, relay.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		errors.Is(err, relay.ErrServerClosed) || errors.Is(err, nat.ErrServerClosed) ||
+		errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
