@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hairpin-go/hairpin/internal/interop"
 )
 
 // loadgen sends Binding requests to dst from conns sockets, keeping window
@@ -84,31 +82,6 @@ func newTxIDFast() []byte {
 	return id
 }
 
-// startCoturnLoopback runs a STUN-only coturn on loopback for benchmarks.
-func startCoturnLoopback(t testing.TB) netip.AddrPort {
-	paths := interop.Need(t, "turnserver")
-	pcs := listenFour(t)
-	p := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
-	o := pcs[3].LocalAddr().(*net.UDPAddr).AddrPort()
-	for _, pc := range pcs {
-		pc.Close()
-	}
-	cmd := exec.Command(paths["turnserver"], coturnArgs(t.TempDir(), p.Addr(), o.Addr(), p.Port(), o.Port())...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := waitSTUN(ctx, func() (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }, p); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // serveEnv makes the test binary run our server instead of tests: its value
 // is "primary,alternate".
 const serveEnv = "HAIRPIN_NAT_SERVE"
@@ -174,7 +147,7 @@ func BenchmarkServerBinding(b *testing.B) {
 		benchServer(b, startOursProcess(b))
 	})
 	b.Run("coturn", func(b *testing.B) {
-		benchServer(b, startCoturnLoopback(b))
+		benchServer(b, coturnPrimary(b))
 	})
 }
 
@@ -197,7 +170,7 @@ func TestPeerBenchmark(t *testing.T) {
 	}
 	// Alternate, twice each, so a burst of load from elsewhere on the host
 	// does not favour one side.
-	oursAddr, coturnAddr := startOursProcess(t), startCoturnLoopback(t)
+	oursAddr, coturnAddr := startOursProcess(t), coturnPrimary(t)
 	var ours, theirs float64
 	for range 2 {
 		ours += rate(oursAddr) / 2
@@ -205,4 +178,9 @@ func TestPeerBenchmark(t *testing.T) {
 	}
 	t.Logf("Binding answers/s on loopback (server in its own process, same load generator): ours %.0f, coturn %.0f, ratio %.2f",
 		ours, theirs, ours/theirs)
+}
+
+func coturnPrimary(t testing.TB) netip.AddrPort {
+	p, _ := startCoturn(t)
+	return p
 }

@@ -16,6 +16,9 @@ type evidence struct {
 	// filterIPPort and filterPort are the CHANGE-REQUEST tests, each from a
 	// fresh socket to plan.primary.
 	filterIPPort, filterPort obs
+	// verify is CHANGE-REQUEST (IP) from socket A, which must be answered
+	// from the alternate IP when A's mapping is endpoint-independent.
+	verify obs
 	// hairpin: ran, and answered when socket A received the second socket's
 	// packet sent to A's mapping.
 	hairpin obs
@@ -141,6 +144,7 @@ func classify(ev evidence) verdict {
 	}{
 		{ev.filterIPPort, ev.plan.other, "change IP and port"},
 		{ev.filterPort, netip.AddrPortFrom(ev.plan.primary.Addr(), ev.plan.other.Port()), "change port"},
+		{ev.verify, netip.AddrPortFrom(ev.plan.other.Addr(), ev.plan.primary.Port()), "change IP, on a path known open"},
 	} {
 		if !f.o.ran {
 			continue
@@ -152,6 +156,10 @@ func classify(ev evidence) verdict {
 		case !f.o.answered && len(f.o.strays) > 0:
 			filterOK = false
 			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) answered from %v, not from %v", f.name, f.o.strays, f.want))
+		case !f.o.answered && f.name != "change IP and port" && f.name != "change port":
+			// The path was open: silence means the server dropped it.
+			filterOK = false
+			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) was not answered from %v", f.name, f.want))
 		case f.o.answered && f.o.origin.IsValid() && f.o.origin != f.o.from:
 			v.check.Problems = append(v.check.Problems, fmt.Sprintf("RESPONSE-ORIGIN %v differs from the packet source %v", f.o.origin, f.o.from))
 		}

@@ -90,6 +90,10 @@ func rfcEvidence(m1, m2, m3 netip.AddrPort, ipPort, port bool) evidence {
 		ev.filterPort = ans(srvP, m1)
 		ev.filterPort.from = srvPA
 	}
+	if m1 == m2 {
+		ev.verify = ans(srvP, m1)
+		ev.verify.from = srvAP
+	}
 	ev.ports = [][2]netip.AddrPort{{lan, m1}}
 	return ev
 }
@@ -103,6 +107,8 @@ func TestClassify(t *testing.T) {
 	refused := rfcEvidence(pub, pub, pub, false, false)
 	refused.filterIPPort.errorCode = 420
 	refused.filterPort.errorCode = 420
+	dropped := rfcEvidence(pub, pub, pub, false, false)
+	dropped.verify = silent(srvP)
 	deadAlt := rfcEvidence(pub, pub, pub, false, false)
 	deadAlt.mapping = []obs{silent(srvAP), silent(srvO)}
 	strayAlt := rfcEvidence(pub, pub, pub, true, true)
@@ -136,6 +142,7 @@ func TestClassify(t *testing.T) {
 		{"unnamed", rfcEvidence(pub, pub2, pub3, true, true), Yes, AddressAndPortDependent, EndpointIndependent, Supported, Unknown, "unnamed"},
 		{"change request ignored", ignoredChange, Yes, EndpointIndependent, BehaviorUnknown, Broken, Unknown, "unknown"},
 		{"change request refused", refused, Yes, EndpointIndependent, BehaviorUnknown, NotSupported, Unknown, "unknown"},
+		{"change request dropped", dropped, Yes, EndpointIndependent, BehaviorUnknown, Broken, Unknown, "unknown"},
 		{"alternate silent", deadAlt, Yes, BehaviorUnknown, BehaviorUnknown, Broken, Unknown, "unknown"},
 		{"alternate answers from elsewhere", strayAlt, Yes, BehaviorUnknown, BehaviorUnknown, Broken, Unknown, "unknown"},
 		{"plain servers vary", plainVary, Yes, BehaviorUnknown, BehaviorUnknown, NotSupported, Yes, "unknown"},

@@ -291,11 +291,23 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	var mu sync.Mutex
 	if ev.plan.rfc >= 0 {
 		ev.mapping = make([]obs, len(ev.plan.mapping))
-		for i, dst := range ev.plan.mapping {
-			wg.Go(func() {
-				ev.mapping[i] = c.bind(ctx, e, a, dst, request{txid: newTxID()}, sch, rec, mappingTest[i], 0)
-			})
-		}
+		wg.Go(func() {
+			var mwg sync.WaitGroup
+			for i, dst := range ev.plan.mapping {
+				mwg.Go(func() {
+					ev.mapping[i] = c.bind(ctx, e, a, dst, request{txid: newTxID()}, sch, rec, mappingTest[i], 0)
+				})
+			}
+			mwg.Wait()
+			// Socket A now has a path open from the alternate IP (primary
+			// port). If its mapping did not change with the destination, a
+			// CHANGE-REQUEST (IP) answer must come through whatever the
+			// filtering; if it does not, the server ignores CHANGE-REQUEST
+			// and the filtering tests cannot be believed.
+			if m := ev.mapping[0]; m.answered && m.mapped == ev.first[ev.plan.rfc].mapped {
+				ev.verify = c.verifyChange(ctx, e, a, ev.plan, sch, rec)
+			}
+		})
 		wg.Go(func() {
 			ev.filterIPPort = c.filter(ctx, e, ev.plan, true, sch, rec, &mu, &ev.ports)
 		})
@@ -367,6 +379,20 @@ func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, s
 		mu.Unlock()
 	}
 	rec.add(test, 0, probeOf(test, o, req, out))
+	return o
+}
+
+// verifyChange asks the primary address from socket A to answer from the
+// alternate IP, a source A has already sent to.
+func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan, sch schedule, rec *recorder) obs {
+	want := p.mapping[0]
+	accept := func(src netip.AddrPort, m message) bool {
+		return (src == want && m.success) || (src == p.primary && !m.success)
+	}
+	req := request{txid: newTxID(), changeIP: true}
+	out := e.exchange(ctx, a, a, p.primary, req, accept, false, sch)
+	o := toObs(out, a, p.primary)
+	rec.add("verify-change-ip", 0, probeOf("verify-change-ip", o, req, out))
 	return o
 }
 
@@ -467,7 +493,7 @@ type recorded struct {
 
 var testRank = map[string]int{
 	"binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
-	"filtering-change-ip-port": 3, "filtering-change-port": 4,
+	"verify-change-ip": 3, "filtering-change-ip-port": 3, "filtering-change-port": 4,
 	"hairpin-binding": 5, "hairpin": 6, "path": 7, "lifetime": 8,
 }
 

@@ -73,34 +73,6 @@ func waitSTUN(ctx context.Context, listen func() (net.PacketConn, error), dst ne
 	return fmt.Errorf("STUN server at %v never answered: %w", dst, ctx.Err())
 }
 
-// startCmd starts cmd and stops it (SIGTERM, then kill) in t.Cleanup.
-func startCmd(t *testing.T, cmd *exec.Cmd) *lockedBuffer {
-	t.Helper()
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(cmd.Path), out.String())
-		}
-	})
-	return out
-}
-
 // natdiscoveryResult reads coturn's turnutils_natdiscovery text output.
 func natdiscoveryResult(out string) (mapping, filtering Behavior) {
 	switch {
@@ -123,21 +95,61 @@ func natdiscoveryResult(out string) (mapping, filtering Behavior) {
 	return mapping, filtering
 }
 
-func TestClientAgainstCoturn(t *testing.T) {
+// startCoturn runs a STUN-only coturn with RFC 5780 on 127.0.0.1 and
+// 127.0.0.2 and returns its primary and OTHER-ADDRESS. Ports are picked by
+// binding and closing, so another process may take one in between: then
+// coturn fails to bind and the start is retried with new ports.
+func startCoturn(t testing.TB) (primary, other netip.AddrPort) {
+	t.Helper()
 	paths := interop.Need(t, "turnserver")
-	pcs := listenFour(t)
-	p := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
-	o := pcs[3].LocalAddr().(*net.UDPAddr).AddrPort()
-	for _, pc := range pcs {
-		pc.Close()
+	for attempt := 1; ; attempt++ {
+		pcs := listenFour(t)
+		p := pcs[0].LocalAddr().(*net.UDPAddr).AddrPort()
+		o := pcs[3].LocalAddr().(*net.UDPAddr).AddrPort()
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		cmd := exec.Command(paths["turnserver"], coturnArgs(t.TempDir(), p.Addr(), o.Addr(), p.Port(), o.Port())...)
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			close(done)
+		}()
+		stop := func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(3 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := waitSTUN(ctx, func() (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }, p)
+		cancel()
+		if err == nil {
+			t.Cleanup(func() {
+				stop()
+				if t.Failed() {
+					t.Logf("turnserver output:\n%s", out.String())
+				}
+			})
+			return p, o
+		}
+		stop()
+		if attempt == 3 {
+			t.Fatalf("%v\nturnserver output:\n%s", err, out.String())
+		}
 	}
-	cmd := exec.Command(paths["turnserver"], coturnArgs(t.TempDir(), p.Addr(), o.Addr(), p.Port(), o.Port())...)
-	startCmd(t, cmd)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := waitSTUN(ctx, func() (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }, p); err != nil {
-		t.Fatal(err)
-	}
+}
+
+func TestClientAgainstCoturn(t *testing.T) {
+	p, o := startCoturn(t)
 	c := &Client{Servers: []string{p.String()}, TCP: true}
 	rep, err := c.Probe(t.Context())
 	if err != nil {

@@ -155,10 +155,10 @@ func TestProbeHostileServers(t *testing.T) {
 	}
 }
 
-// TestProbeChangeRequestIgnored: a server with working alternate sockets
-// that answers CHANGE-REQUEST from the primary address anyway must not make
-// the filtering look endpoint-independent or port-dependent.
-func TestProbeChangeRequestIgnored(t *testing.T) {
+// fourSockets runs answer on an RFC 5780 socket set: it gets the request,
+// the receiving socket's index and the four addresses, and returns the answer
+// and the index of the socket to send it from (-1: no answer).
+func fourSockets(t *testing.T, answer func(req []byte, from netip.AddrPort, idx int, addrs [4]netip.AddrPort) ([]byte, int)) [4]netip.AddrPort {
 	pcs := listenFour(t)
 	var addrs [4]netip.AddrPort
 	for i, pc := range pcs {
@@ -179,21 +179,60 @@ func TestProbeChangeRequestIgnored(t *testing.T) {
 				if err != nil {
 					return
 				}
-				// Always answer from the receiving socket, ignoring CHANGE-REQUEST.
-				pc.WriteToUDPAddrPort(honest(buf[:n], from, addrs[i^3], nil), from)
+				if out, via := answer(buf[:n], from, i, addrs); via >= 0 {
+					pcs[via].WriteToUDPAddrPort(out, from)
+				}
 			}
 		})
 	}
-	c := &Client{Servers: []string{addrs[0].String()}, Timeout: 2 * time.Second, RTO: 50 * time.Millisecond}
-	rep, err := c.Probe(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	return addrs
+}
+
+func hasChangeRequest(req []byte) bool {
+	var m stun.Message
+	m.Raw = req
+	if m.Decode() != nil {
+		return false
 	}
-	if rep.Filtering != BehaviorUnknown || rep.Server.RFC5780 != Broken {
-		t.Errorf("filtering %v, server %v %q", rep.Filtering, rep.Server.RFC5780, rep.Server.Problems)
+	v, err := m.Get(attrChangeRequest)
+	return err == nil && len(v) == 4 && v[3] != 0
+}
+
+// TestProbeChangeRequestBroken: servers with working alternate sockets that
+// answer CHANGE-REQUEST from the primary address anyway, or drop it
+// silently, must not make the filtering look like anything.
+func TestProbeChangeRequestBroken(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer func(req []byte, from netip.AddrPort, idx int, addrs [4]netip.AddrPort) ([]byte, int)
+	}{
+		{"ignored", func(req []byte, from netip.AddrPort, idx int, addrs [4]netip.AddrPort) ([]byte, int) {
+			return honest(req, from, addrs[idx^3], nil), idx
+		}},
+		// Without the verification this one reads as
+		// address-and-port-dependent filtering on a host without NAT.
+		{"dropped", func(req []byte, from netip.AddrPort, idx int, addrs [4]netip.AddrPort) ([]byte, int) {
+			if hasChangeRequest(req) {
+				return nil, -1
+			}
+			return honest(req, from, addrs[idx^3], nil), idx
+		}},
 	}
-	if rep.Mapping != EndpointIndependent {
-		t.Errorf("mapping %v; the alternate sockets answered, so it is measurable", rep.Mapping)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addrs := fourSockets(t, tt.answer)
+			c := &Client{Servers: []string{addrs[0].String()}, Timeout: 2 * time.Second, RTO: 50 * time.Millisecond}
+			rep, err := c.Probe(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Filtering != BehaviorUnknown || rep.Server.RFC5780 != Broken {
+				t.Errorf("filtering %v, server %v %q", rep.Filtering, rep.Server.RFC5780, rep.Server.Problems)
+			}
+			if rep.Mapping != EndpointIndependent {
+				t.Errorf("mapping %v; the alternate sockets answered, so it is measurable", rep.Mapping)
+			}
+		})
 	}
 }
 
