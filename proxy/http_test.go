@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,45 @@ func TestHTTPIdleKeepAlive(t *testing.T) {
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Errorf("idle keep-alive connection closed after %v, want about 300ms", el)
+	}
+}
+
+// TestHTTPOneByteSegments sends requests starting with "P" (like a PROXY
+// header) one byte at a time, from an untrusted and a trusted source.
+func TestHTTPOneByteSegments(t *testing.T) {
+	blog := httpBackend(t, "blog")
+	for _, trust := range []bool{false, true} {
+		p := &Proxy{}
+		if trust {
+			p.TrustProxyFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		}
+		must(t, p.AddHTTPHostRoute("blog.test", &Pool{Backends: []string{hostport(blog)}}))
+		addr := serve(t, p)
+		for _, req := range []string{
+			"POST /p HTTP/1.1\r\nHost: blog.test\r\nContent-Length: 2\r\n\r\nhi",
+			"PUT /q HTTP/1.1\r\nHost: blog.test\r\nContent-Length: 0\r\n\r\n",
+			"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\nGET /r HTTP/1.1\r\nHost: blog.test\r\n\r\n",
+		} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).SetNoDelay(true)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			for i := range len(req) {
+				if _, err := c.Write([]byte{req[i]}); err != nil {
+					break
+				}
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			wantOK := trust || !strings.HasPrefix(req, "PROXY")
+			switch {
+			case wantOK && (err != nil || resp.StatusCode != 200):
+				t.Errorf("trust=%v %q: %v %v", trust, req[:10], resp, err)
+			case !wantOK && err == nil:
+				t.Errorf("trust=%v %q: got a response to a PROXY header from an untrusted source", trust, req[:10])
+			}
+		}
 	}
 }

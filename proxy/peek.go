@@ -72,16 +72,14 @@ func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bo
 	if !*headerDone {
 		n, present, done, err := scanProxyHeader(buf)
 		switch {
-		case !present && len(buf) == 0:
-			return nil
-		case !present:
-			*headerDone = true
-		case !trusted:
+		case present && !trusted:
 			return reject(ReasonBadProxyHeader, errors.New("PROXY header from an untrusted source"))
 		case err != nil:
 			return reject(ReasonBadProxyHeader, err)
 		case !done:
 			return nil
+		case !present:
+			*headerDone = true
 		default:
 			ph, s, d, err := parseProxyHeader(buf[:n])
 			if err != nil {

@@ -57,14 +57,16 @@ const maxV1Header = 107
 
 var v1Prefix = []byte("PROXY ")
 
-// scanProxyHeader reports whether buf starts with a PROXY header (present),
-// whether the header is complete (done) and its length n. err is set when
-// the bytes cannot be a valid header. Safe on any input.
+// scanProxyHeader looks for a PROXY header at the start of buf. done false
+// means more bytes are needed to decide or to complete the header; present
+// means a full v1 or v2 signature was seen; when both are true the header is
+// n bytes long. err is set when the bytes cannot be a valid header. Safe on
+// any input.
 func scanProxyHeader(buf []byte) (n int, present, done bool, err error) {
-	if len(buf) == 0 {
-		return 0, false, false, nil
-	}
-	if m := min(len(buf), len(v1Prefix)); bytes.Equal(buf[:m], v1Prefix[:m]) {
+	if m := min(len(buf), len(v1Prefix)); m > 0 && bytes.Equal(buf[:m], v1Prefix[:m]) {
+		if m < len(v1Prefix) {
+			return 0, false, false, nil // "P", "PR"...: maybe a header, maybe "POST"
+		}
 		i := bytes.Index(buf[:min(len(buf), maxV1Header)], []byte("\r\n"))
 		switch {
 		case i >= 0:
@@ -75,9 +77,9 @@ func scanProxyHeader(buf []byte) (n int, present, done bool, err error) {
 		return 0, true, false, nil
 	}
 	sig := proxyproto.SIGV2
-	if m := min(len(buf), len(sig)); bytes.Equal(buf[:m], sig[:m]) {
-		if len(buf) < 16 {
-			return 0, true, false, nil
+	if m := min(len(buf), len(sig)); m > 0 && bytes.Equal(buf[:m], sig[:m]) {
+		if m < len(sig) || len(buf) < 16 {
+			return 0, m == len(sig), false, nil
 		}
 		l := 16 + int(binary.BigEndian.Uint16(buf[14:16]))
 		if len(buf) < l {
@@ -85,7 +87,7 @@ func scanProxyHeader(buf []byte) (n int, present, done bool, err error) {
 		}
 		return l, true, true, nil
 	}
-	return 0, false, false, nil
+	return 0, false, len(buf) > 0, nil
 }
 
 // parseProxyHeader decodes one complete header (as delimited by
