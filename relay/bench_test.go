@@ -131,3 +131,45 @@ func TestBenchmarkVsCoturn(t *testing.T) {
 	t.Logf("%s", fmt.Sprintf("ratio hairpin/coturn: received %.2f, CPU per packet %.2f",
 		float64(ours.received)/float64(max(theirs.received, 1)), oursPer/theirsPer))
 }
+
+// BenchmarkChannelData measures one ChannelData round through the relay:
+// client → relay → peer, and peer → relay → client. Allocations are those
+// of the whole process per round (the client and peer here allocate none).
+func BenchmarkChannelData(b *testing.B) {
+	s := &Server{Users: map[string]string{"a": "pw"}, Logger: quiet, Limits: Limits{Bandwidth: -1},
+		Peers: PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	c := dialRaw(b, "udp", serve(b, s, "udp"), "a", "pw")
+	if c.allocate() != 0 {
+		b.Fatal("allocate")
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	peer := addrPortOf(pc.LocalAddr())
+	if c.channelBind(0x4000, peer) != 0 {
+		b.Fatal("channel bind")
+	}
+	msg := make([]byte, 4+160)
+	msg[0], msg[1], msg[2], msg[3] = 0x40, 0, 0, 160
+	buf := make([]byte, 2048)
+	_ = c.conn.SetReadDeadline(time.Time{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.conn.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		_, from, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pc.WriteToUDPAddrPort(buf[:160], from); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.conn.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -28,7 +28,7 @@ func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 	w := &packetConn{
 		s:     s,
 		pc:    pc,
-		local: pc.LocalAddr(),
+		local: localAddr16(pc.LocalAddr()),
 		srv:   addrPortOf(pc.LocalAddr()),
 		addrs: make(map[netip.AddrPort]*net.UDPAddr),
 		done:  make(chan struct{}),
@@ -43,6 +43,14 @@ func (w *packetConn) reply(b []byte) {
 	if b != nil {
 		_, _ = w.pc.WriteTo(b, udpAddr(w.addrs, w.src.client))
 	}
+}
+
+// localAddr16 keeps a UDP socket's address with a 16-byte IP (see udpAddr16).
+func localAddr16(a net.Addr) net.Addr {
+	if ua, ok := a.(*net.UDPAddr); ok {
+		return udpAddr16(unmapAP(ua.AddrPort()))
+	}
+	return a
 }
 
 func (w *packetConn) readOne(p []byte) (int, netip.AddrPort, net.Addr, error) {

@@ -286,6 +286,7 @@ type relayConn struct {
 	bind       netip.Addr
 	advertised netip.AddrPort
 	local      netip.AddrPort // where our own sockets deliver to it
+	localAddr  *net.UDPAddr   // advertised, for LocalAddr
 	user       *userCounters
 	in, out    *bucket
 	closeOnce  sync.Once
@@ -309,12 +310,20 @@ func (s *Server) newRelayConn(uc *net.UDPConn, bind netip.Addr, adv netip.AddrPo
 		conn:       uc,
 		bind:       bind,
 		advertised: adv,
+		localAddr:  udpAddr16(adv),
 		local:      netip.AddrPortFrom(local, adv.Port()),
 		user:       s.users.get(userID),
 		in:         newBucket(bw, bw),
 		out:        newBucket(bw, bw),
 		addrs:      make(map[netip.AddrPort]*net.UDPAddr),
 	}
+}
+
+// udpAddr16 is net.UDPAddrFromAddrPort with the IP always in 16-byte form,
+// so the engine's IP.To16 calls on the hot path do not allocate.
+func udpAddr16(ap netip.AddrPort) *net.UDPAddr {
+	b := ap.Addr().As16()
+	return &net.UDPAddr{IP: net.IP(b[:]), Port: int(ap.Port()), Zone: ap.Addr().Zone()}
 }
 
 // udpAddr returns a shared *net.UDPAddr for ap without allocating on the
@@ -326,7 +335,7 @@ func udpAddr(cache map[netip.AddrPort]*net.UDPAddr, ap netip.AddrPort) *net.UDPA
 	if len(cache) >= 1024 {
 		clear(cache)
 	}
-	a := net.UDPAddrFromAddrPort(ap)
+	a := udpAddr16(ap)
 	cache[ap] = a
 	return a
 }
@@ -384,7 +393,7 @@ func (c *relayConn) Close() error {
 	return err
 }
 
-func (c *relayConn) LocalAddr() net.Addr                { return net.UDPAddrFromAddrPort(c.advertised) }
+func (c *relayConn) LocalAddr() net.Addr                { return c.localAddr }
 func (c *relayConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
 func (c *relayConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
 func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
