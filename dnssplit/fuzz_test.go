@@ -66,7 +66,7 @@ func FuzzServeDNS(f *testing.F) {
 		defer cancel()
 		start := time.Now()
 		out := s.handle(ctx, b, src, netip.MustParseAddr("10.0.0.53"), tcp)
-		if time.Since(start) > time.Second {
+		if time.Since(start) > 5*time.Second { // generous: CI machines are loaded
 			t.Fatalf("query took %v", time.Since(start))
 		}
 		if isTransfer(b) {
