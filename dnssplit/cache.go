@@ -37,6 +37,12 @@ type CacheConfig struct {
 	// serve-stale.
 	StaleFor time.Duration
 
+	// StaleAnswerTimeout optionally sets how long a query with a stale
+	// answer at hand waits for the upstreams before the stale answer is
+	// sent (the refresh goes on in the background); if zero, 1.8 s as RFC
+	// 8767 suggests, shorter than common client timeouts.
+	StaleAnswerTimeout time.Duration
+
 	// HoldNXDOMAIN, if set, answers a sudden NXDOMAIN from upstream for a
 	// name that had a positive answer with that (stale) positive answer
 	// instead, until the positive answer is past StaleFor: a broken or
@@ -58,6 +64,8 @@ const (
 	defaultMaxTTL      = 24 * time.Hour
 	defaultNegativeTTL = time.Hour
 	defaultStaleFor    = 24 * time.Hour
+	// defaultStaleAnswerTimeout is RFC 8767's suggested client response timer.
+	defaultStaleAnswerTimeout = 1800 * time.Millisecond
 	// staleTTL is the TTL of a stale answer, as RFC 8767 recommends.
 	staleTTL = 30
 	// persistInterval is how often the cache is saved when PersistPath is set.
@@ -381,20 +389,62 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 		return cached
 	}
 	s.stats.cacheMisses.Add(1)
-	r, err := s.flight.do(k, func() (*dns.Msg, error) { return s.fwd.exchange(ctx, qq, k.DO, k.CD) })
-	if err == nil {
+	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
+	// a name with a (stale) positive answer may be held back.
+	fetch := func(ctx context.Context) (*dns.Msg, error) {
+		r, err := s.fwd.exchange(ctx, qq, k.DO, k.CD)
+		if err != nil {
+			s.stats.upstreamFailures.Add(1)
+			s.logger().Debug("dnssplit: forward", "name", qq.Name, "err", err)
+			return nil, err
+		}
 		if r.Rcode == dns.RcodeNameError && st == cacheStale && positive && s.Cache.HoldNXDOMAIN {
 			s.stats.heldNXDOMAIN.Add(1)
-			return cached
+			return nil, errHeldNXDOMAIN
 		}
 		s.cache.put(k, r)
+		return r, nil
+	}
+	if st != cacheStale {
+		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(ctx) })
+		if err != nil {
+			return nil
+		}
 		return r
 	}
-	s.stats.upstreamFailures.Add(1)
-	s.logger().Debug("dnssplit: forward", "name", qq.Name, "err", err)
-	if st == cacheStale {
-		s.stats.staleServed.Add(1)
-		return cached
+	// A stale answer is at hand: wait for the upstreams only so long
+	// (RFC 8767's client response timer), then answer stale and let the
+	// refresh finish in the background.
+	ch := make(chan *dns.Msg, 1)
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(s.bgCtx) })
+		if err != nil {
+			r = nil
+		}
+		ch <- r
+	}()
+	t := time.NewTimer(s.Cache.staleAnswerTimeout())
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r != nil {
+			return r
+		}
+	case <-t.C:
+	case <-ctx.Done():
 	}
-	return nil
+	s.stats.staleServed.Add(1)
+	return cached
+}
+
+// errHeldNXDOMAIN marks an NXDOMAIN answer replaced by the last positive one.
+var errHeldNXDOMAIN = errors.New("dnssplit: sudden NXDOMAIN held back")
+
+func (c CacheConfig) staleAnswerTimeout() time.Duration {
+	if c.StaleAnswerTimeout > 0 {
+		return c.StaleAnswerTimeout
+	}
+	return defaultStaleAnswerTimeout
 }

@@ -323,7 +323,7 @@ func TestServeStaleAndHoldNXDOMAIN(t *testing.T) {
 		t.Fatalf("uncached name with no upstream: %v", r)
 	}
 	st := s.Stats()
-	if st.StaleServed != 1 || st.HeldNXDOMAIN != 1 || st.UpstreamFailures != 2 {
+	if st.StaleServed != 2 || st.HeldNXDOMAIN != 1 || st.UpstreamFailures != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	// Past the stale window the answer is gone.
@@ -573,4 +573,34 @@ func exchangeTimeout(network, from, addr string, m *dns.Msg, d time.Duration) (*
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return exchange(ctx, network, from, addr, m)
+}
+
+func TestStaleAnswerTimer(t *testing.T) {
+	var slow atomic.Bool
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if slow.Load() {
+			time.Sleep(time.Second)
+		}
+		answerA("198.51.100.6", 10)(w, r)
+	})
+	s := splitServer(t)
+	s.Upstreams = []Upstream{{Addr: up}}
+	s.UpstreamTimeout = 3 * time.Second
+	s.Cache.StaleAnswerTimeout = 100 * time.Millisecond
+	s.init()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	s.cache.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	addr := start(t, s)
+	query(t, "udp", "127.0.0.2", addr, q("slow.example.net.", dns.TypeA))
+	clock.Add(int64(time.Minute))
+	slow.Store(true)
+	begin := time.Now()
+	r := query(t, "udp", "127.0.0.2", addr, q("slow.example.net.", dns.TypeA))
+	if firstA(r) != "198.51.100.6" || r.Answer[0].Header().Ttl != staleTTL {
+		t.Fatalf("got %v", r)
+	}
+	if took := time.Since(begin); took > 700*time.Millisecond {
+		t.Fatalf("stale answer took %v; the upstream should not have been awaited", took)
+	}
 }
