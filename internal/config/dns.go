@@ -52,6 +52,9 @@ type DNS struct {
 	Workers        int       `yaml:"workers"`
 	MaxTCPConns    int       `yaml:"maxTCPConns"`
 	TCPIdleTimeout string    `yaml:"tcpIdleTimeout"`
+	// CookieSecret keys DNS cookies (base64); servers sharing an address
+	// should share it. Empty: random at start.
+	CookieSecret string `yaml:"cookieSecret"`
 }
 
 // DNSView is one entry of dns.views.
@@ -78,15 +81,17 @@ type DNSZoneFile struct {
 
 // DNSCache is dns.cache.
 type DNSCache struct {
-	Disabled     bool   `yaml:"disabled"`
-	MaxEntries   int    `yaml:"maxEntries"`
-	MinTTL       string `yaml:"minTTL"`
-	MaxTTL       string `yaml:"maxTTL"`
-	NegativeTTL  string `yaml:"negativeTTL"`
-	Stale        string `yaml:"stale"` // duration, or "off"
-	HoldNXDOMAIN bool   `yaml:"holdNXDOMAIN"`
-	Prefetch     bool   `yaml:"prefetch"`
-	Persist      string `yaml:"persist"`
+	Disabled    bool   `yaml:"disabled"`
+	MaxEntries  int    `yaml:"maxEntries"`
+	MinTTL      string `yaml:"minTTL"`
+	MaxTTL      string `yaml:"maxTTL"`
+	NegativeTTL string `yaml:"negativeTTL"`
+	Stale       string `yaml:"stale"` // duration, or "off"
+	// StaleAnswerTimeout is how long to wait for upstreams before answering stale ("1.8s").
+	StaleAnswerTimeout string `yaml:"staleAnswerTimeout"`
+	HoldNXDOMAIN       bool   `yaml:"holdNXDOMAIN"`
+	Prefetch           bool   `yaml:"prefetch"`
+	Persist            string `yaml:"persist"`
 }
 
 // DNSRate is dns.rateLimit.
@@ -185,6 +190,14 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 	duration("dns.cache.minTTL", c.MinTTL, &srv.Cache.MinTTL)
 	duration("dns.cache.maxTTL", c.MaxTTL, &srv.Cache.MaxTTL)
 	duration("dns.cache.negativeTTL", c.NegativeTTL, &srv.Cache.NegativeTTL)
+	duration("dns.cache.staleAnswerTimeout", c.StaleAnswerTimeout, &srv.Cache.StaleAnswerTimeout)
+	if s.CookieSecret != "" {
+		b, err := base64.StdEncoding.DecodeString(s.CookieSecret)
+		if err != nil || len(b) < 16 {
+			add(Errorf("dns.cookieSecret", nil, "want at least 16 bytes in base64"))
+		}
+		srv.CookieSecret = b
+	}
 	if c.Stale == "off" {
 		srv.Cache.StaleFor = -1
 	} else {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/miekg/dns"
@@ -20,6 +21,7 @@ dns:
   trustedProxies: ["127.0.0.1"]
   cache:
     stale: 48h
+    staleAnswerTimeout: 1s
     holdNXDOMAIN: true
     persist: /tmp/x.json
   rateLimit:
@@ -59,7 +61,7 @@ func TestDNSParseAndBuild(t *testing.T) {
 		srv.Upstreams[2].Addr.Port() != 853 || srv.Upstreams[2].ServerName != "cloudflare-dns.com" {
 		t.Fatalf("upstreams %+v", srv.Upstreams)
 	}
-	if srv.Policy != dnssplit.PolicyFastest || srv.Cache.StaleFor.Hours() != 48 || !srv.Cache.HoldNXDOMAIN {
+	if srv.Policy != dnssplit.PolicyFastest || srv.Cache.StaleFor.Hours() != 48 || !srv.Cache.HoldNXDOMAIN || srv.Cache.StaleAnswerTimeout != time.Second {
 		t.Fatalf("policy/cache %v %+v", srv.Policy, srv.Cache)
 	}
 	if srv.TrustedProxies[0] != netip.MustParsePrefix("127.0.0.1/32") || srv.Transfer.Notify[0].Port() != 53 {
@@ -134,6 +136,8 @@ func TestDNSErrors(t *testing.T) {
 		{"bad rate", "dns:\n  rateLimit:\n    perSecond: 0\n", `dns.rateLimit.perSecond`},
 		{"bad tsig", "dns:\n  transfer:\n    tsig: {k: \"!!\"}\n", `dns.transfer.tsig.k: secret is not base64`},
 		{"bad notify key", "dns:\n  transfer:\n    notifyKey: nokey\n", `line 3: dns.transfer.notifyKey: "nokey"`},
+		{"bad cookie secret", "dns:\n  cookieSecret: c2hvcnQ=\n", `line 2: dns.cookieSecret: want at least 16 bytes`},
+		{"bad stale timer", "dns:\n  cache:\n    staleAnswerTimeout: soon\n", `line 3: dns.cache.staleAnswerTimeout`},
 		{"bad udp size", "dns:\n  udpSize: 100\n", `line 2: dns.udpSize: 100`},
 	}
 	for _, tt := range tests {
