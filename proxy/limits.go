@@ -48,7 +48,7 @@ func (l *limiter) release(src netip.Addr) {
 type loopGuard struct {
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]int
-	dials     map[netip.AddrPort]struct{}
+	dials     map[connKey]struct{}
 }
 
 func (g *loopGuard) addListener(a net.Addr) {
@@ -103,25 +103,40 @@ func isLocal(a netip.Addr, extra []netip.Addr) bool {
 	return false
 }
 
-func (g *loopGuard) addDial(a netip.AddrPort) {
+// connKey is a TCP connection's two ends as seen from one side. The kernel
+// reuses an ephemeral port for connections to different destinations, so
+// only both ends identify a connection.
+type connKey struct{ local, remote netip.AddrPort }
+
+func keyOf(c net.Conn) connKey {
+	return connKey{unmapAP(addrPortOf(c.LocalAddr())), unmapAP(addrPortOf(c.RemoteAddr()))}
+}
+
+// addDial records a backend connection we dialed.
+func (g *loopGuard) addDial(c net.Conn) connKey {
+	k := keyOf(c)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.dials == nil {
-		g.dials = map[netip.AddrPort]struct{}{}
+		g.dials = map[connKey]struct{}{}
 	}
-	g.dials[unmapAP(a)] = struct{}{}
+	g.dials[k] = struct{}{}
+	return k
 }
 
-func (g *loopGuard) removeDial(a netip.AddrPort) {
+func (g *loopGuard) removeDial(k connKey) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.dials, unmapAP(a))
+	delete(g.dials, k)
 }
 
-func (g *loopGuard) isOurDial(a netip.AddrPort) bool {
+// isOurDial reports whether the accepted connection c is the other end of
+// a backend connection we dialed.
+func (g *loopGuard) isOurDial(c net.Conn) bool {
+	k := keyOf(c)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	_, ok := g.dials[unmapAP(a)]
+	_, ok := g.dials[connKey{local: k.remote, remote: k.local}]
 	return ok
 }
 

@@ -230,8 +230,7 @@ func (pl *Pool) HandleConn(ctx context.Context, c *Conn) {
 	b.active.Add(1)
 	defer b.active.Add(-1)
 	if c.proxy != nil {
-		local := addrPortOf(bc.LocalAddr())
-		defer c.proxy.loops.removeDial(local)
+		defer c.proxy.loops.removeDial(keyOf(bc))
 	}
 	pipe(ctx, c, bc)
 }
@@ -287,7 +286,7 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 			bc.Close()
 			return nil, fmt.Errorf("%s: %w", addr, errLoop)
 		}
-		p.loops.addDial(addrPortOf(bc.LocalAddr()))
+		p.loops.addDial(bc)
 	}
 	var prefix []byte
 	if pl.ProxyProtocol == ProxyProtocolV1 || pl.ProxyProtocol == ProxyProtocolV2 {
@@ -311,7 +310,7 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 		bc.SetWriteDeadline(time.Time{})
 		if err != nil {
 			if p != nil {
-				p.loops.removeDial(addrPortOf(bc.LocalAddr()))
+				p.loops.removeDial(keyOf(bc))
 			}
 			bc.Close()
 			return nil, err

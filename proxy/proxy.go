@@ -119,8 +119,10 @@ type Proxy struct {
 	conns      map[net.Conn]struct{}
 	pools      map[*Pool]struct{}
 	serving    bool // health checks running
-	closed     bool
+	closed     bool          // Shutdown or Close began: no new Serve
+	hardClosed bool          // Close began: no new connection either
 	shutdown   chan struct{} // closed by Shutdown/Close
+	serveWG    sync.WaitGroup // Serve loops
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
 	wg         sync.WaitGroup // connection goroutines
@@ -296,6 +298,8 @@ func (p *Proxy) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	p.listeners[&l] = struct{}{}
+	p.serveWG.Add(1)
+	defer p.serveWG.Done()
 	first := !p.serving
 	p.serving = true
 	p.mu.Unlock()
@@ -352,10 +356,13 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// track registers an accepted connection. During a graceful Shutdown the
+// connections Accept still returned are served: the kernel completed their
+// handshake, closing them would reset them.
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.hardClosed {
 		return false
 	}
 	p.conns[c] = struct{}{}
@@ -377,6 +384,7 @@ func (p *Proxy) Close() error {
 	p.beginShutdown()
 	p.hardCancel()
 	p.mu.Lock()
+	p.hardClosed = true
 	for c := range p.conns {
 		c.Close()
 	}
@@ -394,6 +402,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.beginShutdown()
 	done := make(chan struct{})
 	go func() {
+		p.serveWG.Wait() // no connection is tracked after this
 		p.wg.Wait()
 		close(done)
 	}()
@@ -444,7 +453,7 @@ func (p *Proxy) handle(c net.Conn) {
 		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
 		return
 	}
-	if p.loops.isOurDial(src) {
+	if p.loops.isOurDial(c) {
 		p.rejected(c, &Hello{Source: src}, ReasonLoop, nil)
 		return
 	}
@@ -455,7 +464,7 @@ func (p *Proxy) handle(c net.Conn) {
 	setTCPOptions(c, p.KeepAlive, p.UserTimeout)
 	pk, err := p.peek(c, src)
 	p.limits.release(src.Addr())
-	if err == nil && p.loops.isOurDial(src) {
+	if err == nil && p.loops.isOurDial(c) {
 		err = reject(ReasonLoop, nil) // the dial registered itself while we peeked
 	}
 	isHTTP := len(pk.buf) > 0 && looksLikeHTTP(pk.buf[0]) && methodOK(pk.buf)

@@ -219,3 +219,43 @@ func newForwarder(t testing.TB, dst string) string {
 	t.Cleanup(func() { l.Close(); <-done })
 	return l.Addr().String()
 }
+
+func TestLoopGuardDialRegistry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var g loopGuard
+	d, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	a, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	other, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	b, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	k := g.addDial(d)
+	if !g.isOurDial(a) {
+		t.Error("the accepted end of our own dial is not recognized")
+	}
+	if g.isOurDial(b) || g.isOurDial(d) {
+		t.Error("another connection taken for our dial")
+	}
+	g.removeDial(k)
+	if g.isOurDial(a) {
+		t.Error("still registered after removeDial")
+	}
+}
