@@ -118,10 +118,10 @@ type Proxy struct {
 	listeners  map[*net.Listener]struct{}
 	conns      map[net.Conn]struct{}
 	pools      map[*Pool]struct{}
-	serving    bool // health checks running
-	closed     bool          // Shutdown or Close began: no new Serve
-	hardClosed bool          // Close began: no new connection either
-	shutdown   chan struct{} // closed by Shutdown/Close
+	serving    bool           // health checks running
+	closed     bool           // Shutdown or Close began: no new Serve
+	hardClosed bool           // Close began: no new connection either
+	shutdown   chan struct{}  // closed by Shutdown/Close
 	serveWG    sync.WaitGroup // Serve loops
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
