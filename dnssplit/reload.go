@@ -5,9 +5,26 @@ package dnssplit
 // path (a configuration file read again); the Views field itself must not
 // change once serving has started. The cache is keyed by view name, so a
 // view that keeps its name keeps its cached answers.
+//
+// With Transfer.Notify set, the zones of the new views are watched for
+// changes like the old ones, and their secondaries are sent NOTIFY at once,
+// since a reload may have changed any record.
 func (s *Server) SetViews(views []*View) {
+	s.init()
 	v := append([]*View(nil), views...)
 	s.swapped.Store(&v)
+	if s.notifier == nil {
+		return
+	}
+	for _, view := range v {
+		if view == nil || view.Records == nil {
+			continue
+		}
+		view.Records.onChange(s.notifier.changed)
+		for _, z := range view.Records.Zones() {
+			s.notifier.changed(z)
+		}
+	}
 }
 
 // views returns the views in force: those of the last SetViews call, or the

@@ -194,3 +194,37 @@ func TestIXFR(t *testing.T) {
 		t.Fatal("serial arithmetic does not wrap (RFC 1982)")
 	}
 }
+
+func TestNotifyAfterSetViews(t *testing.T) {
+	got := make(chan string, 10)
+	sec, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Opcode == dns.OpcodeNotify {
+			got <- r.Question[0].Name
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m)
+	})
+	s := transferServer(t)
+	s.Transfer.TSIG = nil
+	s.Transfer.Notify = []netip.AddrPort{sec}
+	start(t, s)
+	fresh := new(Records)
+	fresh.AddZone("example.org.")
+	s.SetViews([]*View{{Name: "all", Records: fresh}})
+	select {
+	case z := <-got:
+		if z != "example.org." {
+			t.Fatalf("NOTIFY for %s", z)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no NOTIFY after SetViews")
+	}
+	rr, _ := ParseRecord("a.example.org. A 192.0.2.1")
+	fresh.Add(rr)
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no NOTIFY after a change in the new views")
+	}
+}
