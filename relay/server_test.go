@@ -431,3 +431,49 @@ func TestZeroServerIsSTUNOnly(t *testing.T) {
 		t.Errorf("allocate on zero Server: %d, want 401", code)
 	}
 }
+
+// TestTCPAllocationConnect covers the RFC 6062 path: Connect to a denied
+// peer is refused with 403; to an allowed one the relay dials it.
+func TestTCPAllocationConnect(t *testing.T) {
+	tcpTransport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{6, 0, 0, 0}}
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := peer.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	peerAddr := addrPortOf(peer.Addr())
+	for _, tt := range []struct {
+		name   string
+		policy PeerPolicy
+		want   int
+	}{
+		{"denied", PeerPolicy{}, 403},
+		{"allowed", loopbackOnly, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{Users: map[string]string{"a": "pw"}, Peers: tt.policy}
+			c := dialRaw(t, "tcp", serve(t, s, "tcp"), "a", "pw")
+			if _, code := c.do(stun.MethodAllocate, tcpTransport); code != 0 {
+				t.Fatalf("TCP allocate: %d", code)
+			}
+			if _, code := c.do(stun.MethodConnect, peerAttr(peerAddr)); code != tt.want {
+				t.Fatalf("Connect: %d, want %d", code, tt.want)
+			}
+			if tt.want == 0 {
+				pc, ok := <-accepted
+				if !ok {
+					t.Fatal("peer saw no connection")
+				}
+				pc.Close()
+			}
+		})
+	}
+}
