@@ -259,3 +259,36 @@ func TestLoopGuardDialRegistry(t *testing.T) {
 		t.Error("still registered after removeDial")
 	}
 }
+
+func TestBuildProxyHeader(t *testing.T) {
+	tests := []struct {
+		v        ProxyProtocol
+		src, dst string
+		want     string // v1 text, or "" to check by parsing only
+	}{
+		{ProxyProtocolV1, "192.0.2.1:1000", "198.51.100.1:443", "PROXY TCP4 192.0.2.1 198.51.100.1 1000 443\r\n"},
+		{ProxyProtocolV1, "[::ffff:192.0.2.1]:1000", "198.51.100.1:443", "PROXY TCP4 192.0.2.1 198.51.100.1 1000 443\r\n"},
+		{ProxyProtocolV1, "192.0.2.1:1000", "[2001:db8::1]:443", "PROXY TCP6 ::ffff:192.0.2.1 2001:db8::1 1000 443\r\n"},
+		{ProxyProtocolV2, "[2001:db8::2]:1000", "[2001:db8::1]:443", ""},
+		{ProxyProtocolNone, "192.0.2.1:1000", "198.51.100.1:443", ""},
+	}
+	for _, tt := range tests {
+		b, err := buildProxyHeader(tt.v, mustAP(tt.src), mustAP(tt.dst), "a.test", []string{"h2"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tt.v == ProxyProtocolNone {
+			if b != nil {
+				t.Errorf("none: %q", b)
+			}
+			continue
+		}
+		if tt.want != "" && string(b) != tt.want {
+			t.Errorf("%v %s→%s = %q, want %q", tt.v, tt.src, tt.dst, b, tt.want)
+		}
+		_, s, d, err := parseProxyHeader(b)
+		if err != nil || s.Addr().Unmap() != mustAP(tt.src).Addr().Unmap() || s.Port() != 1000 || d.Port() != 443 {
+			t.Errorf("%v: round trip %v %v %v", tt.v, s, d, err)
+		}
+	}
+}
