@@ -388,6 +388,10 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 		}
 		return cached
 	}
+	if ps, _ := ctx.Value(passKey{}).(*pass); ps != nil && ps.inline {
+		ps.blocked = true
+		return nil
+	}
 	s.stats.cacheMisses.Add(1)
 	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
 	// a name with a (stale) positive answer may be held back.

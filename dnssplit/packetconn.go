@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -28,6 +29,9 @@ type packet struct {
 	src   netip.AddrPort
 	local netip.Addr
 	out   []byte
+	// charged reports that the rate limit was already applied (on the
+	// reader's inline pass) and must not be applied again.
+	charged bool
 }
 
 // batchSize is how many datagrams one system call moves at most: enough to
@@ -113,6 +117,7 @@ func batchWriter(ms []ipv4.Message, write func([]ipv4.Message) (int, error)) err
 }
 
 type v4IO struct {
+	wmu   sync.Mutex // the reader and the writer goroutine both write
 	pc    *ipv4.PacketConn
 	p     plainIO
 	rms   []ipv4.Message // reader's, reused
@@ -157,6 +162,8 @@ func (v *v4IO) readBatch(ps []*packet) (int, error) {
 }
 
 func (v *v4IO) writeBatch(ps []*packet) error {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	ms := v.wms[:min(len(ps), len(v.wms))]
 	for i := range ms {
 		pk := ps[i]
@@ -172,6 +179,7 @@ func (v *v4IO) writeBatch(ps []*packet) error {
 }
 
 type v6IO struct {
+	wmu   sync.Mutex
 	pc    *ipv6.PacketConn
 	p     plainIO
 	rms   []ipv6.Message
@@ -232,6 +240,8 @@ func dstOf(oob []byte, def netip.Addr, cm6 *ipv6.ControlMessage) netip.Addr {
 }
 
 func (v *v6IO) writeBatch(ps []*packet) error {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	ms := v.wms[:min(len(ps), len(v.wms))]
 	for i := range ms {
 		pk := ps[i]

@@ -13,6 +13,7 @@ import (
 // the whole decision of the server without any socket, safe for concurrent use.
 func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp bool) *dns.Msg {
 	s.init()
+	ps, _ := ctx.Value(passKey{}).(*pass)
 	if req.Response {
 		return nil
 	}
@@ -54,7 +55,10 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		viewName = v.Name
 	}
 
-	if !tcp && s.limiter != nil && verdict != cookieValid {
+	if !tcp && s.limiter != nil && verdict != cookieValid && (ps == nil || !ps.charged) {
+		if ps != nil {
+			ps.charged = true
+		}
 		switch s.limiter.allow(client.Source) {
 		case limitDrop:
 			s.stats.rateLimited.Add(1)
@@ -68,6 +72,9 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	}
 
 	m := s.answer(ctx, req, q, v, tcp)
+	if ps != nil && ps.blocked {
+		return nil // to be answered again off the reader goroutine
+	}
 	s.stats.count(viewName, m.Rcode)
 	return s.finish(req, m, tcp, cookie)
 }
@@ -203,3 +210,12 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool, cookie ...*dns.EDNS0_COOKIE) 
 func (s *Server) Explain(addr, local netip.Addr) Choice {
 	return SelectView(s.views(), s.TrustedProxies, Client{Source: addr, Local: local})
 }
+
+// pass carries per-query state through the context on the UDP fast path.
+type pass struct {
+	inline  bool // answering on the reader goroutine: never wait on the network
+	blocked bool // set when an inline query needs the network
+	charged bool // the rate limit was applied already
+}
+
+type passKey struct{}

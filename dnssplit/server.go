@@ -296,8 +296,11 @@ func (s *Server) servePackets(pio packetIO, pc net.PacketConn) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			wp := new(pass)
+			wctx := context.WithValue(s.bgCtx, passKey{}, wp)
 			for p := range jobs {
-				p.out = s.handle(s.bgCtx, p.buf[:p.n], p.src, p.local, false)
+				*wp = pass{charged: p.charged}
+				p.out = s.handle(wctx, p.buf[:p.n], p.src, p.local, false)
 				if p.out == nil {
 					pool.Put(p)
 					continue
@@ -354,6 +357,12 @@ func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet)
 			pool.Put(p)
 		}
 	}()
+	// Queries answerable without the network (local data, fresh cache) are
+	// answered right here and their replies sent in one batch; only those
+	// that must wait for an upstream go to the workers.
+	ps := new(pass)
+	ictx := context.WithValue(s.bgCtx, passKey{}, ps)
+	out := make([]*packet, 0, batchSize)
 	for {
 		n, err := pio.readBatch(batch)
 		if err != nil {
@@ -367,8 +376,30 @@ func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet)
 			continue
 		}
 		for i := range n {
-			jobs <- batch[i]
+			p := batch[i]
+			*ps = pass{inline: true}
+			p.out = s.handle(ictx, p.buf[:p.n], p.src, p.local, false)
+			switch {
+			case ps.blocked:
+				p.out, p.charged = nil, ps.charged
+				jobs <- p
+			case p.out != nil:
+				out = append(out, p)
+			default:
+				continue // dropped: keep the buffer
+			}
 			batch[i] = pool.Get().(*packet)
+		}
+		if len(out) > 0 {
+			if err := pio.writeBatch(out); err != nil {
+				s.logger().Debug("dnssplit: udp write", "err", err)
+			}
+			for i, p := range out {
+				p.out = nil
+				pool.Put(p)
+				out[i] = nil
+			}
+			out = out[:0]
 		}
 	}
 }
