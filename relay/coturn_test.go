@@ -93,6 +93,8 @@ func TestCoturnClient(t *testing.T) {
 	}
 	addr := netip.MustParseAddrPort(serve(t, s, "udp"))
 	tcpAddr := netip.MustParseAddrPort(serve(t, s, "tcp"))
+	tlsSrv := &Server{Realm: "hairpin.test", Secrets: []string{"s3cret"}, TLSConfig: selfSigned(t), Peers: s.Peers}
+	tlsAddr := netip.MustParseAddrPort(serve(t, tlsSrv, "tls"))
 	base := []string{"-e", "127.0.0.1", "-r", strconv.Itoa(peerPort), "-z", "5", "-c"}
 
 	t.Run("relays with -W", func(t *testing.T) {
@@ -103,6 +105,7 @@ func TestCoturnClient(t *testing.T) {
 			{"udp channels", []string{"-p", strconv.Itoa(int(addr.Port()))}},
 			{"udp send indications", []string{"-s", "-p", strconv.Itoa(int(addr.Port()))}},
 			{"tcp", []string{"-t", "-p", strconv.Itoa(int(tcpAddr.Port()))}},
+			{"tls", []string{"-t", "-S", "-p", strconv.Itoa(int(tlsAddr.Port()))}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				args := append(append([]string{"-W", "s3cret", "-u", "bob", "-n", "100", "-m", "2", "-l", "160"}, base...), tc.args...)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
@@ -134,7 +135,11 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 
 func (s *Server) deny(src *frameSource, user string, peer netip.Addr, why Denial, what string) {
 	s.counters.peerDenials.Add(1)
-	s.logger().Info("relay: peer denied", "client", src.client, "transport", src.transport,
+	level := slog.LevelInfo
+	if what == "Send" {
+		level = slog.LevelDebug // per packet, and unauthenticated: no log flood
+	}
+	s.logger().Log(context.Background(), level, "relay: peer denied", "client", src.client, "transport", src.transport,
 		"user", user, "peer", peer, "reason", string(why), "request", what)
 }
 
