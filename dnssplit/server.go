@@ -84,8 +84,11 @@ type Server struct {
 	// bound of UDP replies; if zero, 1232 is used.
 	UDPSize int
 
-	// Workers optionally bounds queries handled at once per UDP socket; if
-	// zero, 128 is used. Further packets wait in the kernel's socket buffer.
+	// Workers optionally bounds the UDP queries per socket that wait on
+	// upstreams at once; if zero, 128 is used. Queries answered from local
+	// data or the cache never wait: the reader answers them in batches.
+	// When all workers are busy the reader stops reading, and further
+	// packets wait (or are dropped) in the kernel's socket buffer.
 	Workers int
 
 	// MaxTCPConns optionally bounds open TCP connections per listener; if
@@ -260,9 +263,12 @@ func (s *Server) untrack(l net.Listener, pc net.PacketConn, c net.Conn) {
 	}
 }
 
-// ServePacket answers queries arriving on pc until Shutdown or Close, with
-// at most Workers queries in flight. It closes pc when it returns, and
-// returns ErrServerClosed after Shutdown or Close.
+// ServePacket answers queries arriving on pc until Shutdown or Close. It
+// reads and writes datagrams in batches (recvmmsg/sendmmsg on Linux),
+// replies from the address each query arrived on, and lets at most Workers
+// queries wait on upstreams at once. It may be called for several sockets
+// bound to one address with SO_REUSEPORT (see ListenAndServe). It closes pc
+// when it returns, and returns ErrServerClosed after Shutdown or Close.
 func (s *Server) ServePacket(pc net.PacketConn) error {
 	s.init()
 	if !s.track(nil, pc, nil) {

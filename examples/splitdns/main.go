@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -77,26 +76,13 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 2*len(listen))
+	errc := make(chan error, len(listen))
 	var wg sync.WaitGroup
 	for _, a := range listen {
-		pc, err := net.ListenPacket("udp", a)
-		if err != nil {
-			srv.Close()
-			wg.Wait()
-			return err
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			srv.Close()
-			wg.Wait()
-			return err
-		}
-		log.Info("splitdns: listening", "addr", pc.LocalAddr().String())
-		wg.Add(2)
-		go func() { defer wg.Done(); errc <- srv.ServePacket(pc) }()
-		go func() { defer wg.Done(); errc <- srv.Serve(l) }()
+		wg.Add(1)
+		// One UDP socket per CPU with SO_REUSEPORT, and TCP, on each address.
+		go func() { defer wg.Done(); errc <- srv.ListenAndServe(a) }()
+		log.Info("splitdns: listening", "addr", a)
 	}
 	for _, v := range srv.Views {
 		log.Info("splitdns: view", "name", v.Name, "networks", v.Networks, "recursion", v.Recursion, "zones", v.Records.Zones())
