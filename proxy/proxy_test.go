@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"errors"
 	"io"
 	"net"
@@ -205,4 +207,46 @@ func TestServeWithoutRoutes(t *testing.T) {
 	defer c.Close()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
 	rej.want(t, ReasonNoRoute, 5*time.Second)
+}
+
+// TestHalfClose: the client's FIN reaches the backend, which answers after
+// it; the answer and the backend's FIN reach the client.
+func TestHalfClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(c) // until the client's FIN
+			if len(b) > 0 {
+				fmt.Fprintf(c, "got %d", len(b))
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	var p Proxy
+	must(t, p.AddSNIRoute("hc.test", &Pool{Backends: []string{l.Addr().String()}}))
+	addr := serve(t, &p)
+	hello := makeHello(t, &tls.Config{ServerName: "hc.test"})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write(hello)
+	c.Write(make([]byte, 100000))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if want := fmt.Sprintf("got %d", len(hello)+100000); err != nil || string(got) != want {
+		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
 }
