@@ -3,8 +3,8 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
