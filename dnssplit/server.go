@@ -588,6 +588,14 @@ func (s *Server) Close() error {
 // dns.ServeMux. Zone transfers are refused on this path.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	s.init()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1) // Shutdown waits for queries on this path too
+	s.mu.Unlock()
+	defer s.wg.Done()
 	src := addrPortOf(w.RemoteAddr())
 	local := addrPortOf(w.LocalAddr()).Addr()
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
