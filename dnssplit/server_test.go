@@ -604,3 +604,24 @@ func TestStaleAnswerTimer(t *testing.T) {
 		t.Fatalf("stale answer took %v; the upstream should not have been awaited", took)
 	}
 }
+
+func TestCachePerView(t *testing.T) {
+	var n atomic.Int32
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		n.Add(1)
+		answerA("198.51.100.10", 300)(w, r)
+	})
+	s := splitServer(t)
+	s.Views[1].Recursion = true
+	s.Upstreams = []Upstream{{Addr: up}}
+	addr := start(t, s)
+	for _, from := range []string{"127.0.0.2", "127.0.0.2", "127.0.0.1", "127.0.0.1"} {
+		query(t, "udp", from, addr, q("shared.example.net.", dns.TypeA))
+	}
+	if n.Load() != 2 {
+		t.Fatalf("upstream asked %d times, want once per view", n.Load())
+	}
+	if st := s.Stats(); st.CacheHits != 2 || st.CacheEntries != 2 {
+		t.Fatalf("hits %d entries %d", st.CacheHits, st.CacheEntries)
+	}
+}
