@@ -288,6 +288,10 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	}
 	sch := schedule{rto: min(max(3*rtt, minRTO), c.rto()), sends: 3, last: 4}
 
+	translated := true
+	if len(ev.ports) > 0 {
+		translated = ev.ports[0][0] != ev.ports[0][1]
+	}
 	var mu sync.Mutex
 	if ev.plan.rfc >= 0 {
 		ev.mapping = make([]obs, len(ev.plan.mapping))
@@ -315,7 +319,8 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 			ev.filterPort = c.filter(ctx, e, ev.plan, false, sch, rec, &mu, &ev.ports)
 		})
 	}
-	if srv := ev.plan.hairpin; srv >= 0 || ev.plan.rfc >= 0 {
+	if srv := ev.plan.hairpin; translated && (srv >= 0 || ev.plan.rfc >= 0) {
+		// Only behind a NAT is the path worth a look.
 		if srv < 0 {
 			srv = ev.plan.rfc
 		}

@@ -2,6 +2,8 @@ package nat
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -47,4 +49,79 @@ func TestScheduleTotal(t *testing.T) {
 
 func contextWithTimeout(t *testing.T, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.Context(), d)
+}
+
+func TestProbeIPv6(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	s := &Server{}
+	done := make(chan error, 1)
+	go func() { done <- s.ServePacket(pc) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	c := &Client{Network: "udp6", Servers: []string{pc.LocalAddr().String(), "127.0.0.1:3478"}}
+	rep, err := c.Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.UDP || rep.BehindNAT != No || rep.Public.Addr() != netip.IPv6Loopback() || rep.Classic != "open" {
+		t.Errorf("IPv6 report: udp %v behindNAT %v public %v classic %q", rep.UDP, rep.BehindNAT, rep.Public, rep.Classic)
+	}
+	for _, p := range rep.Probes {
+		if p.Server.Addr().Is4() {
+			t.Errorf("udp6 probe sent to an IPv4 server: %+v", p)
+		}
+	}
+}
+
+func TestProbeNoHairpin(t *testing.T) {
+	addrs := startServer(t, &Server{})
+	c := &Client{Servers: []string{addrs[0].String()}, NoHairpin: true}
+	rep, err := c.Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Hairpinning != Unknown {
+		t.Errorf("hairpinning %v with NoHairpin", rep.Hairpinning)
+	}
+	for _, p := range rep.Probes {
+		if p.Test == "hairpin" || p.Test == "hairpin-binding" {
+			t.Errorf("hairpin probe sent with NoHairpin: %+v", p)
+		}
+	}
+	if rep.Filtering != EndpointIndependent {
+		t.Errorf("filtering %v", rep.Filtering)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	tests := []struct {
+		servers []string
+		network string
+		want    []string
+		err     bool
+	}{
+		{[]string{"127.0.0.1", "127.0.0.1:3478", "[::1]:5"}, "", []string{"127.0.0.1:3478"}, false},
+		{[]string{"127.0.0.1:5", "[::1]:5"}, "udp6", []string{"[::1]:5"}, false},
+		{[]string{"127.0.0.1:0"}, "", nil, true},
+		{[]string{"127.0.0.1:99999"}, "", nil, true},
+		{nil, "", nil, true},
+		{[]string{"localhost:7"}, "", []string{"127.0.0.1:7"}, false},
+	}
+	for _, tt := range tests {
+		c := &Client{Servers: tt.servers, Network: tt.network}
+		got, err := c.resolve(t.Context())
+		if (err != nil) != tt.err {
+			t.Errorf("%v: err %v", tt.servers, err)
+			continue
+		}
+		var gs []string
+		for _, g := range got {
+			gs = append(gs, g.String())
+		}
+		if fmt.Sprint(gs) != fmt.Sprint(tt.want) {
+			t.Errorf("%v: got %v, want %v", tt.servers, gs, tt.want)
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-reuseport"
@@ -52,9 +54,36 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs, servers []ne
 	if c.network() == "udp6" {
 		network = "tcp6"
 	}
+	var rep *TCPReport
+	for attempt := 0; attempt < tcpAttempts; attempt++ {
+		var inUse bool
+		rep, inUse = c.tcpRound(ctx, network, dsts, extended)
+		if !inUse || ctx.Err() != nil {
+			break
+		}
+	}
+	return rep
+}
+
+// tcpAttempts bounds the retries when another socket without SO_REUSEPORT
+// holds the chosen local port for some other destination (connect() shares
+// ephemeral ports across destinations, so that can happen).
+const tcpAttempts = 3
+
+// tcpRound connects from one local port to every destination in turn. It
+// reports whether a connection failed because the local port was taken.
+func (c *Client) tcpRound(ctx context.Context, network string, dsts []netip.AddrPort, extended bool) (*TCPReport, bool) {
+	dsts = slices.Clone(dsts)
 	rep := &TCPReport{}
+	// Bind explicitly to port 0 first: bind() picks a port no other socket
+	// uses, where connect() alone may share one with other destinations.
+	laddr := "0.0.0.0:0"
+	if network == "tcp6" {
+		laddr = "[::]:0"
+	}
 	var (
-		laddr string
+		bound bool
+		inUse bool
 		got   []obs
 		conns []net.Conn
 	)
@@ -71,19 +100,24 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs, servers []ne
 			conns = append(conns, cn)
 			la := localAddrPort(cn.LocalAddr())
 			pr.Local = la
-			if laddr == "" {
-				laddr = la.String()
+			if !bound {
+				bound = true
+				laddr = netip.AddrPortFrom(netip.IPv4Unspecified(), la.Port()).String()
+				if network == "tcp6" {
+					laddr = netip.AddrPortFrom(netip.IPv6Unspecified(), la.Port()).String()
+				}
 			}
 		}
 		pr.Sent = 1
 		if err != nil {
 			pr.Note = err.Error()
+			inUse = inUse || errors.Is(err, syscall.EADDRINUSE)
 		} else {
 			pr.Answered, pr.Mapped, pr.From, pr.Origin, pr.Other = true, o.mapped, dst, o.origin, o.other
 			got = append(got, o)
 			if !extended && o.other.IsValid() && otherAddressProblem(dst, o.other) == "" {
 				extended = true
-				dsts = append(dsts[:len(rep.Probes)+1:len(rep.Probes)+1], netip.AddrPortFrom(o.other.Addr(), dst.Port()), o.other)
+				dsts = append(dsts[:i+1:i+1], netip.AddrPortFrom(o.other.Addr(), dst.Port()), o.other)
 			}
 			if !rep.Public.IsValid() {
 				rep.Public = o.mapped
@@ -91,13 +125,13 @@ func (c *Client) probeTCP(ctx context.Context, p plan, first []obs, servers []ne
 			}
 		}
 		rep.Probes = append(rep.Probes, pr)
-		if laddr == "" {
+		if !bound {
 			// Without a first connection there is no local port to reuse.
 			break
 		}
 	}
 	rep.Mapping = mappingBehavior(got)
-	return rep
+	return rep, inUse
 }
 
 // tcpBinding sends one Binding request over a new TCP connection from laddr.

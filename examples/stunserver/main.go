@@ -3,9 +3,11 @@
 //
 // Usage:
 //
-//	stunserver -primary IP:PORT [-alternate IP:PORT] [-config FILE] [-rate N]
+//	stunserver -primary IP:PORT [-alternate IP:PORT] [-rate N] [-v]
+//	stunserver -config FILE
 //
-// With -alternate it listens on four addresses (both IPs × both ports) and
+// With -config it serves the nat.server section of the (gateway) configuration
+// file; flags override it. With -alternate it listens on four addresses (both IPs × both ports) and
 // answers the RFC 5780 NAT behaviour tests; without, it is a plain STUN
 // server. The alternate address must differ from the primary in IP and port.
 // It stops on SIGINT or SIGTERM.
@@ -16,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -23,45 +26,68 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hairpin-go/hairpin/internal/config"
 	"github.com/hairpin-go/hairpin/nat"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stderr))
 }
 
-func run(args []string) int {
+func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("stunserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	primary := fs.String("primary", "", "primary address IP:PORT (required)")
 	alternate := fs.String("alternate", "", "alternate address IP:PORT for RFC 5780 (differs in IP and port)")
 	rate := fs.Int("rate", 0, "requests per second per source IP (0: default, negative: unlimited)")
 	verbose := fs.Bool("v", false, "log every request at debug level")
+	cfgPath := fs.String("config", "", "serve nat.server from this configuration file")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if *cfgPath != "" {
+		f, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		if f.NAT == nil || f.NAT.Server == nil {
+			fmt.Fprintf(stderr, "stunserver: %s has no nat.server section\n", *cfgPath)
+			return 2
+		}
+		if *primary == "" {
+			*primary = f.NAT.Server.Primary
+		}
+		if *alternate == "" {
+			*alternate = f.NAT.Server.Alternate
+		}
+		if *rate == 0 {
+			*rate = f.NAT.Server.RateLimit
+		}
+	}
 	if *primary == "" || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: stunserver -primary IP:PORT [-alternate IP:PORT] [-rate N] [-v]")
+		fmt.Fprintln(stderr, "usage: stunserver -primary IP:PORT [-alternate IP:PORT] [-rate N] [-v] [-config FILE]")
 		return 2
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	s := &nat.Server{RateLimit: *rate, Logger: logger}
 	var err error
 	if s.Primary, err = netip.ParseAddrPort(*primary); err != nil {
-		fmt.Fprintf(os.Stderr, "stunserver: -primary: %v\n", err)
+		fmt.Fprintf(stderr, "stunserver: -primary: %v\n", err)
 		return 2
 	}
 	if *alternate != "" {
 		if s.Alternate, err = netip.ParseAddrPort(*alternate); err != nil {
-			fmt.Fprintf(os.Stderr, "stunserver: -alternate: %v\n", err)
+			fmt.Fprintf(stderr, "stunserver: -alternate: %v\n", err)
 			return 2
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- s.ListenAndServe() }()
 	logger.Info("stunserver: serving", "primary", s.Primary, "alternate", s.Alternate)
