@@ -83,6 +83,9 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, tcp bool) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
+	// Clients of a recursive view may recurse, whatever this answer is;
+	// stub resolvers look at RA.
+	m.RecursionAvailable = v != nil && v.Recursion && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
 		return m
@@ -155,8 +158,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		}
 		m.Rcode = up.Rcode
 		m.Answer, m.Ns, m.Extra = up.Answer, up.Ns, up.Extra
-		m.AuthenticatedData = up.AuthenticatedData && req.AuthenticatedData
-		m.RecursionAvailable = true
+		// AD only for clients that asked for it (RFC 6840 section 5.8).
+		opt := req.IsEdns0()
+		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
 		return m
 	}
 	m.Rcode = dns.RcodeRefused
