@@ -148,8 +148,11 @@ func (l *Lab) Start(host Host, name string, args ...string) (*exec.Cmd, error) {
 // at cleanup, before the lab is torn down.
 func (l *Lab) StartCmd(c *exec.Cmd) error {
 	if c.SysProcAttr == nil {
-		// Its own process group, so that stop reaches its children too.
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Its own process group, so that stop reaches its children too,
+		// and killed with the test process should that die first (the
+		// signal is sent when the OS thread that started it exits, which
+		// Go threads do only with the process).
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	if c.WaitDelay == 0 {
 		c.WaitDelay = 2 * time.Second

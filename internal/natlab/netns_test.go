@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // ifaceNames lists the interfaces of the namespace the calling thread is in.
@@ -110,7 +111,38 @@ func TestSweepRemovesStaleLabs(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = runIP("", "netns del "+mine+"\n") })
 
+	// A process left running in the stale namespace is killed.
+	orphan := exec.Command("ip", "netns", "exec", stale, "sleep", "300")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() {
+		_ = orphan.Wait()
+		close(waited)
+	}()
+	t.Cleanup(func() {
+		_ = orphan.Process.Kill()
+		<-waited
+	})
+	// Wait until it runs in the namespace, so that the sweep can see it.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, _ := exec.Command("ip", "netns", "pids", stale).Output()
+		if len(strings.TrimSpace(string(out))) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("process never appeared in the stale namespace")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
 	_ = New(t, Config{}) // sweeps before building
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Error("process in the stale namespace survived the sweep")
+	}
 	if exists(stale) {
 		t.Errorf("stale namespace %s survived New", stale)
 	}

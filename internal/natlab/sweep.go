@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ func sweep() {
 	var b strings.Builder
 	for _, e := range entries {
 		if pid, ok := creator(e.Name()); ok && !alive(pid) {
+			killIn(e.Name())
 			fmt.Fprintf(&b, "netns del %s\n", e.Name())
 		}
 	}
@@ -57,4 +59,18 @@ func creator(name string) (int, bool) {
 func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// killIn kills the processes still running in namespace ns (say, a server a
+// killed test started), which would otherwise keep it alive unnamed.
+func killIn(ns string) {
+	out, err := exec.Command("ip", "netns", "pids", ns).Output()
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
