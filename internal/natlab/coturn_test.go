@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,11 +18,17 @@ import (
 
 // startCoturn runs coturn's turnserver on Server with both addresses and the
 // alternative port, as an RFC 5780 server, and waits until it answers.
-func startCoturn(t *testing.T, lab *Lab) {
+// With v6 it listens on Server's IPv6 addresses instead (Config.IPv6).
+func startCoturn(t *testing.T, lab *Lab, v6 bool) {
 	t.Helper()
 	interop.Need(t, "turnserver")
 	dir := t.TempDir()
 	a1, a2 := lab.ServerAddrs()
+	network := "udp4"
+	if v6 {
+		a1, a2 = lab.Addrs6(Server)[0], lab.Addrs6(Server)[1]
+		network = "udp6"
+	}
 	_, err := lab.Start(Server, "turnserver", "-n",
 		"--no-auth", "--no-tls", "--no-dtls", "--no-cli",
 		"-L", a1.String(), "-L", a2.String(),
@@ -33,14 +40,17 @@ func startCoturn(t *testing.T, lab *Lab) {
 		t.Fatal(err)
 	}
 	// Ready when each of the four addresses answers a STUN Binding request.
-	pc, err := lab.ListenPacket(Server, "udp4", ":0")
+	pc, err := lab.ListenPacket(Server, network, ":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for _, a := range []string{a1.String() + ":3478", a1.String() + ":3479", a2.String() + ":3478", a2.String() + ":3479"} {
-		to, _ := net.ResolveUDPAddr("udp4", a)
+	for _, ap := range []netip.AddrPort{
+		netip.AddrPortFrom(a1, 3478), netip.AddrPortFrom(a1, 3479),
+		netip.AddrPortFrom(a2, 3478), netip.AddrPortFrom(a2, 3479),
+	} {
+		a, to := ap.String(), net.UDPAddrFromAddrPort(ap)
 		// Responses to earlier, unanswered-in-time requests count too:
 		// matching only the last one could chase a queue of late answers.
 		sent := map[string]bool{}
@@ -107,10 +117,10 @@ func parseNatDiscovery(out string) discovery {
 }
 
 // TestCoturnAgrees proves the lab against a tool nobody here wrote: for every
-// kind (and hairpinning on and off where it applies) coturn's turnserver runs
-// on Server with both addresses and the alternative port, and coturn's
-// turnutils_natdiscovery runs on LAN1; what it discovers must be what the
-// kind claims.
+// kind (and hairpinning on and off where it applies), and over IPv6 for an
+// open and a firewalled router, coturn's turnserver runs on Server with both
+// addresses and the alternative port, and coturn's turnutils_natdiscovery
+// runs on LAN1; what it discovers must be what the kind claims.
 //
 // Where the tool cannot see the truth:
 //   - natdiscovery reports "No NAT!" only when the reflexive address equals
@@ -129,16 +139,18 @@ func TestCoturnAgrees(t *testing.T) {
 	type tc struct {
 		kind    Kind
 		hairpin bool
+		v6      bool // over IPv6 (no NAT, a firewall or none)
 	}
 	var cases []tc
 	for _, k := range Kinds() {
 		switch k {
 		case OneToOne, AddressRestricted, PortRestricted, Symmetric:
-			cases = append(cases, tc{k, false}, tc{k, true})
+			cases = append(cases, tc{k, false, false}, tc{k, true, false})
 		default:
-			cases = append(cases, tc{k, k == DoubleNAT})
+			cases = append(cases, tc{k, k == DoubleNAT, false})
 		}
 	}
+	cases = append(cases, tc{NoNAT, false, true}, tc{PortRestricted, false, true})
 	start := time.Now()
 	t.Cleanup(func() {
 		t.Logf("coturn self-test of %d labs took %v", len(cases), time.Since(start).Round(time.Millisecond))
@@ -154,10 +166,13 @@ func TestCoturnAgrees(t *testing.T) {
 	results := make([]result, len(cases))
 	var wg sync.WaitGroup
 	for i, c := range cases {
-		lab := New(t, Config{Kind: c.kind, Hairpin: c.hairpin})
-		startCoturn(t, lab)
+		lab := New(t, Config{Kind: c.kind, Hairpin: c.hairpin, IPv6: c.v6})
+		startCoturn(t, lab, c.v6)
 		server := lab.Addr(Server).String()
 		local := lab.Addr(LAN1).String()
+		if c.v6 {
+			server, local = lab.Addr6(Server).String(), lab.Addr6(LAN1).String()
+		}
 		r := &results[i]
 		mf := lab.CommandContext(t.Context(), LAN1, paths["turnutils_natdiscovery"], "-m", "-f", "-L", local, server)
 		hp := lab.CommandContext(t.Context(), LAN1, paths["turnutils_natdiscovery"], "-H", "-L", local, server)
@@ -170,7 +185,7 @@ func TestCoturnAgrees(t *testing.T) {
 	// TestParseNatDiscovery reads.
 	if os.Getenv("NATLAB_CAPTURE") != "" {
 		for i, c := range cases {
-			base := filepath.Join("testdata", "natdiscovery", fmt.Sprintf("%v-hairpin-%v", c.kind, c.hairpin))
+			base := filepath.Join("testdata", "natdiscovery", caseName(c.kind, c.hairpin, c.v6))
 			if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +199,7 @@ func TestCoturnAgrees(t *testing.T) {
 	}
 
 	for i, c := range cases {
-		t.Run(fmt.Sprintf("%v/hairpin=%v", c.kind, c.hairpin), func(t *testing.T) {
+		t.Run(caseName(c.kind, c.hairpin, c.v6), func(t *testing.T) {
 			r := results[i]
 			if r.mfErr != nil && c.kind != UDPBlocked {
 				t.Fatalf("natdiscovery -m -f: %v\n%s", r.mfErr, r.mf)
@@ -192,12 +207,7 @@ func TestCoturnAgrees(t *testing.T) {
 			d := parseNatDiscovery(string(r.mf))
 			d.hairpin = parseNatDiscovery(string(r.hp)).hairpin
 			t.Logf("coturn: no NAT %v, mapping %v, filtering %v, hairpin %v", d.noNAT, d.mapping, d.filtering, d.hairpin)
-			want := discovery{
-				noNAT:     c.kind == NoNAT,
-				mapping:   c.kind.Mapping(),
-				filtering: c.kind.Filtering(),
-				hairpin:   c.kind.Hairpins(c.hairpin),
-			}
+			want := truth(c.kind, c.hairpin, c.v6)
 			if d != want {
 				t.Errorf("coturn discovered %+v, the kind claims %+v\n-m -f output:\n%s\n-H output (err %v):\n%s", d, want, r.mf, r.hpErr, r.hp)
 			}
@@ -223,7 +233,8 @@ func TestParseNatDiscovery(t *testing.T) {
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), "-mf.txt")
 		t.Run(name, func(t *testing.T) {
-			kindName, hp, ok := strings.Cut(name, "-hairpin-")
+			rest, v6 := strings.CutSuffix(name, "-ipv6")
+			kindName, hp, ok := strings.Cut(rest, "-hairpin-")
 			k, known := kinds[kindName]
 			if !ok || !known {
 				t.Fatalf("cannot read kind from file name %q", name)
@@ -238,10 +249,30 @@ func TestParseNatDiscovery(t *testing.T) {
 			}
 			d := parseNatDiscovery(string(mf))
 			d.hairpin = parseNatDiscovery(string(h)).hairpin
-			want := discovery{noNAT: k == NoNAT, mapping: k.Mapping(), filtering: k.Filtering(), hairpin: k.Hairpins(hp == "true")}
+			want := truth(k, hp == "true", v6)
 			if d != want {
 				t.Errorf("parsed %+v, want %+v", d, want)
 			}
 		})
 	}
+}
+
+// caseName names a self-test case (and its captured outputs).
+func caseName(k Kind, hairpin, v6 bool) string {
+	n := fmt.Sprintf("%v-hairpin-%v", k, hairpin)
+	if v6 {
+		n += "-ipv6"
+	}
+	return n
+}
+
+// truth is what natdiscovery should find on LAN1 in a lab of kind k. Over
+// IPv6 there is no NAT: the reflexive address is LAN1's own (so "No NAT!",
+// endpoint-independent mapping, and the -H request reaches it directly), and
+// filtering is the router's firewall.
+func truth(k Kind, hairpin, v6 bool) discovery {
+	if v6 {
+		return discovery{noNAT: true, mapping: EndpointIndependent, filtering: k.IPv6Filtering(), hairpin: true}
+	}
+	return discovery{noNAT: k == NoNAT, mapping: k.Mapping(), filtering: k.Filtering(), hairpin: k.Hairpins(hairpin)}
 }
