@@ -223,6 +223,9 @@ func (l *Lab) ServerAddrs() (netip.Addr, netip.Addr) {
 
 // teardown kills what the lab started and deletes its namespaces.
 func (l *Lab) teardown() {
+	if l.t.Failed() && len(l.ns) > 0 {
+		l.t.Logf("natlab: the test failed; lab state:\n%s", l.Debug())
+	}
 	l.mu.Lock()
 	procs := l.procs
 	l.procs = nil

@@ -1,6 +1,7 @@
 package natlab
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -84,6 +85,9 @@ func TestStartKilledAtCleanup(t *testing.T) {
 		}
 		pid = c.Process.Pid
 	})
+	if pid == 0 {
+		t.Skip("the lab was skipped")
+	}
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("process %d still running after the lab's cleanup", pid)
 	}
@@ -169,5 +173,22 @@ func TestMissingHost(t *testing.T) {
 	}
 	if _, err := lab.ListenPacket(SiteBRouter, "udp4", ":0"); err == nil {
 		t.Error("ListenPacket in a missing host succeeded")
+	}
+}
+
+func TestDebug(t *testing.T) {
+	lab := New(t, Config{Kind: AddressRestricted, SiteB: DoubleNAT})
+	s := udpListen(t, lab, Server, lab.Addr(Server))
+	c := udpListen(t, lab, LAN1, netip.Addr{})
+	m := mappingOf(t, c, s)
+	d := lab.Debug()
+	for _, want := range []string{"==== Router", "==== SiteBRouter", "==== SiteBCGN", "table ip natlab", "udpseen",
+		fmt.Sprintf("%d . %v", m.Port(), lab.Addr(Server))} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Debug lacks %q:\n%s", want, d)
+		}
+	}
+	if strings.Contains(d, "==== CGN") {
+		t.Errorf("Debug shows a CGN the lab does not have:\n%s", d)
 	}
 }
