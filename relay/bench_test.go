@@ -99,6 +99,7 @@ func TestBenchmarkVsCoturn(t *testing.T) {
 	// limit on purpose; lift it, as an operator would for a load test.
 	s := &Server{Realm: "hairpin.test", Secrets: []string{"s3cret"}, Logger: quiet, Limits: Limits{AllocationsPerUser: -1},
 		Peers: PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+	s.ReadBatch, _ = strconv.Atoi(os.Getenv("HAIRPIN_BENCH_BATCH"))
 	errc := make(chan error, 1)
 	go func() { errc <- s.ListenAndServe(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))) }()
 	waitSTUN(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))

@@ -2,6 +2,9 @@ package relay
 
 import (
 	"net"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"net/netip"
 	"sync"
 	"time"
@@ -15,6 +18,12 @@ type packetConn struct {
 	udp   *net.UDPConn // pc, when it is one: zero-allocation reads and writes
 	local net.Addr
 	srv   netip.AddrPort
+
+	// batched reads (recvmmsg) when the socket is a *net.UDPConn
+	batch batchReader
+	msgs  []ipv4.Message
+	next  int // next unread message in msgs
+	count int // messages read by the last batch
 
 	src   frameSource
 	addrs map[netip.AddrPort]*net.UDPAddr // reader-only cache
@@ -34,6 +43,17 @@ func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 		done:  make(chan struct{}),
 	}
 	w.udp, _ = pc.(*net.UDPConn)
+	if w.udp != nil && s.batchSize() > 1 {
+		if w.srv.Addr().Is4() {
+			w.batch = ipv4.NewPacketConn(w.udp)
+		} else {
+			w.batch = ipv6.NewPacketConn(w.udp)
+		}
+		w.msgs = make([]ipv4.Message, s.batchSize())
+		for i := range w.msgs {
+			w.msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
+	}
 	w.src = frameSource{server: w.srv, transport: "udp", reply: w.reply}
 	return w
 }
@@ -53,7 +73,29 @@ func localAddr16(a net.Addr) net.Addr {
 	return a
 }
 
+// batchReader is ipv4.PacketConn or ipv6.PacketConn.
+type batchReader interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
 func (w *packetConn) readOne(p []byte) (int, netip.AddrPort, net.Addr, error) {
+	if w.batch != nil {
+		if w.next >= w.count {
+			n, err := w.batch.ReadBatch(w.msgs, 0)
+			if err != nil {
+				return 0, netip.AddrPort{}, nil, err
+			}
+			w.next, w.count = 0, n
+		}
+		m := &w.msgs[w.next]
+		w.next++
+		n := copy(p, m.Buffers[0][:m.N])
+		ua, _ := m.Addr.(*net.UDPAddr)
+		if ua == nil {
+			return 0, netip.AddrPort{}, nil, nil
+		}
+		return n, unmapAP(ua.AddrPort()), nil, nil
+	}
 	if w.udp != nil {
 		n, ap, err := w.udp.ReadFromUDPAddrPort(p)
 		return n, unmapAP(ap), nil, err

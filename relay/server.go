@@ -76,6 +76,14 @@ type Server struct {
 	// TLSConfig is used by ListenAndServeTLS and ServeTLS.
 	TLSConfig *tls.Config
 
+	// ReadBatch optionally reads up to this many datagrams per system call
+	// (recvmmsg) on client-facing UDP sockets. It saves system calls when
+	// packets queue up, at the price of two small allocations per datagram
+	// (golang.org/x/net returns a new address each time); 0 or 1 reads one
+	// datagram at a time without allocating. The engine takes one datagram
+	// at a time, and its writes are one per datagram either way.
+	ReadBatch int
+
 	// Logger optionally specifies the logger. If nil, slog.Default() is used.
 	Logger *slog.Logger
 
@@ -133,6 +141,8 @@ func (s *Server) init() {
 		}
 	})
 }
+
+func (s *Server) batchSize() int { return min(s.ReadBatch, 64) }
 
 // SetPublic changes the advertised public address for new allocations, for
 // example after the NAT router got a new address. Existing allocations keep

@@ -183,9 +183,12 @@ func TestCredentials(t *testing.T) {
 }
 
 func TestRelayUDP(t *testing.T) {
-	for _, transport := range []string{"udp", "tcp"} {
+	for _, transport := range []string{"udp", "udp-batch", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			s := &Server{Users: map[string]string{"alice": "pw"}, Peers: loopbackOnly}
+			if transport == "udp-batch" {
+				transport, s.ReadBatch = "udp", 8
+			}
 			c := dialTransport(t, transport, serve(t, s, transport), "alice", "pw")
 			if code := c.allocate(); code != 0 {
 				t.Fatalf("allocate: %d", code)

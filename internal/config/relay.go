@@ -45,6 +45,7 @@ type Relay struct {
 	AllowPeers            []string          `yaml:"allowPeers"`
 	DenyPeers             []string          `yaml:"denyPeers"`
 	MaxCredentialLifetime string            `yaml:"maxCredentialLifetime"`
+	ReadBatch             int               `yaml:"readBatch"` // datagrams per recvmmsg; 0: one at a time
 	Limits                RelayLimits       `yaml:"limits"`
 }
 
@@ -152,6 +153,10 @@ func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
 	}
 	srv.Peers.Allow = relayPrefixes("relay.allowPeers", s.AllowPeers, add)
 	srv.Peers.Deny = relayPrefixes("relay.denyPeers", s.DenyPeers, add)
+	if s.ReadBatch < 0 || s.ReadBatch > 64 {
+		add(Errorf("relay.readBatch", s.ReadBatch, "want 0 to 64"))
+	}
+	srv.ReadBatch = s.ReadBatch
 	srv.MaxCredentialLifetime = relayDuration("relay.maxCredentialLifetime", s.MaxCredentialLifetime, add)
 
 	l := s.Limits

@@ -87,6 +87,7 @@ func TestRelaySectionErrors(t *testing.T) {
 		{"bad duration", "relay:\n  secret: s\n  listen: [\"0.0.0.0:3478\"]\n  limits:\n    lifetime: forever\n", []string{"line 5", "relay.limits.lifetime"}},
 		{"lifetime above cap", "relay:\n  secret: s\n  listen: [\"0.0.0.0:3478\"]\n  limits:\n    lifetime: 2h\n", []string{"relay.limits.lifetime", "1h"}},
 		{"negative limit", "relay:\n  secret: s\n  listen: [\"0.0.0.0:3478\"]\n  limits:\n    allocations: -5\n", []string{"line 5", "relay.limits.allocations"}},
+		{"bad batch", "relay:\n  secret: s\n  listen: [\"0.0.0.0:3478\"]\n  readBatch: 100\n", []string{"line 4", "relay.readBatch"}},
 		{"tls listen without tls", "relay:\n  secret: s\n  tlsListen: [\"0.0.0.0:5349\"]\n", []string{"relay.tlsListen", "relay.tls"}},
 		{"unknown key", "relay:\n  secret: s\n  listen: [\"0.0.0.0:3478\"]\n  sekret: x\n", []string{"line 4", "sekret"}},
 	}
