@@ -164,6 +164,7 @@ const misdirectedResponse = "HTTP/1.1 421 Misdirected Request\r\nConnection: clo
 // route, so that a browser shows why instead of "connection reset".
 var httpStatus = map[Reason]string{
 	ReasonNoRoute:     "404 Not Found",
+	ReasonNotTLS:      "400 Bad Request", // plain HTTP sent to a TLS-only listener
 	ReasonNoHost:      "400 Bad Request",
 	ReasonBadRequest:  "400 Bad Request",
 	ReasonDenied:      "403 Forbidden",

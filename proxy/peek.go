@@ -22,7 +22,7 @@ const initialPeekBuf = 2048
 // then a complete ClientHello or HTTP request head. It reads at most
 // maxPeekBytes, and stops at an absolute deadline that it clears before
 // returning. The returned hello is never nil.
-func (p *Proxy) peek(c net.Conn, src netip.AddrPort) (peekResult, error) {
+func (p *Proxy) peek(c net.Conn, src netip.AddrPort, proto Protocol) (peekResult, error) {
 	h := &Hello{Source: src, Dest: addrPortOf(c.LocalAddr())}
 	res := peekResult{hello: h}
 	trusted := p.trusted(src.Addr())
@@ -37,7 +37,7 @@ func (p *Proxy) peek(c net.Conn, src netip.AddrPort) (peekResult, error) {
 	start := 0 // where the client's own bytes begin (after a PROXY header)
 	headerDone := false
 	for {
-		if err := p.scanPeek(&res, buf, &start, &headerDone, trusted); err != nil || res.hello.Protocol != ProtocolUnknown {
+		if err := p.scanPeek(&res, buf, &start, &headerDone, trusted, proto); err != nil || res.hello.Protocol != ProtocolUnknown {
 			res.buf = buf[start:]
 			return res, err
 		}
@@ -67,7 +67,7 @@ func (p *Proxy) peek(c net.Conn, src netip.AddrPort) (peekResult, error) {
 }
 
 // scanPeek examines buf; it sets res.hello.Protocol once routing can happen.
-func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bool, trusted bool) error {
+func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bool, trusted bool, proto Protocol) error {
 	h := res.hello
 	if !*headerDone {
 		n, present, done, err := scanProxyHeader(buf)
@@ -100,6 +100,10 @@ func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bo
 		return nil
 	}
 	switch {
+	case b[0] == recordTypeHandshake && proto == ProtocolHTTP:
+		return reject(ReasonBadRequest, errors.New("TLS on a plain HTTP listener"))
+	case looksLikeHTTP(b[0]) && proto == ProtocolTLS:
+		return reject(ReasonNotTLS, nil)
 	case b[0] == recordTypeHandshake:
 		n, done, err := scanHello(b)
 		if err != nil || !done {

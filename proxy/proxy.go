@@ -288,8 +288,16 @@ func (p *Proxy) syncPools(t *table) {
 }
 
 // Serve accepts connections on l and routes them until [Proxy.Shutdown] or
-// [Proxy.Close]; it then returns [ErrServerClosed]. Serve closes l.
+// [Proxy.Close]; it then returns [ErrServerClosed]. Serve closes l. It
+// routes both TLS and plain HTTP, told apart by the first byte.
 func (p *Proxy) Serve(l net.Listener) error {
+	return p.ServeProtocol(l, ProtocolUnknown)
+}
+
+// ServeProtocol is [Proxy.Serve] for a listener that speaks only proto:
+// with ProtocolTLS plain HTTP is refused ([ReasonNotTLS]), with ProtocolHTTP
+// TLS is ([ReasonBadRequest]). ProtocolUnknown accepts both.
+func (p *Proxy) ServeProtocol(l net.Listener, proto Protocol) error {
 	p.init()
 	p.mu.Lock()
 	if p.closed {
@@ -344,7 +352,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 			c.Close()
 			return ErrServerClosed
 		}
-		go p.handle(c)
+		go p.handle(c, proto)
 	}
 }
 
@@ -443,7 +451,7 @@ func (p *Proxy) stopPools() {
 }
 
 // handle routes one accepted connection.
-func (p *Proxy) handle(c net.Conn) {
+func (p *Proxy) handle(c net.Conn, proto Protocol) {
 	defer p.untrack(c)
 	p.stats.accepted.Add(1)
 	open := p.stats.open.Add(1)
@@ -462,7 +470,7 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	setTCPOptions(c, p.KeepAlive, p.UserTimeout)
-	pk, err := p.peek(c, src)
+	pk, err := p.peek(c, src, proto)
 	p.limits.release(src.Addr())
 	if err == nil && p.loops.isOurDial(c) {
 		err = reject(ReasonLoop, nil) // the dial registered itself while we peeked

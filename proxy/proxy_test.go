@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -248,5 +249,56 @@ func TestHalfClose(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if want := fmt.Sprintf("got %d", len(hello)+100000); err != nil || string(got) != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
+}
+
+func TestServeProtocol(t *testing.T) {
+	be := newRawBackend(t)
+	tests := []struct {
+		listener Protocol
+		send     []byte
+		want     Reason // ReasonUnknown: routed
+	}{
+		{ProtocolTLS, makeHello(t, &tls.Config{ServerName: "sp.test"}), ReasonUnknown},
+		{ProtocolTLS, []byte("GET / HTTP/1.1\r\nHost: sp.test\r\n\r\n"), ReasonNotTLS},
+		{ProtocolHTTP, []byte("GET / HTTP/1.1\r\nHost: sp.test\r\n\r\n"), ReasonUnknown},
+		{ProtocolHTTP, makeHello(t, &tls.Config{ServerName: "sp.test"}), ReasonBadRequest},
+	}
+	for _, tt := range tests {
+		p := &Proxy{}
+		rej := newRejects(p)
+		must(t, p.AddSNIRoute("sp.test", &Pool{Backends: []string{be.addr}}))
+		must(t, p.AddHTTPHostRoute("sp.test", &Pool{Backends: []string{be.addr}}))
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.ServeProtocol(l, tt.listener) }()
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(tt.send)
+		c.(*net.TCPConn).CloseWrite()
+		if tt.want != ReasonUnknown {
+			rej.want(t, tt.want, 5*time.Second)
+		} else {
+			select {
+			case <-be.got:
+			case r := <-rej.c:
+				t.Errorf("%v listener: rejected %v", tt.listener, r)
+			case <-time.After(5 * time.Second):
+				t.Errorf("%v listener: not routed", tt.listener)
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		reply, _ := io.ReadAll(c)
+		if tt.want == ReasonNotTLS && !strings.HasPrefix(string(reply), "HTTP/1.1 400") {
+			t.Errorf("plain HTTP on a TLS listener got %q, want a 400", reply)
+		}
+		c.Close()
+		p.Close()
+		<-done
 	}
 }

@@ -63,27 +63,35 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func
 	if err != nil {
 		return err
 	}
-	addrs := append(append([]string(nil), f.Proxy.TLS...), f.Proxy.HTTP...)
-	if len(addrs) == 0 {
-		return errors.New("proxy: no tls or http listeners configured")
+	type listener struct {
+		l     net.Listener
+		proto proxy.Protocol
 	}
-	var listeners []net.Listener
-	for _, a := range addrs {
-		l, err := proxy.Listen("tcp", a)
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
+	var listeners []listener
+	for _, group := range []struct {
+		addrs []string
+		proto proxy.Protocol
+	}{{f.Proxy.TLS, proxy.ProtocolTLS}, {f.Proxy.HTTP, proxy.ProtocolHTTP}} {
+		for _, a := range group.addrs {
+			l, err := proxy.Listen("tcp", a)
+			if err != nil {
+				for _, l := range listeners {
+					l.l.Close()
+				}
+				return err
 			}
-			return err
+			listeners = append(listeners, listener{l, group.proto})
+			log.Info("sniproxy: listening", "addr", l.Addr().String(), "protocol", group.proto)
 		}
-		listeners = append(listeners, l)
-		log.Info("sniproxy: listening", "addr", l.Addr().String())
+	}
+	if len(listeners) == 0 {
+		return errors.New("proxy: no tls or http listeners configured")
 	}
 
 	if ready != nil {
 		var addrs []net.Addr
 		for _, l := range listeners {
-			addrs = append(addrs, l.Addr())
+			addrs = append(addrs, l.l.Addr())
 		}
 		ready(addrs)
 	}
@@ -92,7 +100,7 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
 		wg.Go(func() {
-			if err := p.Serve(l); !errors.Is(err, proxy.ErrServerClosed) {
+			if err := p.ServeProtocol(l.l, l.proto); !errors.Is(err, proxy.ErrServerClosed) {
 				errc <- err
 			}
 		})

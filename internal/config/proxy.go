@@ -98,8 +98,9 @@ func (s *Proxy) validate() error {
 
 // Build returns a proxy configured by the section, routes installed. The
 // caller listens on s.TLS and s.HTTP (proxy.Listen, for SO_REUSEPORT) and
-// calls Serve for each listener; one *proxy.Proxy serves them all. The
-// gateway reports the NAT's public address with p.SetPublicAddrs.
+// calls p.ServeProtocol(l, proxy.ProtocolTLS) or (l, proxy.ProtocolHTTP) for
+// each listener; one *proxy.Proxy serves them all. The gateway reports the
+// NAT's public address with p.SetPublicAddrs.
 func (s *Proxy) Build(logger *slog.Logger) (*proxy.Proxy, error) {
 	p, routes, err := s.build(logger)
 	if err != nil {
