@@ -81,13 +81,14 @@ func dnsperf(t *testing.T, path, addr, file string, secs, outstanding int) (qps 
 
 // TestPeerBenchmark compares dnssplit with Unbound and dnsmasq under dnsperf
 // on loopback: local records, then cached forwarded answers. It runs only
-// with HAIRPIN_BENCH=1 (it takes about 40 s and both cores).
+// with HAIRPIN_BENCH=1 (it takes about a minute and both cores;
+// HAIRPIN_BENCH_SECS sets the seconds per run, HAIRPIN_BENCH_OURS=1 skips the peers).
 func TestPeerBenchmark(t *testing.T) {
 	if os.Getenv("HAIRPIN_BENCH") != "1" {
 		t.Skip("set HAIRPIN_BENCH=1 to run the dnsperf comparison")
 	}
 	p := interop.Need(t, "dnsperf", "unbound", "dnsmasq")
-	secs := 5
+	secs := 3
 	if v, err := strconv.Atoi(os.Getenv("HAIRPIN_BENCH_SECS")); err == nil && v > 0 {
 		secs = v
 	}
@@ -161,18 +162,29 @@ remote-control:
 	if os.Getenv("HAIRPIN_BENCH_OURS") == "1" {
 		servers = servers[:1]
 	}
+	// The machine is shared: interleave the servers over several rounds and
+	// keep each one's best run, so a burst of someone else's load does not
+	// decide the ratio.
+	rounds := 3
 	for _, kind := range []struct{ name, file string }{{"local records", localFile}, {"cached forwarded", fwdFile}} {
-		res := map[string]float64{}
+		best := map[string]float64{}
 		for _, sv := range servers {
 			if kind.file == fwdFile {
 				dnsperf(t, p["dnsperf"], sv.addr, kind.file, 1, 200) // warm the cache
 			}
-			qps, lost := dnsperf(t, p["dnsperf"], sv.addr, kind.file, secs, 200)
-			res[sv.name] = qps
-			t.Logf("%-17s %-9s %9.0f qps (%d lost)", kind.name, sv.name, qps, lost)
+		}
+		for r := range rounds {
+			for _, sv := range servers {
+				qps, lost := dnsperf(t, p["dnsperf"], sv.addr, kind.file, secs, 200)
+				best[sv.name] = max(best[sv.name], qps)
+				t.Logf("round %d %-17s %-9s %9.0f qps (%d lost)", r+1, kind.name, sv.name, qps, lost)
+			}
+		}
+		for _, sv := range servers {
+			t.Logf("best %-17s %-9s %9.0f qps", kind.name, sv.name, best[sv.name])
 		}
 		if len(servers) == 3 {
-			t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, res["dnssplit"]/res["unbound"], res["dnssplit"]/res["dnsmasq"])
+			t.Logf("%s: dnssplit/unbound %.2f, dnssplit/dnsmasq %.2f", kind.name, best["dnssplit"]/best["unbound"], best["dnssplit"]/best["dnsmasq"])
 		}
 	}
 

@@ -90,6 +90,11 @@ type cacheEntry struct {
 	positive bool
 	hits     int
 	fetching bool
+	// rendered is msg with TTLs aged by renderedAge seconds, shared by all
+	// hits within that second (read-only): a busy name costs one copy per
+	// second, not one per query.
+	rendered    *dns.Msg
+	renderedAge uint32
 }
 
 type cache struct {
@@ -128,7 +133,7 @@ const (
 	cacheStale
 )
 
-// get returns a copy of the cached answer with TTLs aged, and whether it is
+// get returns the cached answer with TTLs aged (shared: read only), and whether it is
 // fresh, stale (past TTL but within StaleFor) or missing. prefetch reports
 // that the caller should refresh the entry in the background.
 func (c *cache) get(k cacheKey) (m *dns.Msg, st cacheState, positive, prefetch bool) {
@@ -148,7 +153,11 @@ func (c *cache) get(k cacheKey) (m *dns.Msg, st cacheState, positive, prefetch b
 		if c.cfg.Prefetch && !e.fetching && e.hits >= prefetchHits && e.ttl-age < e.ttl/10 {
 			e.fetching, prefetch = true, true
 		}
-		return aged(e.msg, uint32(age/time.Second), 0), cacheFresh, e.positive, prefetch
+		secs := uint32(age / time.Second)
+		if e.rendered == nil || e.renderedAge != secs {
+			e.rendered, e.renderedAge = aged(e.msg, secs, 0), secs
+		}
+		return e.rendered, cacheFresh, e.positive, prefetch
 	}
 	if age < e.ttl+c.staleFor() {
 		return aged(e.msg, 0, staleTTL), cacheStale, e.positive, false

@@ -29,6 +29,7 @@ type Records struct {
 	mu    sync.RWMutex
 	names map[string]map[uint16][]dns.RR // lower-case owner → type → RRset
 	zones map[string]*zoneState          // lower-case apex → state
+	wild  int                            // wildcard owner names: none means no wildcard walk
 	watch []func(zone string)
 }
 
@@ -117,6 +118,12 @@ func (r *Records) AddZone(apex string) {
 	r.mu.Unlock()
 }
 
+func (r *Records) countWild(name string, d int) {
+	if strings.HasPrefix(name, "*.") {
+		r.wild += d
+	}
+}
+
 func (r *Records) init() {
 	if r.names == nil {
 		r.names = make(map[string]map[uint16][]dns.RR)
@@ -150,6 +157,7 @@ func (r *Records) Add(rrs ...dns.RR) error {
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
 			r.names[h.Name] = types
+			r.countWild(h.Name, 1)
 		}
 		if soa, ok := rr.(*dns.SOA); ok {
 			z := r.zones[h.Name]
@@ -218,12 +226,14 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 			delete(types, rrtype)
 			if len(types) == 0 {
 				delete(r.names, name)
+				r.countWild(name, -1)
 			}
 		}
 	} else {
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
 			r.names[name] = types
+			r.countWild(name, 1)
 		}
 		types[rrtype] = set
 	}
@@ -239,7 +249,10 @@ func (r *Records) Remove(name string) {
 	name = dns.CanonicalName(name)
 	r.mu.Lock()
 	r.init()
-	delete(r.names, name)
+	if _, ok := r.names[name]; ok {
+		delete(r.names, name)
+		r.countWild(name, -1)
+	}
 	changed := map[string]bool{r.zoneOfLocked(name): true}
 	fns := r.bumpLocked(changed)
 	r.mu.Unlock()
@@ -426,7 +439,7 @@ func (r *Records) lookupLocked(name string, qtype uint16) Answer {
 		return r.fromNode(name, name, apex, types, qtype)
 	}
 	// Wildcard: walk up to the closest encloser and try *.<encloser>.
-	for n := name; ; {
+	for n := name; r.wild > 0; {
 		i, end := dns.NextLabel(n, 0)
 		if end {
 			break
