@@ -42,6 +42,13 @@
 // rewrites their source, so that replies go back through it). Without it
 // they are delivered to the router itself, where nothing listens.
 //
+// One property of Linux masquerade shows through: two LAN endpoints using the
+// same local port towards different destinations may share one public port
+// (conntrack only keeps full 5-tuples unique). Address-dependent filtering and
+// hairpinning then deliver unsolicited packets to that port's most recent
+// sender. Tests that bind the same fixed port on LAN1 and LAN2 should not rely
+// on either.
+//
 // Mapping lifetime is conntrack's UDP timeout in the router namespace
 // (Config.UDPTimeout); the nft sets behind address-dependent filtering and
 // hairpinning expire with it.
