@@ -12,13 +12,14 @@ import (
 func BenchmarkParseHello(b *testing.B) {
 	hello := makeHello(b, &tls.Config{ServerName: "blog.example.com", NextProtos: []string{"h2", "http/1.1"}})
 	b.SetBytes(int64(len(hello)))
+	cfg := newCaptureConfig()
 	b.ReportAllocs()
 	for b.Loop() {
 		n, done, err := scanHello(hello)
 		if !done || err != nil {
 			b.Fatal(err)
 		}
-		if _, err := parseHello(b.Context(), hello[:n]); err != nil {
+		if _, err := parseHello(b.Context(), cfg, hello[:n]); err != nil {
 			b.Fatal(err)
 		}
 	}

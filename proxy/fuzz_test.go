@@ -32,7 +32,7 @@ func FuzzClientHello(f *testing.F) {
 			}
 			prevDone = done
 			if done {
-				info, err := parseHello(context.Background(), b[:n])
+				info, err := parseHello(context.Background(), nil, b[:n])
 				if err == nil {
 					NormalizeName(info.serverName)
 				} else if ReasonOf(err) != ReasonBadHello {

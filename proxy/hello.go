@@ -90,29 +90,42 @@ var errHelloCaptured = errors.New("proxy: hello captured")
 // by scanHello) with crypto/tls itself: a server handshake over a replaying
 // conn whose GetConfigForClient records the ClientHelloInfo and stops. Under
 // ECH crypto/tls, holding no ECH keys, reports the outer (public) name.
-func parseHello(ctx context.Context, records []byte) (helloInfo, error) {
-	var info helloInfo
-	captured := false
-	cfg := &tls.Config{
-		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-			info.serverName = chi.ServerName
-			info.alpn = chi.SupportedProtos
-			captured = true
-			return nil, errHelloCaptured
-		},
+func parseHello(ctx context.Context, cfg *tls.Config, records []byte) (helloInfo, error) {
+	if cfg == nil {
+		cfg = newCaptureConfig()
 	}
-	err := tls.Server(&replayConn{r: bytes.NewReader(records)}, cfg).HandshakeContext(ctx)
-	if captured {
-		return info, nil
+	rc := &replayConn{r: bytes.NewReader(records)}
+	err := tls.Server(rc, cfg).HandshakeContext(ctx)
+	if rc.captured {
+		return rc.info, nil
 	}
 	if err == nil {
 		err = errors.New("no ClientHello")
 	}
-	return info, reject(ReasonBadHello, err)
+	return helloInfo{}, reject(ReasonBadHello, err)
+}
+
+// newCaptureConfig returns the config parseHello hands crypto/tls. One can
+// serve any number of concurrent parses: the hello is recorded on the
+// replayConn that crypto/tls passes back in ClientHelloInfo.Conn.
+func newCaptureConfig() *tls.Config {
+	return &tls.Config{
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			if rc, ok := chi.Conn.(*replayConn); ok {
+				rc.info = helloInfo{serverName: chi.ServerName, alpn: chi.SupportedProtos}
+				rc.captured = true
+			}
+			return nil, errHelloCaptured
+		},
+	}
 }
 
 // replayConn gives crypto/tls the peeked bytes and swallows what it writes.
-type replayConn struct{ r *bytes.Reader }
+type replayConn struct {
+	r        *bytes.Reader
+	info     helloInfo
+	captured bool
+}
 
 func (c *replayConn) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)

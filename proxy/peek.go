@@ -109,7 +109,7 @@ func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bo
 		if err != nil || !done {
 			return err
 		}
-		info, err := parseHello(p.hardCtx, b[:n])
+		info, err := parseHello(p.hardCtx, p.helloCfg, b[:n])
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -110,6 +111,7 @@ type Proxy struct {
 	routes   atomic.Pointer[table]
 	routesMu sync.Mutex // serializes route changes
 	ids      *uniqueIDs
+	helloCfg *tls.Config // shared by the ClientHello parses
 	loops    loopGuard
 	limits   limiter
 	stats    counters
@@ -132,6 +134,7 @@ type Proxy struct {
 func (p *Proxy) init() {
 	p.initOnce.Do(func() {
 		p.ids = newUniqueIDs()
+		p.helloCfg = newCaptureConfig()
 		p.listeners = map[*net.Listener]struct{}{}
 		p.conns = map[net.Conn]struct{}{}
 		p.pools = map[*Pool]struct{}{}

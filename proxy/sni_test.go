@@ -165,7 +165,7 @@ func TestCapturedHello(t *testing.T) {
 			t.Fatalf("prefix %d: done=%v err=%v", cut, done, err)
 		}
 	}
-	info, err := parseHello(t.Context(), b)
+	info, err := parseHello(t.Context(), nil, b)
 	if err != nil || info.serverName != "blog.example.com" || strings.Join(info.alpn, ",") != "h2,http/1.1" {
 		t.Errorf("parseHello = %+v, %v", info, err)
 	}
