@@ -233,16 +233,22 @@ func (g *gateway) startProxy() error {
 	if g.public.IsValid() {
 		p.SetPublicAddrs(g.public)
 	}
-	for _, a := range append(append([]string(nil), g.cfg.Proxy.TLS...), g.cfg.Proxy.HTTP...) {
-		l, err := proxy.Listen("tcp", a)
-		if err != nil {
-			return fmt.Errorf("gateway: proxy: %w", err)
+	listen := func(addrs []string, proto proxy.Protocol) error {
+		for _, a := range addrs {
+			l, err := proxy.Listen("tcp", a)
+			if err != nil {
+				return fmt.Errorf("gateway: proxy: %w", err)
+			}
+			g.proxyAddrs = append(g.proxyAddrs, l.Addr())
+			g.serve("proxy", func() error { return p.ServeProtocol(l, proto) }, proxy.ErrServerClosed)
+			g.log.Info("proxy listening", "addr", l.Addr().String(), "protocol", proto.String())
 		}
-		g.proxyAddrs = append(g.proxyAddrs, l.Addr())
-		g.serve("proxy", func() error { return p.Serve(l) }, proxy.ErrServerClosed)
-		g.log.Info("proxy listening", "addr", l.Addr().String())
+		return nil
 	}
-	return nil
+	if err := listen(g.cfg.Proxy.TLS, proxy.ProtocolTLS); err != nil {
+		return err
+	}
+	return listen(g.cfg.Proxy.HTTP, proxy.ProtocolHTTP)
 }
 
 func (g *gateway) startRelay(ctx context.Context) error {
