@@ -302,3 +302,32 @@ func TestServeProtocol(t *testing.T) {
 		<-done
 	}
 }
+
+// TestTargetFunc: a custom target gets the conn, the hello and the peeked
+// bytes, and owns the conn.
+func TestTargetFunc(t *testing.T) {
+	hello := makeHello(t, &tls.Config{ServerName: "Custom.Test", NextProtos: []string{"x/1"}})
+	got := make(chan *Conn, 1)
+	var p Proxy
+	must(t, p.AddSNIRoute("custom.test", TargetFunc(func(ctx context.Context, c *Conn) {
+		defer c.Close()
+		fmt.Fprintf(c, "%s %v", c.Hello.ServerName, c.Hello.ALPN)
+		got <- c
+	})))
+	addr := serve(t, &p)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hello)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	if string(b) != "custom.test [x/1]" {
+		t.Errorf("target wrote %q", b)
+	}
+	tc := <-got
+	if string(tc.Peeked) != string(hello) || tc.Hello.Protocol != ProtocolTLS || tc.Hello.Source.String() != c.LocalAddr().String() {
+		t.Errorf("conn: %d peeked bytes, hello %+v", len(tc.Peeked), tc.Hello)
+	}
+}
