@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func dialRaw(t testing.TB, network, addr, user, pass string) *rawClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &rawClient{t: t, conn: c, stream: network != "udp", user: user, pass: pass}
+	return &rawClient{t: t, conn: c, stream: strings.HasPrefix(network, "tcp"), user: user, pass: pass}
 }
 
 type peerAttr netip.AddrPort

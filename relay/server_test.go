@@ -480,3 +480,42 @@ func TestTCPAllocationConnect(t *testing.T) {
 		})
 	}
 }
+
+func TestRelayIPv6(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	s := &Server{Users: map[string]string{"a": "pw"}, Peers: PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("::1/128")}}}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServePacket(pc) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-errc
+	})
+	c := dialRaw(t, "udp6", pc.LocalAddr().String(), "a", "pw")
+	if code := c.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	if c.relayed.Addr() != netip.IPv6Loopback() {
+		t.Fatalf("relayed %s, want an address on ::1", c.relayed)
+	}
+	peer, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if code := c.permit(netip.MustParseAddrPort("[fd00::1]:9")); code != 403 {
+		t.Errorf("ULA peer: %d, want 403", code)
+	}
+	if code := c.permit(addrPortOf(peer.LocalAddr())); code != 0 {
+		t.Fatalf("permit ::1: %d", code)
+	}
+	c.send(addrPortOf(peer.LocalAddr()), []byte("v6"))
+	buf := make([]byte, 100)
+	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := peer.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "v6" || addrPortOf(from) != c.relayed {
+		t.Fatalf("peer got %q from %v: %v", buf[:n], from, err)
+	}
+}
