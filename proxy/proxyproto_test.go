@@ -292,3 +292,34 @@ func TestBuildProxyHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestIPv6ClientV4Backend: a client on ::1, a backend on 127.0.0.1; the
+// PROXY v1 header carries both ends in one family.
+func TestIPv6ClientV4Backend(t *testing.T) {
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	addr, got := newPPBackend(t)
+	var p Proxy
+	must(t, p.AddSNIRoute("v6.test", &Pool{Backends: []string{addr}, ProxyProtocol: ProxyProtocolV1}))
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(l) }()
+	t.Cleanup(func() { p.Close(); <-done })
+	c, err := net.Dial("tcp6", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(makeHello(t, &tls.Config{ServerName: "v6.test"}))
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case r := <-got:
+		src, dst, _ := r.h.TCPAddrs()
+		if src.String() != c.LocalAddr().String() || dst.String() != l.Addr().String() {
+			t.Errorf("PROXY %v -> %v, want %v -> %v", src, dst, c.LocalAddr(), l.Addr())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend got nothing")
+	}
+}
