@@ -2,9 +2,12 @@ package natlab
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -354,15 +357,36 @@ func runIP(ns, script string) error {
 	return nil
 }
 
-// sysctl sets kernel parameters inside host's namespace. Unknown keys (such
-// as the bridge ones without br_netfilter) are ignored.
+// sysctl sets kernel parameters ("net.ipv4.ip_forward=1") inside host's
+// namespace by writing /proc/sys from a thread in that namespace (no
+// dependency on procps). Unknown keys (such as the bridge ones without
+// br_netfilter) are ignored.
 func (l *Lab) sysctl(h Host, kv ...string) error {
-	args := append([]string{"netns", "exec", l.ns[h], "sysctl", "-q", "-e", "-w"}, kv...)
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("natlab: sysctl in %v: %w: %s", h, err, bytes.TrimSpace(out))
-	}
-	return nil
+	return l.Do(h, func() error {
+		for _, s := range kv {
+			k, v, _ := strings.Cut(s, "=")
+			path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
+			err := os.WriteFile(path, []byte(v), 0)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("natlab: sysctl %s in %v: %w", s, h, err)
+			}
+		}
+		return nil
+	})
+}
+
+// readSysctl reads a kernel parameter inside host's namespace.
+func (l *Lab) readSysctl(h Host, key string) (string, error) {
+	var v []byte
+	err := l.Do(h, func() error {
+		var err error
+		v, err = os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
+		return err
+	})
+	return strings.TrimSpace(string(v)), err
 }
 
 // nft loads an nft script into host's namespace.

@@ -13,12 +13,28 @@ func TestUDPTimeout(t *testing.T) {
 	const timeout = 2 * time.Second
 	lab := New(t, Config{Kind: AddressRestricted, UDPTimeout: timeout})
 	for _, key := range []string{"net.netfilter.nf_conntrack_udp_timeout", "net.netfilter.nf_conntrack_udp_timeout_stream"} {
-		out, err := lab.Command(Router, "sysctl", "-n", key).Output()
+		got, err := lab.readSysctl(Router, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.TrimSpace(string(out)); got != "2" {
+		if got != "2" {
 			t.Errorf("%s in Router = %q, want 2", key, got)
+		}
+		// Seen the same through ip netns exec, and not in LAN1.
+		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+		for h, want := range map[Host]string{Router: "2", LAN1: "30"} {
+			out, err := lab.Command(h, "cat", path).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(out)); (got == "2") != (want == "2") {
+				t.Errorf("%s in %v = %q (through ip netns exec)", key, h, got)
+			}
+		}
+	}
+	for h, want := range map[Host]string{Router: "1", LAN1: "0", Internet: "1"} {
+		if got, err := lab.readSysctl(h, "net.ipv4.ip_forward"); err != nil || got != want {
+			t.Errorf("ip_forward in %v = %q, %v; want %s", h, got, err, want)
 		}
 	}
 
