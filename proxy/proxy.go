@@ -496,8 +496,10 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 		return
 	}
 	p.stats.routed.Add(1)
-	p.logger().Debug("proxy: routed", "src", pk.hello.Source, "name", pk.hello.ServerName,
-		"proto", pk.hello.Protocol, "route", r.Host)
+	if log := p.logger(); log.Enabled(p.hardCtx, slog.LevelDebug) {
+		log.Debug("proxy: routed", "src", pk.hello.Source, "name", pk.hello.ServerName,
+			"proto", pk.hello.Protocol, "route", r.Host)
+	}
 	r.Target.HandleConn(p.hardCtx, &Conn{Conn: c, Hello: *pk.hello, Peeked: pk.buf, route: r, proxy: p})
 }
 
