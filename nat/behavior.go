@@ -146,13 +146,20 @@ func (s Support) String() string {
 func (s Support) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Classic returns the RFC 3489 label for a mapping and filtering behaviour,
-// for display only: "open" when there is no NAT, "full cone",
-// "restricted cone", "port-restricted cone", "symmetric", or "unnamed" for
-// combinations the old labels do not name; "unknown" when the mapping is not
-// known.
+// for display only: "open" when there is no NAT and nothing filters,
+// "symmetric UDP firewall" when there is no NAT but a filter (typical of
+// IPv6 home routers), "full cone", "restricted cone", "port-restricted cone",
+// "symmetric", or "unnamed" for combinations the old labels do not name;
+// "unknown" when the evidence does not decide.
 func Classic(behindNAT Answer, mapping, filtering Behavior) string {
 	if behindNAT == No {
-		return "open"
+		switch filtering {
+		case EndpointIndependent:
+			return "open"
+		case AddressDependent, AddressAndPortDependent:
+			return "symmetric UDP firewall"
+		}
+		return "unknown"
 	}
 	switch mapping {
 	case EndpointIndependent:

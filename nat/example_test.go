@@ -9,8 +9,8 @@ import (
 )
 
 // A plain STUN server on loopback and a probe against it. Loopback has no
-// NAT, and one address cannot run the filtering tests, so filtering stays
-// unknown rather than guessed.
+// NAT, and one address cannot run the filtering tests, so filtering (and
+// with it the classic label) stays unknown rather than guessed.
 func Example() {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -35,15 +35,17 @@ func Example() {
 	// behind NAT: no
 	// filtering: unknown
 	// server: not-supported
-	// classic: open
+	// classic: unknown
 }
 
 func ExampleClassic() {
 	fmt.Println(nat.Classic(nat.Yes, nat.EndpointIndependent, nat.AddressAndPortDependent))
 	fmt.Println(nat.Classic(nat.Yes, nat.AddressAndPortDependent, nat.AddressAndPortDependent))
 	fmt.Println(nat.Classic(nat.No, nat.EndpointIndependent, nat.EndpointIndependent))
+	fmt.Println(nat.Classic(nat.No, nat.EndpointIndependent, nat.AddressAndPortDependent))
 	// Output:
 	// port-restricted cone
 	// symmetric
 	// open
+	// symmetric UDP firewall
 }

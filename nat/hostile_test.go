@@ -148,7 +148,7 @@ func TestProbeHostileServers(t *testing.T) {
 			if rep.Filtering != BehaviorUnknown {
 				t.Errorf("filtering %v from a server that cannot test it", rep.Filtering)
 			}
-			if rep.BehindNAT != No || rep.Classic != "open" {
+			if rep.BehindNAT != No || rep.Classic != "unknown" {
 				t.Errorf("behindNAT %v classic %q on loopback", rep.BehindNAT, rep.Classic)
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,9 +158,6 @@ func TestLab(t *testing.T) {
 				}
 				t.Logf("%v: %s, mapping %v, filtering %v, hairpin %v, tcp %v, in %v",
 					k, rep.Classic, rep.Mapping, rep.Filtering, rep.Hairpinning, rep.TCP.Mapping, rep.Duration.Round(time.Millisecond))
-				if hairpin {
-					return
-				}
 				labCoturn(t, lab, k)
 			})
 		}
@@ -195,15 +193,23 @@ func labCoturn(t *testing.T, lab *natlab.Lab, k natlab.Kind) {
 	}
 	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	nd, err := lab.CommandContext(ctx, natlab.LAN1, paths["turnutils_natdiscovery"], "-m", "-f",
-		"-p", strconv.Itoa(labPort), a1.String()).CombinedOutput()
+	// -L binds natdiscovery to LAN1's address, so that it can tell "no NAT".
+	nd, err := lab.CommandContext(ctx, natlab.LAN1, paths["turnutils_natdiscovery"], "-m", "-f", "-H",
+		"-L", lab.Addr(natlab.LAN1).String(), "-p", strconv.Itoa(labPort), a1.String()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("natdiscovery: %v\n%s", err, nd)
 	}
-	mapping, filtering := natdiscoveryResult(string(nd))
+	text := string(nd)
+	mapping, filtering := natdiscoveryResult(text)
 	if mapping.String() != k.Mapping().String() || filtering.String() != k.Filtering().String() {
 		t.Errorf("natdiscovery vs our server: mapping %v filtering %v, ground truth %v %v\n%s",
 			mapping, filtering, k.Mapping(), k.Filtering(), nd)
+	}
+	if hairpin := strings.Contains(text, "Received a request (maybe a successful hairpinning)"); hairpin != lab.Hairpins() {
+		t.Errorf("natdiscovery vs our server: hairpinning %v, ground truth %v\n%s", hairpin, lab.Hairpins(), nd)
+	}
+	if noNAT := strings.Contains(text, "No NAT!"); noNAT != (k == natlab.NoNAT) {
+		t.Errorf("natdiscovery vs our server: no NAT %v, ground truth %v\n%s", noNAT, k == natlab.NoNAT, nd)
 	}
 }
 
@@ -250,4 +256,54 @@ func TestLabLifetime(t *testing.T) {
 		t.Errorf("suggested keepalive %v for a %v lifetime", rep.SuggestedKeepalive, timeout)
 	}
 	t.Logf("lifetime [%v, %v], keepalive %v, probe took %v", rep.MappingLifetime, rep.MappingExpired, rep.SuggestedKeepalive, rep.Duration)
+}
+
+// TestLabIPv6: without NAT, IPv6 home routers still filter. Our client must
+// report no NAT, endpoint-independent mapping and the firewall's filtering.
+func TestLabIPv6(t *testing.T) {
+	interop.NeedRoot(t)
+	for _, k := range []natlab.Kind{natlab.NoNAT, natlab.PortRestricted, natlab.Symmetric, natlab.UDPBlocked} {
+		t.Run(k.String(), func(t *testing.T) {
+			t.Parallel()
+			lab := natlab.New(t, natlab.Config{Kind: k, IPv6: true})
+			s6 := lab.Addrs6(natlab.Server)
+			s := &Server{}
+			var pcs [4]net.PacketConn
+			for i, a := range [4]netip.AddrPort{
+				netip.AddrPortFrom(s6[0], labPort), netip.AddrPortFrom(s6[0], labAltPort),
+				netip.AddrPortFrom(s6[1], labPort), netip.AddrPortFrom(s6[1], labAltPort),
+			} {
+				pc, err := lab.ListenPacket(natlab.Server, "udp6", a.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				pcs[i] = pc
+			}
+			done := make(chan error, 1)
+			go func() { done <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3]) }()
+			t.Cleanup(func() { s.Close(); <-done })
+			c := labClient(lab, natlab.LAN1, netip.AddrPortFrom(s6[0], labPort))
+			c.Network = "udp6"
+			c.Timeout = 3 * time.Second
+			rep, err := c.Probe(t.Context())
+			if k == natlab.UDPBlocked {
+				if !errors.Is(err, ErrNoAnswer) || rep.Filtering != BehaviorUnknown {
+					t.Errorf("UDP blocked over IPv6: err %v, filtering %v", err, rep.Filtering)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.BehindNAT != No || rep.Mapping != EndpointIndependent || rep.Public.Addr() != lab.Addr6(natlab.LAN1) ||
+				rep.Filtering.String() != k.IPv6Filtering().String() {
+				for _, p := range rep.Probes {
+					t.Logf("probe %+v", p)
+				}
+				t.Errorf("IPv6 %v: behindNAT %v mapping %v filtering %v (truth %v) public %v (LAN1 %v)",
+					k, rep.BehindNAT, rep.Mapping, rep.Filtering, k.IPv6Filtering(), rep.Public, lab.Addr6(natlab.LAN1))
+			}
+			t.Logf("IPv6 %v: %s, filtering %v, in %v", k, rep.Classic, rep.Filtering, rep.Duration.Round(time.Millisecond))
+		})
+	}
 }
