@@ -68,6 +68,7 @@ type Proxy struct {
 
 	// MaxPeeksPerSource optionally bounds the connections one source address
 	// may have in the routing phase at once; if zero, 32. Negative: no limit.
+	// Sources in TrustProxyFrom are exempt.
 	MaxPeeksPerSource int
 
 	// MaxPendingPeeks optionally bounds the connections in the routing phase
@@ -468,7 +469,11 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 		p.rejected(c, &Hello{Source: src}, ReasonLoop, nil)
 		return
 	}
-	if !p.limits.acquire(src.Addr(), limitOr(p.MaxPeeksPerSource, 32), limitOr(p.MaxPendingPeeks, 1024)) {
+	perSource := limitOr(p.MaxPeeksPerSource, 32)
+	if p.trusted(src.Addr()) {
+		perSource = -1 // a front proxy speaks for many clients
+	}
+	if !p.limits.acquire(src.Addr(), perSource, limitOr(p.MaxPendingPeeks, 1024)) {
 		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
 		return
 	}
