@@ -359,16 +359,17 @@ func runIP(ns, script string) error {
 
 // sysctl sets kernel parameters ("net.ipv4.ip_forward=1") inside host's
 // namespace by writing /proc/sys from a thread in that namespace (no
-// dependency on procps). The bridge keys are skipped when br_netfilter is not
-// loaded; any other missing key is an error.
+// dependency on procps). Keys that turn off what the kernel does not have
+// (br_netfilter's, disable_ipv6) are skipped; any other missing key is an
+// error.
 func (l *Lab) sysctl(h Host, kv ...string) error {
 	return l.Do(h, func() error {
 		for _, s := range kv {
 			k, v, _ := strings.Cut(s, "=")
 			path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
 			err := os.WriteFile(path, []byte(v), 0)
-			if errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(k, "net.bridge.") {
-				continue // no br_netfilter: nothing to turn off
+			if errors.Is(err, fs.ErrNotExist) && (strings.HasPrefix(k, "net.bridge.") || strings.HasSuffix(k, ".disable_ipv6")) {
+				continue // no br_netfilter or no IPv6: nothing to turn off
 			}
 			if err != nil {
 				return fmt.Errorf("natlab: sysctl %s in %v: %w", s, h, err)
