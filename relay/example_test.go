@@ -2,11 +2,14 @@ package relay_test
 
 import (
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/hairpin-go/hairpin/relay"
+	"github.com/pion/stun/v3"
 )
 
 func ExamplePeerPolicy() {
@@ -42,4 +45,30 @@ func ExampleCredentialsHandler() {
 	// Output:
 	// 200 application/json
 	// true true
+}
+
+func ExampleServer() {
+	srv := &relay.Server{Realm: "example.com", Secrets: []string{"change-me"}}
+	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	go srv.ServePacket(pc) //nolint:errcheck // returns ErrServerClosed after Close
+
+	// A web app hands out credentials; any TURN client (a browser) uses them.
+	user, pass, _ := srv.Credentials("alice", time.Hour)
+	fmt.Println(strings.HasSuffix(user, ":alice"), pass != "")
+
+	// STUN Binding is answered on the same port.
+	c, _ := net.Dial("udp", pc.LocalAddr().String())
+	defer c.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	_, _ = c.Write(req.Raw)
+	buf := make([]byte, 1500)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, err := c.Read(buf)
+	res := &stun.Message{Raw: buf[:n]}
+	fmt.Println(err == nil && res.Decode() == nil && res.Type == stun.BindingSuccess)
+
+	_ = srv.Close()
+	// Output:
+	// true true
+	// true
 }
