@@ -124,7 +124,7 @@ func TestHelloKit(t *testing.T) {
 					t.Errorf("client read: %v, want EOF or reset (closed by proxy)", err)
 				}
 				if tt.want == ReasonTimeout {
-					if el := time.Since(start); el < peekTimeout || el > peekTimeout+2*time.Second {
+					if el := time.Since(start); el < peekTimeout || el > peekTimeout+4*time.Second { // slack for a loaded CI machine
 						t.Errorf("closed after %v, want about %v", el, peekTimeout)
 					}
 				}
