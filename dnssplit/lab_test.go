@@ -152,3 +152,70 @@ func TestLabSplitHorizon(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestLabDualStack serves one dual-stack socket ([::]:53) on a LAN host with
+// IPv6 everywhere: IPv4 and IPv6 clients inside and outside get their view,
+// and replies leave from the address each query arrived on (IPv4-mapped
+// control messages on the IPv6 socket).
+func TestLabDualStack(t *testing.T) {
+	p := interop.Need(t, "dig")
+	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, IPv6: true, Forwards: []natlab.Forward{
+		{Proto: "udp", Port: 53, To: natlab.LAN1},
+		{Proto: "tcp", Port: 53, To: natlab.LAN1},
+	}})
+	lan4 := netip.PrefixFrom(lab.Addr(natlab.LAN2), 24).Masked()
+	lan6 := netip.PrefixFrom(lab.Addr6(natlab.LAN2), 64).Masked()
+	second := netip.MustParseAddr("192.168.1.53")
+	if out, err := lab.Command(natlab.LAN1, "ip", "addr", "add", second.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("adding a second address: %v %s", err, out)
+	}
+	inside, outside := new(Records), new(Records)
+	inside.AddString("blog.example.com. 300 IN A 192.168.1.20", "blog.example.com. 300 IN AAAA "+lab.Addr6(natlab.LAN1).String())
+	outside.AddString("blog.example.com. 300 IN A "+lab.PublicAddr().String(), "blog.example.com. 300 IN AAAA "+lab.Addr6(natlab.LAN1).String())
+	s := &Server{Views: []*View{
+		{Name: "inside", Networks: []netip.Prefix{lan4, lan6}, Records: inside},
+		{Name: "outside", Networks: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, Records: outside},
+	}}
+	pc, err := lab.ListenPacket(natlab.LAN1, "udp", "[::]:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Listen(natlab.LAN1, "tcp", "[::]:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- s.ServePacket(pc) }()
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		s.Close()
+		for range 2 {
+			if err := <-done; !errors.Is(err, ErrServerClosed) {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	})
+	for _, tt := range []struct {
+		name   string
+		from   natlab.Host
+		server netip.Addr
+		extra  string
+		want   string
+	}{
+		{"LAN over IPv4", natlab.LAN2, lab.Addr(natlab.LAN1), "+notcp", "192.168.1.20"},
+		{"LAN over IPv4 to a second address", natlab.LAN2, second, "+notcp", "192.168.1.20"},
+		{"LAN over IPv6", natlab.LAN2, lab.Addr6(natlab.LAN1), "+notcp", "192.168.1.20"},
+		{"LAN over IPv6 TCP", natlab.LAN2, lab.Addr6(natlab.LAN1), "+tcp", "192.168.1.20"},
+		{"internet over IPv4 port forward", natlab.Peer, lab.PublicAddr(), "+notcp", lab.PublicAddr().String()},
+		{"internet over IPv6", natlab.Peer, lab.Addr6(natlab.LAN1), "+notcp", lab.PublicAddr().String()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := lab.CommandContext(t.Context(), tt.from, p["dig"], "@"+tt.server.String(), "+tries=3", "+time=3", tt.extra, "+short", "blog.example.com", "A").CombinedOutput()
+			got := strings.TrimSpace(string(out))
+			got = got[strings.LastIndex(got, "\n")+1:]
+			if err != nil || got != tt.want {
+				t.Fatalf("got %q (%v), want %q; output:\n%s", got, err, tt.want, out)
+			}
+		})
+	}
+}

@@ -249,8 +249,15 @@ func (v *v6IO) writeBatch(ps []*packet) error {
 		ms[i].Buffers = v.wbufs[i]
 		ms[i].Addr = net.UDPAddrFromAddrPort(pk.src)
 		ms[i].OOB = nil
-		if v.p.bound.IsUnspecified() && pk.local.IsValid() && !pk.local.IsUnspecified() {
-			ms[i].OOB = (&ipv6.ControlMessage{Src: netip.AddrFrom16(pk.local.As16()).AsSlice()}).Marshal()
+		switch {
+		case !v.p.bound.IsUnspecified() || !pk.local.IsValid() || pk.local.IsUnspecified():
+		case pk.local.Is4():
+			// An IPv4 reply on a dual-stack socket goes through the
+			// kernel's IPv4 path, which takes IP_PKTINFO (x/net's IPv6
+			// message would drop an IPv4-mapped source).
+			ms[i].OOB = (&ipv4.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
+		default:
+			ms[i].OOB = (&ipv6.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
 		}
 	}
 	return batchWriter(ms, func(ms []ipv6.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
