@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -82,8 +81,9 @@ type Lab struct {
 }
 
 // namePrefix starts the name of every namespace the lab creates: "hpl"
-// followed by the creating process ID (for the stale-lab sweeper), a dash,
-// a per-process sequence number, a dash and the host ("hpl4242-3-lan1").
+// followed by the creating process's ID and start time (for the stale-lab
+// sweeper), a per-process sequence number and the host, joined by dashes
+// ("hpl4242-2n9c-3-lan1").
 const namePrefix = "hpl"
 
 // labSeq numbers the labs of this process so that their names are unique.
@@ -108,7 +108,7 @@ func New(t testing.TB, cfg Config) *Lab {
 	l := &Lab{
 		t:      t,
 		cfg:    cfg,
-		prefix: fmt.Sprintf("%s%d-%d-", namePrefix, os.Getpid(), labSeq.Add(1)),
+		prefix: fmt.Sprintf("%s%d-", labPrefix(), labSeq.Add(1)),
 		ns:     map[Host]string{},
 		addrs:  map[Host][]netip.Addr{},
 		addrs6: map[Host][]netip.Addr{},

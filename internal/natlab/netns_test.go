@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -100,20 +101,28 @@ func TestSweepRemovesStaleLabs(t *testing.T) {
 		t.Skip("cannot run true:", err)
 	}
 	dead := c.Process.Pid
-	if alive(dead) {
+	if _, running := procStart(dead); running {
 		t.Skipf("PID %d already reused", dead)
 	}
 	_ = New(t, Config{}) // skips when not root
-	stale := namePrefix + itoa(dead) + "-1-lan1"
-	if err := runIP("", "netns add "+stale+"\n"); err != nil {
-		t.Fatal(err)
+	myStart, _ := procStart(os.Getpid())
+	names := map[string]bool{ // name: should survive the sweep
+		namePrefix + itoa(dead) + "-1-lan1":                                                  false, // older format
+		namePrefix + itoa(dead) + "-2n9c-1-lan1":                                             false,
+		namePrefix + itoa(os.Getpid()) + "-" + strconv.FormatUint(myStart+1, 36) + "-1-lan1": false, // reused PID
+		labPrefix() + "999999-lan1":                                                          true,  // this process's
+		"hplx-unrelated":                                                                     true,
 	}
-	t.Cleanup(func() { _ = runIP("", "netns del "+stale+"\n") })
-	mine := namePrefix + itoa(os.Getpid()) + "-999999-lan1"
-	if err := runIP("", "netns add "+mine+"\n"); err != nil {
-		t.Fatal(err)
+	var stale string
+	for n, survives := range names {
+		if err := runIP("", "netns add "+n+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = runIP("", "netns del "+n+"\n") })
+		if !survives {
+			stale = n
+		}
 	}
-	t.Cleanup(func() { _ = runIP("", "netns del "+mine+"\n") })
 
 	// A process left running in the stale namespace is killed.
 	orphan := exec.Command("ip", "netns", "exec", stale, "sleep", "300")
@@ -147,11 +156,10 @@ func TestSweepRemovesStaleLabs(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("process in the stale namespace survived the sweep")
 	}
-	if exists(stale) {
-		t.Errorf("stale namespace %s survived New", stale)
-	}
-	if !exists(mine) {
-		t.Errorf("namespace %s of a live process was swept", mine)
+	for n, survives := range names {
+		if exists(n) != survives {
+			t.Errorf("namespace %s: exists %v after the sweep, want %v", n, exists(n), survives)
+		}
 	}
 }
 

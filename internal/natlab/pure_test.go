@@ -2,6 +2,7 @@ package natlab
 
 import (
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,22 +98,41 @@ func TestConfigValidate(t *testing.T) {
 
 func TestCreator(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		pid  int
-		ok   bool
+		name  string
+		pid   int
+		start uint64
+		ok    bool
 	}{
-		{"hpl4242-3-lan1", 4242, true},
-		{"hpl1-12-rtr", 1, true},
-		{"hpl4242-lan1", 0, false},
-		{"hplx-1-lan1", 0, false},
-		{"other4242-1-lan1", 0, false},
-		{"hpl0-1-lan1", 0, false},
-		{"hpl-1-1-lan1", 0, false},
+		{"hpl4242-2n9c-3-lan1", 4242, 123456, true},
+		{"hpl4242-3-lan1", 4242, 0, true},
+		{"hpl1-0-12-rtr", 1, 0, true},
+		{"hpl4242-lan1", 0, 0, false},
+		{"hplx-1-lan1", 0, 0, false},
+		{"other4242-1-lan1", 0, 0, false},
+		{"hpl0-1-lan1", 0, 0, false},
+		{"hpl-1-1-lan1", 0, 0, false},
+		{"hpl4242-2n9c-3-", 0, 0, false},
+		{"hpl4242-2n9c-x-lan1", 0, 0, false},
+		{"hpl04242-3-lan1", 0, 0, false},
 	} {
-		pid, ok := creator(tc.name)
-		if pid != tc.pid || ok != tc.ok {
-			t.Errorf("creator(%q) = %d, %v; want %d, %v", tc.name, pid, ok, tc.pid, tc.ok)
+		pid, start, ok := creator(tc.name)
+		if pid != tc.pid || start != tc.start || ok != tc.ok {
+			t.Errorf("creator(%q) = %d, %d, %v; want %d, %d, %v", tc.name, pid, start, ok, tc.pid, tc.start, tc.ok)
 		}
+	}
+}
+
+func TestProcStart(t *testing.T) {
+	start, running := procStart(os.Getpid())
+	if !running || start == 0 {
+		t.Fatalf("procStart(self) = %d, %v", start, running)
+	}
+	pid, s, ok := creator(labPrefix() + "1-lan1")
+	if !ok || pid != os.Getpid() || s != start {
+		t.Errorf("creator(labPrefix()...) = %d, %d, %v; want %d, %d", pid, s, ok, os.Getpid(), start)
+	}
+	if stale(labPrefix() + "1-lan1") {
+		t.Error("this process's own lab is stale")
 	}
 }
 
