@@ -87,10 +87,13 @@
 //
 // # Names, parallelism and cleanup
 //
-// Namespaces are named "hpl<pid>-<n>-<host>" (e.g. "hpl4242-3-lan1"), so labs
+// Namespaces are named "hpl<pid>-<process start>-<n>-<host>" (e.g.
+// "hpl4242-2n9c-3-lan1"; lab.Namespace(host) returns it), so labs
 // of different tests and different test processes never share a name. New
 // registers the teardown (kill started commands, delete namespaces) with
-// t.Cleanup, and first deletes namespaces whose creating process is gone.
+// t.Cleanup, and first deletes namespaces whose creating process is gone
+// (killing what still runs in them). Commands started with Start or StartCmd
+// are killed at cleanup, and with the test process if it dies first.
 //
 // Lab methods are safe for concurrent use. Do, ListenPacket, Listen, Dial,
 // Command and CommandContext may be called from any goroutine; Addr, Addrs
