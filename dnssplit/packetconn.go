@@ -192,7 +192,9 @@ type v6IO struct {
 func newV6IO(pc *ipv6.PacketConn, p plainIO) *v6IO {
 	v := &v6IO{pc: pc, p: p, rms: make([]ipv6.Message, batchSize), wms: make([]ipv6.Message, batchSize),
 		rbufs: make([][][]byte, batchSize), wbufs: make([][][]byte, batchSize)}
-	oob := max(len(ipv6.NewControlMessage(ipv6.FlagDst)), len(ipv4.NewControlMessage(ipv4.FlagDst)))
+	// Room for both: IPv4 datagrams on a dual-stack socket carry IP_PKTINFO
+	// and IPV6_PKTINFO.
+	oob := len(ipv6.NewControlMessage(ipv6.FlagDst)) + len(ipv4.NewControlMessage(ipv4.FlagDst))
 	for i := range v.rms {
 		v.rms[i].OOB = make([]byte, oob)
 		v.rbufs[i] = make([][]byte, 1)
