@@ -30,9 +30,9 @@ func TestLabPortForward(t *testing.T) {
 	}
 	p := &Proxy{}
 	p.SetPublicAddrs(lab.PublicAddr())
-	for i, name := range []string{"blog.test", "wiki.test"} {
+	for _, name := range []string{"blog.test", "wiki.test"} {
 		cert, _ := testCert(t, name)
-		ln, err := lab.Listen(natlab.LAN2, "tcp4", ":"+[]string{"9443", "9444"}[i])
+		ln, err := lab.Listen(natlab.LAN2, "tcp4", lab.Addr(natlab.LAN2).String()+":0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +53,7 @@ func TestLabPortForward(t *testing.T) {
 			}
 		})
 		t.Cleanup(func() { tl.Close(); wg.Wait() })
-		backend := netip.AddrPortFrom(lab.Addr(natlab.LAN2), uint16(9443+i)).String()
+		backend := ln.Addr().String()
 		must(t, p.AddSNIRoute(name, &Pool{Backends: []string{backend}, ProxyProtocol: ProxyProtocolV2, DialContext: dialLAN1}))
 	}
 	// A route to our own public address must never be dialed.
