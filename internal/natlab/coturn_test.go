@@ -45,7 +45,8 @@ func startCoturn(t *testing.T, lab *Lab, v6 bool) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	// Generous: a loaded CI machine starts many of these at once.
+	deadline := time.Now().Add(20 * time.Second)
 	for _, ap := range []netip.AddrPort{
 		netip.AddrPortFrom(a1, 3478), netip.AddrPortFrom(a1, 3479),
 		netip.AddrPortFrom(a2, 3478), netip.AddrPortFrom(a2, 3479),
