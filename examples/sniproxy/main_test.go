@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hairpin-go/hairpin/internal/config"
 )
 
 func backend(t *testing.T, name string) string {
@@ -84,5 +86,15 @@ func TestBadConfig(t *testing.T) {
 	err := run(t.Context(), []string{"-config", path}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "line 4: proxy.routes[0].backends[0]") {
 		t.Errorf("run = %v", err)
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	f, err := config.Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Proxy.Build(nil); err != nil {
+		t.Fatal(err)
 	}
 }
