@@ -464,6 +464,9 @@ func TestTCPIdleTimeout(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	s := splitServer(t)
 	s.RateLimit = &RateLimit{PerSecond: 10, Burst: 10}
+	s.init()
+	frozen := time.Now()
+	s.limiter.now = func() time.Time { return frozen } // no refill: exactly the burst passes
 	addr := start(t, s)
 	c, err := net.Dial("udp", addr)
 	if err != nil {
@@ -493,14 +496,13 @@ func TestRateLimit(t *testing.T) {
 			}
 		}
 	}
-	// Burst 10 plus at most a few tokens refilled while sending.
-	if full < 10 || full > 30 {
+	if full != 10 {
 		t.Fatalf("%d full answers to a flood of %d, want about 10", full, sent)
 	}
 	if tc == 0 {
 		t.Fatal("no slipped (TC) answers")
 	}
-	if s.Stats().RateLimited < sent-30 {
+	if rl := s.Stats().RateLimited; rl > sent-10 || rl < sent/2 { // the kernel may drop some of the flood
 		t.Fatalf("rate limited %d", s.Stats().RateLimited)
 	}
 	// TCP is never limited.
