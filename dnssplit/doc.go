@@ -13,17 +13,23 @@
 //
 // Names outside the local data are forwarded to upstreams (UDP with TCP
 // fallback, or DNS over TLS; ordered failover or fastest first; answers
-// validated) only for views with Recursion; everyone else gets REFUSED, so
-// the server is never an open resolver. Forwarded answers are cached per view
-// with negative caching (RFC 2308), serve-stale (RFC 8767), optional
-// persistence to disk and an optional hold on sudden NXDOMAIN. Responses are
-// rate limited per client prefix and ANY is answered minimally (RFC 8482).
-// Zones can be transferred (AXFR/IXFR, IP ACL and TSIG) to standard
-// secondaries, which are sent NOTIFY when the data changes.
+// validated by ID, question, rcode and owner names) only for views with
+// Recursion; everyone else gets REFUSED, so the server is never an open
+// resolver. Forwarded answers are cached per view with negative caching
+// (RFC 2308), prefetch, serve-stale with a client response timer (RFC 8767),
+// optional persistence to disk and an optional hold on sudden NXDOMAIN;
+// identical questions in flight are merged. UDP responses are rate limited
+// per client prefix (clients with a valid DNS cookie, RFC 7873, are exempt)
+// and ANY is answered minimally (RFC 8482). Zones can be transferred
+// (AXFR/IXFR, IP ACL and TSIG) to standard secondaries, which are sent
+// NOTIFY when the data changes.
 //
-// The server reads UDP with a fixed pool of workers (back-pressure instead of
-// a goroutine per packet), answers from the address a query arrived on,
-// truncates to the client's EDNS size and pipelines TCP queries. A Server is
+// The server reads and writes UDP in batches, answers local and cached names
+// on the reader goroutine and hands only queries that wait on upstreams to a
+// bounded pool of workers (back-pressure instead of a goroutine per packet);
+// it replies from the address a query arrived on (also on dual-stack
+// sockets), truncates to the client's EDNS size and pipelines TCP queries.
+// [Server.ListenAndServe] opens one SO_REUSEPORT socket per CPU. A Server is
 // also a dns.Handler for use under miekg/dns's own server.
 //
 // Typical usage:
