@@ -4,6 +4,8 @@
 //
 //	turnserver -config hairpin.yaml [-public 203.0.113.1] [-credentials 127.0.0.1:8088]
 //
+// turnserver.yaml next to this file is a commented starting point.
+//
 // A public value of "{public}" is filled from -public (the gateway learns it
 // by probing the NAT instead). -credentials serves TURN REST API credentials
 // as RTCIceServer JSON on http://ADDR/credentials, for a web app behind its

@@ -150,3 +150,14 @@ func TestRelayServe(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// TestRelayExampleFile keeps examples/turnserver/turnserver.yaml valid.
+func TestRelayExampleFile(t *testing.T) {
+	f, err := Load("../../examples/turnserver/turnserver.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Relay.Build(nil); err != nil {
+		t.Fatal(err)
+	}
+}
