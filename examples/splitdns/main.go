@@ -4,6 +4,7 @@
 // for views with recursion.
 //
 //	splitdns -config hairpin.yaml [-public 203.0.113.1]
+//	splitdns -config hairpin.yaml -explain 192.168.1.7
 //
 // Records may contain {public}; -public sets it (the gateway learns it by
 // probing the NAT instead). SIGHUP is not handled: restart to reload.
@@ -36,6 +37,7 @@ func main() {
 func run() error {
 	path := flag.String("config", "", "configuration file (YAML with a dns: section)")
 	public := flag.String("public", "", "public address substituted for {public} in records")
+	explain := flag.String("explain", "", "print which view a client `address` gets and why, then exit")
 	flag.Parse()
 	if *path == "" {
 		flag.Usage()
@@ -69,6 +71,14 @@ func run() error {
 		if err := setPublic(a); err != nil {
 			return err
 		}
+	}
+	if *explain != "" {
+		a, err := netip.ParseAddr(*explain)
+		if err != nil {
+			return fmt.Errorf("-explain: %w", err)
+		}
+		fmt.Println(srv.Explain(a, netip.Addr{}))
+		return srv.Close()
 	}
 	listen := f.DNS.Listen
 	if len(listen) == 0 {

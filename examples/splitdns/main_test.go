@@ -1,0 +1,44 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunExplainAndBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte(`dns:
+  views:
+    - name: inside
+      networks: ["192.168.1.0/24"]
+      records: ["blog.example.com. 300 IN A 192.168.1.20"]
+    - name: outside
+      networks: ["0.0.0.0/0"]
+      records: ["blog.example.com. 300 IN A {public}"]
+`), 0o644)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("dns:\n  views:\n    - name: x\n      networks: [\"10.0.0.0/33\"]\n"), 0o644)
+	for _, tt := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"-config", good, "-explain", "192.168.1.7"}, ""},
+		{[]string{"-config", good, "-explain", "nope"}, "-explain"},
+		{[]string{"-config", bad}, "line 4: dns.views[0].networks[0]"},
+		{[]string{}, "-config is required"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			flag.CommandLine = flag.NewFlagSet("splitdns", flag.ContinueOnError)
+			flag.CommandLine.SetOutput(new(strings.Builder))
+			os.Args = append([]string{"splitdns"}, tt.args...)
+			err := run()
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("run: %v, want error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
