@@ -228,3 +228,28 @@ func TestNotifyAfterSetViews(t *testing.T) {
 		t.Fatal("no NOTIFY after a change in the new views")
 	}
 }
+
+// TestKdigAXFRLargeSigned checks TSIG over a transfer of several messages,
+// where each message after the first is signed with the previous MAC.
+func TestKdigAXFRLargeSigned(t *testing.T) {
+	p := interop.Need(t, "kdig")
+	s := transferServer(t)
+	for i := range 3 * transferChunk {
+		if err := s.Views[1].Records.AddString(fmt.Sprintf("h%d.example.com. 60 IN A 192.0.2.%d", i, i%250+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := start(t, s)
+	host, port, _ := net.SplitHostPort(addr)
+	out := run(t, p["kdig"], "-p", port, "@"+host, "-b", "127.0.0.1", "-y", "hmac-sha256:xfr:"+testSecret, "AXFR", "example.com.")
+	if !strings.Contains(out, "h599.example.com.") || strings.Contains(strings.ToLower(out), "tsig") && strings.Contains(strings.ToLower(out), "fail") {
+		t.Fatalf("kdig AXFR:\n%s", out[max(0, len(out)-2000):])
+	}
+	if !strings.Contains(out, "Received") {
+		t.Fatalf("kdig did not complete the transfer:\n%s", out[max(0, len(out)-500):])
+	}
+	rrs, err := axfr(addr, "127.0.0.1", testSecret)
+	if err != nil || len(rrs) < 3*transferChunk {
+		t.Fatalf("miekg/dns AXFR: %d records, %v", len(rrs), err)
+	}
+}
