@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,15 +127,44 @@ func checkTruth(t *testing.T, who string, lab *natlab.Lab, rep *Report, err erro
 	}
 }
 
+// labConcurrency is how many labs run at once: they mostly wait on
+// timeouts (natdiscovery's negative tests), not on the CPU.
+const labConcurrency = 4
+
+type labCase struct {
+	name string
+	f    func(t *testing.T)
+}
+
+// runCases runs cases as subtests of t, limit at a time. Subtests run from
+// goroutines (allowed by testing) rather than with t.Parallel, so that
+// -parallel, which is sized for CPU-bound tests, does not serialise labs.
+func runCases(t *testing.T, limit int, cases []labCase) {
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t.Run(c.name, c.f)
+		})
+	}
+	wg.Wait()
+}
+
+// TestLab checks, for every NAT kind of the lab, our client against our
+// server and against coturn, and coturn's natdiscovery against our server,
+// with the kind's ground truth; and the same over IPv6 (no NAT, firewall).
 func TestLab(t *testing.T) {
 	interop.NeedRoot(t)
+	t.Parallel()
+	var cases []labCase
 	for _, k := range natlab.Kinds() {
 		for _, hairpin := range []bool{false, true} {
 			if hairpin && k.Hairpins(true) == k.Hairpins(false) {
 				continue // the same lab as without
 			}
-			t.Run(fmt.Sprintf("%v/hairpin=%v", k, hairpin), func(t *testing.T) {
-				t.Parallel()
+			cases = append(cases, labCase{fmt.Sprintf("%v/hairpin=%v", k, hairpin), func(t *testing.T) {
 				lab := natlab.New(t, natlab.Config{Kind: k, Hairpin: hairpin})
 				srv := labServer(t, lab)
 				c := labClient(lab, natlab.LAN1, srv)
@@ -159,9 +189,11 @@ func TestLab(t *testing.T) {
 				t.Logf("%v: %s, mapping %v, filtering %v, hairpin %v, tcp %v, in %v",
 					k, rep.Classic, rep.Mapping, rep.Filtering, rep.Hairpinning, rep.TCP.Mapping, rep.Duration.Round(time.Millisecond))
 				labCoturn(t, lab, k)
-			})
+			}})
 		}
 	}
+	cases = append(cases, ipv6Cases()...)
+	runCases(t, labConcurrency, cases)
 }
 
 // labCoturn checks our client against coturn and coturn's natdiscovery
@@ -223,14 +255,14 @@ func tcpMapping(k natlab.Kind) natlab.Behavior {
 }
 
 // TestLabLifetime measures the mapping lifetime of a router whose conntrack
-// UDP timeout is 20 s. It takes about a minute.
+// UDP timeout is 12 s. It takes about half a minute (20 s: about a minute).
 func TestLabLifetime(t *testing.T) {
 	if testing.Short() {
-		t.Skip("long test (about a minute): mapping lifetime search")
+		t.Skip("long test (about half a minute): mapping lifetime search")
 	}
 	interop.NeedRoot(t)
 	t.Parallel()
-	const timeout = 20 * time.Second
+	const timeout = 12 * time.Second
 	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, UDPTimeout: timeout})
 	srv := labServer(t, lab)
 	c := labClient(lab, natlab.LAN1, srv)
@@ -258,13 +290,12 @@ func TestLabLifetime(t *testing.T) {
 	t.Logf("lifetime [%v, %v], keepalive %v, probe took %v", rep.MappingLifetime, rep.MappingExpired, rep.SuggestedKeepalive, rep.Duration)
 }
 
-// TestLabIPv6: without NAT, IPv6 home routers still filter. Our client must
+// ipv6Cases: without NAT, IPv6 home routers still filter. Our client must
 // report no NAT, endpoint-independent mapping and the firewall's filtering.
-func TestLabIPv6(t *testing.T) {
-	interop.NeedRoot(t)
+func ipv6Cases() []labCase {
+	var cases []labCase
 	for _, k := range []natlab.Kind{natlab.NoNAT, natlab.PortRestricted, natlab.Symmetric, natlab.UDPBlocked} {
-		t.Run(k.String(), func(t *testing.T) {
-			t.Parallel()
+		cases = append(cases, labCase{"IPv6/" + k.String(), func(t *testing.T) {
 			lab := natlab.New(t, natlab.Config{Kind: k, IPv6: true})
 			s6 := lab.Addrs6(natlab.Server)
 			s := &Server{}
@@ -304,6 +335,7 @@ func TestLabIPv6(t *testing.T) {
 					k, rep.BehindNAT, rep.Mapping, rep.Filtering, k.IPv6Filtering(), rep.Public, lab.Addr6(natlab.LAN1))
 			}
 			t.Logf("IPv6 %v: %s, filtering %v, in %v", k, rep.Classic, rep.Filtering, rep.Duration.Round(time.Millisecond))
-		})
+		}})
 	}
+	return cases
 }
