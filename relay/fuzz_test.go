@@ -91,7 +91,7 @@ func FuzzServePacket(f *testing.F) {
 	for _, m := range seedMessages() {
 		f.Add(m)
 	}
-	s := &Server{Users: map[string]string{"alice": "pw"}, Limits: Limits{UnauthorizedBurst: -1}, Logger: quiet}
+	s := &Server{Users: map[string]string{"alice": "pw"}, Limits: Limits{UnauthorizedBurst: -1}, Logger: quiet, ReadBatch: 4}
 	addr := serve(f, s, "udp")
 	c, err := net.Dial("udp", addr)
 	if err != nil {
