@@ -76,6 +76,10 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		return nil // to be answered again off the reader goroutine
 	}
 	s.stats.count(viewName, m.Rcode)
+	if m.Rcode == dns.RcodeRefused {
+		s.logger().Debug("dnssplit: refused", "client", client.Source, "view", viewName, "name", q.Name,
+			"type", dns.TypeToString[q.Qtype], "reason", choice.String())
+	}
 	return s.finish(req, m, tcp, cookie)
 }
 
