@@ -111,7 +111,7 @@ func TestSweepRemovesStaleLabs(t *testing.T) {
 		namePrefix + itoa(dead) + "-2n9c-1-lan1":                                             false,
 		namePrefix + itoa(os.Getpid()) + "-" + strconv.FormatUint(myStart+1, 36) + "-1-lan1": false, // reused PID
 		labPrefix() + "999999-lan1":                                                          true,  // this process's
-		"hplx-unrelated":                                                                     true,
+		"hplx-unrelated-" + itoa(os.Getpid()):                                                true,
 	}
 	var stale string
 	for n, survives := range names {
