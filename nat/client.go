@@ -30,6 +30,9 @@ const (
 	// minRTO floors the retransmission timeout once the round-trip time is
 	// known, so scheduling jitter on a loaded host is not read as loss.
 	minRTO = 30 * time.Millisecond
+	// firstGrace is how long, at least, the other servers may take to
+	// answer once one has: ten round trips of a far server.
+	firstGrace = 500 * time.Millisecond
 	// DefaultPort is the STUN port (RFC 5389).
 	DefaultPort = 3478
 )
@@ -261,13 +264,38 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	}
 	first := schedule{rto: c.rto(), sends: 4, last: 8}
 	ev.first = make([]obs, len(servers))
+	// Once one server answered, the others get a grace period, not the
+	// whole schedule: one dead server in a list must not stall the probe.
+	firstCtx, cancelFirst := context.WithCancel(ctx)
+	defer cancelFirst()
+	answered := make(chan time.Duration, len(servers))
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		select {
+		case rtt := <-answered:
+			t := time.NewTimer(max(firstGrace, 10*rtt))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancelFirst()
+			case <-firstCtx.Done():
+			}
+		case <-firstCtx.Done():
+		}
+	}()
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Go(func() {
-			ev.first[i] = c.bind(ctx, e, a, srv, request{txid: newTxID()}, first, rec, "binding", i)
+			ev.first[i] = c.bind(firstCtx, e, a, srv, request{txid: newTxID()}, first, rec, "binding", i)
+			if ev.first[i].answered {
+				answered <- ev.first[i].rtt
+			}
 		})
 	}
 	wg.Wait()
+	cancelFirst()
+	<-watcherDone
 	ev.plan = makePlan(ev.first, !c.NoHairpin)
 	for _, o := range ev.first {
 		if o.answered {

@@ -125,3 +125,62 @@ func TestResolve(t *testing.T) {
 		}
 	}
 }
+
+// TestProbePlainServers: with plain servers at different IPs the mapping
+// behaviour comes from comparing their answers, and filtering stays unknown;
+// combined with an RFC 5780 server, that server runs the filtering tests.
+func TestProbePlainServers(t *testing.T) {
+	var plain []string
+	for _, ip := range []string{"127.0.0.3", "127.0.0.4"} {
+		pc, err := net.ListenPacket("udp4", ip+":0")
+		if err != nil {
+			t.Skipf("loopback %s: %v", ip, err)
+		}
+		s := &Server{}
+		done := make(chan error, 1)
+		go func() { done <- s.ServePacket(pc) }()
+		t.Cleanup(func() { s.Close(); <-done })
+		plain = append(plain, pc.LocalAddr().String())
+	}
+	rep, err := (&Client{Servers: plain}).Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mapping != EndpointIndependent || rep.MappingVariesByServer != No || rep.Filtering != BehaviorUnknown ||
+		rep.Server.RFC5780 != NotSupported {
+		t.Errorf("plain servers: mapping %v varies %v filtering %v server %v", rep.Mapping, rep.MappingVariesByServer, rep.Filtering, rep.Server.RFC5780)
+	}
+
+	addrs := startServer(t, &Server{})
+	rep, err = (&Client{Servers: append(plain, addrs[0].String())}).Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mapping != EndpointIndependent || rep.Filtering != EndpointIndependent || rep.Server.RFC5780 != Supported ||
+		rep.Server.Addr != addrs[0] || rep.MappingVariesByServer != No {
+		t.Errorf("combined: mapping %v filtering %v server %+v varies %v", rep.Mapping, rep.Filtering, rep.Server, rep.MappingVariesByServer)
+	}
+}
+
+// TestProbeDeadServerInList: one silent server among answering ones costs
+// a grace period, not the whole retransmission schedule.
+func TestProbeDeadServerInList(t *testing.T) {
+	dead, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	addrs := startServer(t, &Server{})
+	c := &Client{Servers: []string{dead.LocalAddr().String(), addrs[0].String()}}
+	start := time.Now()
+	rep, err := c.Probe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("probe took %v with one dead server", d)
+	}
+	if rep.Filtering != EndpointIndependent || rep.Server.Addr != addrs[0] {
+		t.Errorf("filtering %v server %+v", rep.Filtering, rep.Server)
+	}
+}
