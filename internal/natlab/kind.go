@@ -68,8 +68,14 @@ type Behavior uint8
 const (
 	// BehaviorUnknown is the zero value: not applicable (UDP blocked) or not known.
 	BehaviorUnknown Behavior = iota
+	// EndpointIndependent: one mapping for all destinations (mapping), or
+	// anyone may send to it (filtering).
 	EndpointIndependent
+	// AddressDependent: a mapping per destination address, or only
+	// addresses the mapping has sent to may send to it.
 	AddressDependent
+	// AddressAndPortDependent: a mapping per destination address and port,
+	// or only the exact addresses and ports it has sent to may send to it.
 	AddressAndPortDependent
 )
 
