@@ -196,3 +196,31 @@ func TestNatdiscoveryAgainstServer(t *testing.T) {
 		t.Errorf("natdiscovery -P: filtering %v\n%s", filtering, out)
 	}
 }
+
+// TestPionNATBehaviourAgainstServer runs pion's own RFC 5780 client
+// (cmd/stun-nat-behaviour, the stuntman-style prober of the Go ecosystem)
+// against our server.
+func TestPionNATBehaviourAgainstServer(t *testing.T) {
+	paths := interop.Need(t, "go")
+	bin := filepath.Join(t.TempDir(), "stun-nat-behaviour")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, paths["go"], "build", "-o", bin, "github.com/pion/stun/v3/cmd/stun-nat-behaviour").CombinedOutput(); err != nil {
+		t.Skipf("cannot build pion's stun-nat-behaviour: %v\n%s", err, out)
+	}
+	addrs := startServer(t, &Server{})
+	out, err := exec.CommandContext(ctx, bin, "-server", addrs[0].String(), "-timeout", "2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("stun-nat-behaviour: %v\n%s", err, out)
+	}
+	// (It says "endpoint independent", not "(no NAT)": it binds 0.0.0.0 and
+	// compares that with the mapped address, the misreading our client avoids.)
+	for _, want := range []string{
+		"=> NAT mapping behavior: endpoint independent",
+		"=> NAT filtering behavior: endpoint independent",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("stun-nat-behaviour output lacks %q:\n%s", want, out)
+		}
+	}
+}
