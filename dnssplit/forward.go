@@ -3,6 +3,7 @@ package dnssplit
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -239,9 +240,65 @@ func (f *forwarder) exchangeOn(ctx context.Context, u *upstreamState, m *dns.Msg
 		}
 		conn = tc
 	}
+	if network == "udp" {
+		return udpExchange(ctx, conn, m, f.timeout)
+	}
 	c := &dns.Client{Net: network, UDPSize: upstreamUDPSize, Timeout: f.timeout}
 	r, _, err := c.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn, UDPSize: upstreamUDPSize})
 	return r, err
+}
+
+// udpExchange sends m on the connected UDP conn and waits for the reply with
+// m's ID until timeout (or ctx) ends. If nothing came back after half the
+// timeout, the query is sent once more: one lost datagram then costs half a
+// timeout instead of a failed attempt. Replies with other IDs (late answers
+// to earlier queries, or spoofing attempts) are skipped.
+func udpExchange(ctx context.Context, conn net.Conn, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	out, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	end := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	resend := time.Now().Add(time.Until(end) / 2)
+	if _, err := conn.Write(out); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		wait := end
+		if !resend.IsZero() {
+			wait = resend
+		}
+		conn.SetReadDeadline(wait)
+		n, err := conn.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !resend.IsZero() && ctx.Err() == nil {
+				resend = time.Time{}
+				if _, err := conn.Write(out); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		if n >= 2 && binary.BigEndian.Uint16(buf) != m.Id {
+			continue
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf[:n]); err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadAnswer, err) // garbage: fail over at once
+		}
+		return r, nil
+	}
 }
 
 // validate checks an upstream answer against the query: ID, question,

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -224,5 +225,83 @@ func TestStampedeMerged(t *testing.T) {
 	}
 	if n.Load() != 1 {
 		t.Fatalf("upstream asked %d times for one name", n.Load())
+	}
+}
+
+// rawUpstream answers each datagram on a loopback socket with reply(query);
+// nil sends nothing.
+func rawUpstream(t *testing.T, reply func(q []byte) []byte) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if out := reply(append([]byte(nil), buf[:n]...)); out != nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return addrPortOf(pc.LocalAddr())
+}
+
+func TestUDPRetransmit(t *testing.T) {
+	seen := map[uint16]bool{}
+	var mu sync.Mutex
+	up := rawUpstream(t, func(b []byte) []byte {
+		var m dns.Msg
+		if m.Unpack(b) != nil {
+			return nil
+		}
+		mu.Lock()
+		first := !seen[m.Id]
+		seen[m.Id] = true
+		mu.Unlock()
+		if first {
+			return nil // lose the first copy of every query
+		}
+		r := new(dns.Msg)
+		r.SetReply(&m)
+		rr, _ := dns.NewRR(m.Question[0].Name + " 60 IN A 198.51.100.20")
+		r.Answer = append(r.Answer, rr)
+		out, _ := r.Pack()
+		return out
+	})
+	f := newForwarder([]Upstream{{Addr: up}}, PolicyFailover, time.Second, time.Second, nil)
+	start := time.Now()
+	r, err := f.exchange(t.Context(), dns.Question{Name: "lossy.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false)
+	if err != nil || firstA(r) != "198.51.100.20" {
+		t.Fatalf("%v %v", r, err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond || took > 900*time.Millisecond {
+		t.Fatalf("answer after %v, want about half the 1 s timeout", took)
+	}
+}
+
+func TestGarbageUpstreamFailsOverAtOnce(t *testing.T) {
+	garbage := rawUpstream(t, func(b []byte) []byte {
+		if len(b) < 2 {
+			return nil
+		}
+		return append(b[:2:2], 0x81, 0x80, 0xff, 0xff, 0xde, 0xad) // right ID, then nonsense
+	})
+	good, _ := upstream(t, answerA("198.51.100.21", 60))
+	f := newForwarder([]Upstream{{Addr: garbage}, {Addr: good}}, PolicyFailover, 2*time.Second, time.Second, nil)
+	start := time.Now()
+	r, err := f.exchange(t.Context(), dns.Question{Name: "g.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, false, false)
+	if err != nil || firstA(r) != "198.51.100.21" {
+		t.Fatalf("%v %v", r, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("failover took %v", took)
 	}
 }
