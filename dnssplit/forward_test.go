@@ -282,8 +282,9 @@ func TestUDPRetransmit(t *testing.T) {
 	if err != nil || firstA(r) != "198.51.100.20" {
 		t.Fatalf("%v %v", r, err)
 	}
-	if took := time.Since(start); took < 400*time.Millisecond || took > 900*time.Millisecond {
-		t.Fatalf("answer after %v, want about half the 1 s timeout", took)
+	// Without the resend the attempt would have failed at the 1 s timeout.
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("answer after %v: the first copy was not lost?", took)
 	}
 }
 
