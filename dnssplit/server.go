@@ -61,8 +61,9 @@ type Server struct {
 	// PolicyFailover is used.
 	Policy Policy
 
-	// UpstreamTimeout optionally bounds one attempt at one upstream; if
-	// zero, 2 s is used.
+	// UpstreamTimeout optionally bounds one attempt at one upstream (a UDP
+	// query unanswered after half of it is sent once more); if zero, 2 s is
+	// used.
 	UpstreamTimeout time.Duration
 
 	// HealthInterval optionally sets how often an upstream marked down is
