@@ -120,6 +120,11 @@ func checkTruth(t *testing.T, who string, lab *natlab.Lab, rep *Report, err erro
 	if rep.Server.RFC5780 != Supported {
 		fail("server check", rep.Server, Supported)
 	}
+	// Masquerade and 1:1 NAT keep the source port when it is free, as it is
+	// in a lab; fully-random masquerade (Symmetric) picks a new one.
+	if want := answerOf(k != natlab.Symmetric); rep.PortPreserved != want {
+		fail("port preserved", rep.PortPreserved, want)
+	}
 	if t.Failed() {
 		for _, p := range rep.Probes {
 			t.Logf("%s probe: %+v", who, p)
