@@ -119,7 +119,7 @@ func classify(ev evidence) verdict {
 			v.mapping = EndpointIndependent
 		}
 	}
-	v.mappingVariesByServer = variesByServer(ev.first)
+	v.mappingVariesByServer = variesByServer(append(slices.Clone(ev.first), ev.mapping...))
 
 	// Server verification from the phase-two tests.
 	rfcOK := false

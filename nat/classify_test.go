@@ -133,21 +133,21 @@ func TestClassify(t *testing.T) {
 		classic   string
 	}{
 		{"no answer", evidence{first: []obs{silent(srvP)}, plan: makePlan([]obs{silent(srvP)}, true)}, Unknown, BehaviorUnknown, BehaviorUnknown, SupportUnknown, Unknown, "unknown"},
-		{"open", noNAT, No, EndpointIndependent, EndpointIndependent, Supported, Unknown, "open"},
-		{"full cone", rfcEvidence(pub, pub, pub, true, true), Yes, EndpointIndependent, EndpointIndependent, Supported, Unknown, "full cone"},
-		{"restricted cone", rfcEvidence(pub, pub, pub, false, true), Yes, EndpointIndependent, AddressDependent, Supported, Unknown, "restricted cone"},
-		{"port-restricted cone", rfcEvidence(pub, pub, pub, false, false), Yes, EndpointIndependent, AddressAndPortDependent, Supported, Unknown, "port-restricted cone"},
-		{"symmetric", rfcEvidence(pub, pub2, pub3, false, false), Yes, AddressAndPortDependent, AddressAndPortDependent, Supported, Unknown, "symmetric"},
-		{"address-dependent mapping", rfcEvidence(pub, pub2, pub2, false, false), Yes, AddressDependent, AddressAndPortDependent, Supported, Unknown, "symmetric"},
-		{"unnamed", rfcEvidence(pub, pub2, pub3, true, true), Yes, AddressAndPortDependent, EndpointIndependent, Supported, Unknown, "unnamed"},
-		{"change request ignored", ignoredChange, Yes, EndpointIndependent, BehaviorUnknown, Broken, Unknown, "unknown"},
-		{"change request refused", refused, Yes, EndpointIndependent, BehaviorUnknown, NotSupported, Unknown, "unknown"},
-		{"change request dropped", dropped, Yes, EndpointIndependent, BehaviorUnknown, Broken, Unknown, "unknown"},
+		{"open", noNAT, No, EndpointIndependent, EndpointIndependent, Supported, No, "open"},
+		{"full cone", rfcEvidence(pub, pub, pub, true, true), Yes, EndpointIndependent, EndpointIndependent, Supported, No, "full cone"},
+		{"restricted cone", rfcEvidence(pub, pub, pub, false, true), Yes, EndpointIndependent, AddressDependent, Supported, No, "restricted cone"},
+		{"port-restricted cone", rfcEvidence(pub, pub, pub, false, false), Yes, EndpointIndependent, AddressAndPortDependent, Supported, No, "port-restricted cone"},
+		{"symmetric", rfcEvidence(pub, pub2, pub3, false, false), Yes, AddressAndPortDependent, AddressAndPortDependent, Supported, Yes, "symmetric"},
+		{"address-dependent mapping", rfcEvidence(pub, pub2, pub2, false, false), Yes, AddressDependent, AddressAndPortDependent, Supported, Yes, "symmetric"},
+		{"unnamed", rfcEvidence(pub, pub2, pub3, true, true), Yes, AddressAndPortDependent, EndpointIndependent, Supported, Yes, "unnamed"},
+		{"change request ignored", ignoredChange, Yes, EndpointIndependent, BehaviorUnknown, Broken, No, "unknown"},
+		{"change request refused", refused, Yes, EndpointIndependent, BehaviorUnknown, NotSupported, No, "unknown"},
+		{"change request dropped", dropped, Yes, EndpointIndependent, BehaviorUnknown, Broken, No, "unknown"},
 		{"alternate silent", deadAlt, Yes, BehaviorUnknown, BehaviorUnknown, Broken, Unknown, "unknown"},
-		{"alternate answers from elsewhere", strayAlt, Yes, BehaviorUnknown, BehaviorUnknown, Broken, Unknown, "unknown"},
+		{"alternate answers from elsewhere", strayAlt, Yes, BehaviorUnknown, BehaviorUnknown, Broken, No, "unknown"},
 		{"plain servers vary", plainVary, Yes, BehaviorUnknown, BehaviorUnknown, NotSupported, Yes, "unknown"},
 		{"plain servers agree", plainSame, Yes, EndpointIndependent, BehaviorUnknown, NotSupported, No, "unknown"},
-		{"cgn", cgn, Yes, EndpointIndependent, AddressAndPortDependent, Supported, Unknown, "port-restricted cone"},
+		{"cgn", cgn, Yes, EndpointIndependent, AddressAndPortDependent, Supported, No, "port-restricted cone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -125,6 +125,9 @@ func checkTruth(t *testing.T, who string, lab *natlab.Lab, rep *Report, err erro
 	if want := answerOf(k != natlab.Symmetric); rep.PortPreserved != want {
 		fail("port preserved", rep.PortPreserved, want)
 	}
+	if want := answerOf(k == natlab.Symmetric); rep.MappingVariesByServer != want {
+		fail("mapping varies by server IP", rep.MappingVariesByServer, want)
+	}
 	if t.Failed() {
 		for _, p := range rep.Probes {
 			t.Logf("%s probe: %+v", who, p)

@@ -26,8 +26,9 @@ type Report struct {
 	Hairpinning Answer `json:"hairpinning"`
 	// PortPreserved: every mapping kept its local port number.
 	PortPreserved Answer `json:"portPreserved"`
-	// MappingVariesByServer: the mapping differed between servers at
-	// different IPs (what plain STUN servers can show on their own).
+	// MappingVariesByServer: the mapping differed between destinations at
+	// different IPs (several servers, or an RFC 5780 server's two
+	// addresses); what plain STUN servers can show on their own.
 	MappingVariesByServer Answer `json:"mappingVariesByServer"`
 	// CarrierGradeNAT is Yes when the evidence shows a shared address
 	// (100.64.0.0/10, RFC 6598) on the way out, as behind an ISP's CGN.
