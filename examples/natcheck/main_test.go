@@ -2,20 +2,85 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/hairpin-go/hairpin/internal/natlab"
 	"github.com/hairpin-go/hairpin/nat"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		// Re-executed inside a lab namespace: be natcheck.
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	leakcheck.Main(m)
+}
+
+// mainEnv makes the test binary run natcheck's main instead of the tests.
+const mainEnv = "HAIRPIN_NATCHECK_MAIN"
+
+// TestLab runs natcheck as a program on a LAN host of the NAT lab against
+// our server on the lab's Server host, and checks its JSON with the ground
+// truth, including the lifetime search against a 4 s router timeout.
+func TestLab(t *testing.T) {
+	interop.NeedRoot(t)
+	for _, k := range []natlab.Kind{natlab.PortRestricted, natlab.Symmetric} {
+		t.Run(k.String(), func(t *testing.T) {
+			lab := natlab.New(t, natlab.Config{Kind: k, UDPTimeout: 4 * time.Second})
+			a1, a2 := lab.ServerAddrs()
+			s := &nat.Server{Primary: netip.AddrPortFrom(a1, 3478), Alternate: netip.AddrPortFrom(a2, 3479)}
+			var pcs []net.PacketConn
+			for _, a := range []netip.AddrPort{
+				s.Primary, netip.AddrPortFrom(a1, 3479), netip.AddrPortFrom(a2, 3478), s.Alternate,
+			} {
+				pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				pcs = append(pcs, pc)
+			}
+			done := make(chan error, 1)
+			go func() { done <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3]) }()
+			t.Cleanup(func() { s.Close(); <-done })
+
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := lab.CommandContext(ctx, natlab.LAN1, os.Args[0], "-json", "-lifetime", s.Primary.String())
+			cmd.Env = append(os.Environ(), mainEnv+"=1")
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("natcheck: %v\n%s", err, out)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if got["mapping"] != k.Mapping().String() || got["filtering"] != k.Filtering().String() ||
+				got["behindNAT"] != true || got["public"] == "" {
+				t.Errorf("natcheck in a %v lab:\n%s", k, out)
+			}
+			if k == natlab.PortRestricted {
+				// EIM: the lifetime search runs; the router forgets after 4 s.
+				life, err := time.ParseDuration(fmt.Sprint(got["mappingLifetime"]))
+				if err != nil || life <= 0 || life > 4*time.Second {
+					t.Errorf("mappingLifetime %v (router timeout 4s)\n%s", got["mappingLifetime"], out)
+				}
+			}
+		})
+	}
+}
 
 // startServer runs an RFC 5780 server on 127.0.0.1 and 127.0.0.2 (UDP and
 // TCP) with ports the system picked.
