@@ -216,7 +216,7 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	defer e.close()
 	rec := &recorder{}
 
-	ev, sockA, err := c.probeUDP(udpCtx, e, servers, rec)
+	ev, err := c.probeUDP(udpCtx, e, servers, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 		cancel()
 	}
 	if c.Lifetime && rep.UDP {
-		c.probeLifetime(ctx, e, ev.plan, ev.first, sockA, rep, rec)
+		c.probeLifetime(ctx, e, ev.plan, ev.first, rep, rec)
 	}
 	rep.Probes = rec.sorted()
 	rep.Duration = time.Since(start)
@@ -256,11 +256,11 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 // probeUDP runs the UDP tests: phase one binds socket A to every server;
 // phase two runs the plan's mapping, filtering and hairpin tests in parallel,
 // each filtering test on its own fresh socket.
-func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPort, rec *recorder) (evidence, *socket, error) {
+func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPort, rec *recorder) (evidence, error) {
 	var ev evidence
 	a, err := e.open(ctx)
 	if err != nil {
-		return ev, nil, err
+		return ev, err
 	}
 	first := schedule{rto: c.rto(), sends: 4, last: 8}
 	ev.first = make([]obs, len(servers))
@@ -304,7 +304,7 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 		}
 	}
 	if ev.plan.hairpin < 0 && ev.plan.rfc < 0 {
-		return ev, a, nil
+		return ev, nil
 	}
 	// Later tests know the round-trip time: retransmit sooner and give up
 	// sooner, so negative results cost little.
@@ -371,7 +371,7 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	if len(ev.ports) > 0 {
 		ev.ports[0][0] = a.effectiveLocal()
 	}
-	return ev, a, nil
+	return ev, nil
 }
 
 var mappingTest = []string{"mapping-alt-ip", "mapping-alt-ip-port"}

@@ -121,7 +121,7 @@ func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm a
 // server using RESPONSE-PORT: a mapping is armed by a Binding from socket X;
 // later a second socket asks the server to answer to X's mapped port, and the
 // answer reaches X only while the mapping lives.
-func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []obs, _ *socket, rep *Report, rec *recorder) {
+func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []obs, rep *Report, rec *recorder) {
 	note := func(msg string) {
 		rec.add("lifetime", 0, Probe{Test: "lifetime", Note: msg})
 	}
