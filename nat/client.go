@@ -143,8 +143,8 @@ func (c *Client) listen(ctx context.Context) (net.PacketConn, error) {
 }
 
 // resolve turns Servers into addresses of the client's family, in order,
-// without duplicates.
-func (c *Client) resolve(ctx context.Context) ([]netip.AddrPort, error) {
+// without duplicates. Servers that fail are left out and recorded in rec.
+func (c *Client) resolve(ctx context.Context, rec *recorder) ([]netip.AddrPort, error) {
 	r := c.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -190,6 +190,9 @@ func (c *Client) resolve(ctx context.Context) ([]netip.AddrPort, error) {
 			out = append(out, ap)
 		}
 	}
+	for i, err := range errs {
+		rec.add("resolve", i, Probe{Test: "resolve", Note: err.Error()})
+	}
 	if len(out) == 0 {
 		if len(errs) == 0 {
 			return nil, fmt.Errorf("nat: no %s STUN server configured", want)
@@ -205,7 +208,8 @@ func (c *Client) resolve(ctx context.Context) ([]netip.AddrPort, error) {
 // ErrNoAnswer the returned Report still holds the evidence.
 func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	start := time.Now()
-	servers, err := c.resolve(ctx)
+	rec := &recorder{}
+	servers, err := c.resolve(ctx, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +218,6 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	defer cancel()
 	e := newEngine(c.listen)
 	defer e.close()
-	rec := &recorder{}
 
 	ev, err := c.probeUDP(udpCtx, e, servers, rec)
 	if err != nil {
@@ -529,7 +532,7 @@ type recorded struct {
 }
 
 var testRank = map[string]int{
-	"binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
+	"resolve": -1, "binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
 	"verify-change-ip": 3, "filtering-change-ip-port": 3, "filtering-change-port": 4,
 	"hairpin-binding": 5, "hairpin": 6, "path": 7, "lifetime": 8,
 }

@@ -111,7 +111,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		c := &Client{Servers: tt.servers, Network: tt.network}
-		got, err := c.resolve(t.Context())
+		got, err := c.resolve(t.Context(), &recorder{})
 		if (err != nil) != tt.err {
 			t.Errorf("%v: err %v", tt.servers, err)
 			continue

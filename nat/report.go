@@ -84,8 +84,10 @@ type ServerCheck struct {
 
 // Probe is one test's evidence.
 type Probe struct {
-	// Test names the test: "binding", "mapping-alt-ip", "mapping-alt-ip-port",
-	// "filtering-change-ip-port", "filtering-change-port", "hairpin",
+	// Test names the test: "resolve" (a server name that did not resolve),
+	// "binding", "mapping-alt-ip", "mapping-alt-ip-port", "verify-change-ip",
+	// "filtering-change-ip-port", "filtering-change-port", "hairpin-binding",
+	// "hairpin", "path" (TTL-limited, for the carrier-grade NAT hint),
 	// "lifetime", "tcp".
 	Test   string         `json:"test"`
 	Local  netip.AddrPort `json:"local"`
