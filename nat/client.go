@@ -69,13 +69,15 @@ type Client struct {
 	// port (SO_REUSEPORT) to the server's addresses.
 	TCP bool
 
-	// Lifetime enables the UDP mapping lifetime search. It takes about twice
-	// the lifetime or LifetimeMax, whichever is less, so it is opt-in.
+	// Lifetime enables the UDP mapping lifetime search (it needs an RFC 5780
+	// server: it uses RESPONSE-PORT). It takes two to three times the
+	// lifetime, or LifetimeMax when mappings outlive that, so it is opt-in.
 	Lifetime bool
 	// LifetimeMax bounds the lifetime search; zero means 2 minutes.
 	LifetimeMax time.Duration
 	// LifetimeResolution is the precision the search stops at; zero means
-	// 1/16 of the first interval found (at least one second).
+	// an eighth of the longest idle time first seen to keep the mapping
+	// (at least one second).
 	LifetimeResolution time.Duration
 
 	// ListenPacket optionally opens the probe's UDP sockets; if nil,
