@@ -41,6 +41,12 @@ func (s *Server) respond(out, data []byte, from netip.AddrPort, idx int, addrs [
 		s.stats.dropped.Add(1)
 		return reply{data: out}
 	}
+	if _, err := req.Get(stun.AttrFingerprint); err == nil && stun.Fingerprint.Check(&req) != nil {
+		// A request whose FINGERPRINT does not match is not STUN at all
+		// (RFC 5389 section 7.3): drop it silently.
+		s.stats.dropped.Add(1)
+		return reply{data: out}
+	}
 	s.stats.requests.Add(1)
 	var (
 		change       byte

@@ -39,6 +39,9 @@ func parseMessage(b []byte) (message, error) {
 	if m.Type.Method != stun.MethodBinding || int(m.Length)+20 != len(b) {
 		return msg, errNotSTUN
 	}
+	if _, err := m.Get(stun.AttrFingerprint); err == nil && stun.Fingerprint.Check(&m) != nil {
+		return msg, errNotSTUN // a FINGERPRINT that does not match: not ours
+	}
 	msg.txid = m.TransactionID
 	msg.size = len(b)
 	switch m.Type.Class {

@@ -377,3 +377,35 @@ func TestServeRFC5780Validation(t *testing.T) {
 		t.Fatal("ServeRFC5780 accepted a nil socket")
 	}
 }
+
+func TestServerFingerprint(t *testing.T) {
+	s := &Server{}
+	addrs := startServer(t, s)
+	m := stun.Message{Type: stun.BindingRequest, TransactionID: stun.NewTransactionID()}
+	m.WriteHeader()
+	if err := stun.Fingerprint.AddTo(&m); err != nil {
+		t.Fatal(err)
+	}
+	good := append([]byte(nil), m.Raw...)
+	_, got := exchange(t, addrs[0], good, time.Second)
+	if len(got) != 1 {
+		t.Fatalf("%d answers to a request with a good FINGERPRINT", len(got))
+	}
+	msg, err := parseMessage(got[0].data)
+	if err != nil || !msg.success {
+		t.Fatalf("answer %+v, %v", msg, err)
+	}
+	var resp stun.Message
+	resp.Raw = got[0].data
+	if resp.Decode() != nil || stun.Fingerprint.Check(&resp) != nil {
+		t.Error("answer to a fingerprinted request lacks a valid FINGERPRINT")
+	}
+	bad := append([]byte(nil), good...)
+	bad[len(bad)-1] ^= 0xff
+	if _, got := exchange(t, addrs[0], bad, 200*time.Millisecond); len(got) != 0 {
+		t.Error("answered a request with a wrong FINGERPRINT")
+	}
+	if _, err := parseMessage(func() []byte { b := append([]byte(nil), got[0].data...); b[len(b)-1] ^= 1; return b }()); err == nil {
+		t.Error("client accepted an answer with a wrong FINGERPRINT")
+	}
+}
