@@ -50,8 +50,9 @@ const tcpIdleTimeout = 30 * time.Second
 // CHANGE-REQUEST, RESPONSE-PORT and PADDING.
 //
 // The server is not an amplifier: it only answers Binding requests, a
-// response is at most 88 bytes larger than the request (PADDING is echoed
-// only as long as the request's own PADDING), RESPONSE-PORT can only redirect
+// response is larger than the request only by its four address attributes
+// (48 bytes over IPv4, 96 over IPv6; PADDING is echoed only as long as the
+// request's own PADDING), RESPONSE-PORT can only redirect
 // to another port of the requesting IP and never together with PADDING, and
 // each source IP is rate limited.
 //
