@@ -23,7 +23,8 @@ const listenerBuffer = 4 << 20
 
 // ListenAndServe listens on addr (host:port) for UDP and TCP and serves
 // until Close or Shutdown. UDP gets one SO_REUSEPORT socket per core, each
-// with its own reader; the kernel keeps a client on one socket. It always
+// with its own reader; on Linux the kernel keeps every client IP address on
+// one socket (all of a client host's allocations in one engine). It always
 // returns a non-nil error: ErrServerClosed after Close or Shutdown.
 func (s *Server) ListenAndServe(addr string) error {
 	return s.listenAndServe(addr, nil)
@@ -84,6 +85,19 @@ func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
 			addr = net.JoinHostPort(host, strconv.Itoa(int(addrPortOf(pc.LocalAddr()).Port())))
 		}
 		pcs = append(pcs, pc)
+	}
+	if len(pcs) > 1 {
+		if err := steerBySource(pcs[0], len(pcs)); err != nil {
+			// Without steering, only a client that spreads one host's
+			// allocations over several local ports (EVEN-PORT with
+			// RESERVATION-TOKEN) can land on two engines; serve with one
+			// reader rather than answer that client wrongly.
+			s.logger().Warn("relay: one UDP reader only", "err", err)
+			for _, pc := range pcs[1:] {
+				pc.Close()
+			}
+			pcs = pcs[:1]
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
