@@ -1,55 +1,14 @@
 package relay
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/hairpin-go/hairpin/internal/icecheck"
 	"github.com/hairpin-go/hairpin/internal/natlab"
-	"github.com/pion/ice/v2"
-	pstun "github.com/pion/stun"
-	"github.com/pion/transport/v2"
-	"github.com/pion/transport/v2/stdnet"
 )
-
-// nsNet is a pion transport.Net whose sockets live in one lab host.
-type nsNet struct {
-	*stdnet.Net
-	lab  *natlab.Lab
-	host natlab.Host
-}
-
-func (n *nsNet) ListenPacket(network, address string) (net.PacketConn, error) {
-	return n.lab.ListenPacket(n.host, network, address)
-}
-
-func (n *nsNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
-	a := ":0"
-	if laddr != nil {
-		a = laddr.String()
-	}
-	pc, err := n.lab.ListenPacket(n.host, network, a)
-	if err != nil {
-		return nil, err
-	}
-	return pc.(*net.UDPConn), nil
-}
-
-func (n *nsNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
-	c, err := n.lab.Dial(context.Background(), n.host, network, raddr.String())
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.UDPConn), nil
-}
-
-func (n *nsNet) Dial(network, address string) (net.Conn, error) {
-	return n.lab.Dial(context.Background(), n.host, network, address)
-}
 
 // TestLabSymmetricNATsThroughRelay: two ICE agents behind two different
 // symmetric (address-and-port-dependent mapping) NATs, so no direct path,
@@ -90,123 +49,25 @@ func TestLabSymmetricNATsThroughRelay(t *testing.T) {
 
 	// Agent A is on site A's LAN and uses the relay's LAN address (as split
 	// DNS would give it); agent B is at site B and uses the public address.
-	newAgent := func(host natlab.Host, turnAddr netip.Addr, user string) *ice.Agent {
+	cred := func(user string) (string, string) {
 		t.Helper()
 		name, pass, err := srv.Credentials(user, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		u, err := pstun.ParseURI("turn:" + net.JoinHostPort(turnAddr.String(), "3478") + "?transport=udp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Username, u.Password = name, pass
-		std, err := stdnet.NewNet()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fail := 10 * time.Second
-		a, err := ice.NewAgent(&ice.AgentConfig{
-			Urls:             []*pstun.URI{u},
-			NetworkTypes:     []ice.NetworkType{ice.NetworkTypeUDP4},
-			CandidateTypes:   []ice.CandidateType{ice.CandidateTypeRelay},
-			MulticastDNSMode: ice.MulticastDNSModeDisabled,
-			FailedTimeout:    &fail,
-			Net:              &nsNet{Net: std, lab: lab, host: host},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.Close() })
-		return a
+		return name, pass
 	}
-	agentA := newAgent(natlab.LAN2, lan, "alice")
-	agentB := newAgent(natlab.SiteBLAN, public, "bob")
-
-	// Trickle candidates to the other agent through channels.
-	connect := func(from, to *ice.Agent) {
-		if err := from.OnCandidate(func(c ice.Candidate) {
-			if c == nil {
-				return
-			}
-			rc, err := ice.UnmarshalCandidate(c.Marshal())
-			if err == nil {
-				err = to.AddRemoteCandidate(rc)
-			}
-			if err != nil {
-				t.Errorf("candidate %s: %v", c, err)
-			}
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	connect(agentA, agentB)
-	connect(agentB, agentA)
-	ufragA, pwdA, _ := agentA.GetLocalUserCredentials()
-	ufragB, pwdB, _ := agentB.GetLocalUserCredentials()
-	if err := agentA.GatherCandidates(); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentB.GatherCandidates(); err != nil {
-		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	type result struct {
-		conn *ice.Conn
-		err  error
-	}
-	accepted := make(chan result, 1)
-	go func() {
-		c, err := agentB.Accept(ctx, ufragA, pwdA)
-		accepted <- result{c, err}
-	}()
-	connA, err := agentA.Dial(ctx, ufragB, pwdB)
-	if err != nil {
-		t.Fatalf("dial: %v (relay stats %+v)", err, srv.Stats())
-	}
-	rb := <-accepted
-	if rb.err != nil {
-		t.Fatalf("accept: %v", rb.err)
-	}
-	connB := rb.conn
-
-	for _, a := range []*ice.Agent{agentA, agentB} {
-		pair, err := a.GetSelectedCandidatePair()
-		if err != nil || pair == nil {
-			t.Fatalf("no selected pair: %v", err)
-		}
-		if pair.Local.Type() != ice.CandidateTypeRelay || pair.Remote.Type() != ice.CandidateTypeRelay {
-			t.Errorf("selected pair %s", pair)
-		}
-		if pair.Local.Address() != public.String() || pair.Remote.Address() != public.String() {
-			t.Errorf("relay candidates %s and %s do not carry the public address %s", pair.Local.Address(), pair.Remote.Address(), public)
-		}
-	}
-	exchange := func(from, to *ice.Conn, msg string) {
-		t.Helper()
-		buf := make([]byte, 1500)
-		for i := 0; i < 20; i++ { // datagrams: retry until one arrives
-			if _, err := from.Write([]byte(msg)); err != nil {
-				t.Fatal(err)
-			}
-			_ = to.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-			n, err := to.Read(buf)
-			if err == nil && string(buf[:n]) == msg {
-				return
-			}
-		}
-		t.Fatalf("%q never arrived", msg)
-	}
-	_ = connA.SetReadDeadline(time.Time{})
-	for i := range 5 {
-		exchange(connA, connB, "a to b "+strconv.Itoa(i))
-		exchange(connB, connA, "b to a "+strconv.Itoa(i))
+	ua, pa := cred("alice")
+	ub, pb := cred("bob")
+	res := icecheck.Relayed(t, lab,
+		icecheck.Peer{Host: natlab.LAN2, TURN: netip.AddrPortFrom(lan, 3478).String(), Username: ua, Password: pa},
+		icecheck.Peer{Host: natlab.SiteBLAN, TURN: netip.AddrPortFrom(public, 3478).String(), Username: ub, Password: pb})
+	if res.LocalA != public.String() || res.LocalB != public.String() {
+		t.Errorf("relay candidates %s and %s do not carry the public address %s", res.LocalA, res.LocalB, public)
 	}
 	st := srv.Stats()
 	if st.Allocations != 2 || st.InProcess == 0 {
 		t.Errorf("stats: %d allocations, %d packets in process", st.Allocations, st.InProcess)
 	}
-	t.Logf("relay stats: %s", fmt.Sprintf("%+v", st))
+	t.Logf("relay stats: %+v", st)
 }

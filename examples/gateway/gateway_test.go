@@ -118,7 +118,7 @@ func TestQuickstartInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	gw, err := start(t.Context(), cfg, newLogger(config.Log{Level: "debug"}, &syncWriter{w: &logs}))
+	gw, err := start(t.Context(), cfg, config.Log{Level: "debug"}.Logger(&syncWriter{w: &logs}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,16 +338,17 @@ func buildGateway(t *testing.T) string {
 
 // process is a running gateway binary whose log lines are watched.
 type process struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	cond  *sync.Cond
-	done  bool
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has been waited for
+	mu     sync.Mutex
+	lines  []string
+	cond   *sync.Cond
+	done   bool
 }
 
 func startProcess(t *testing.T, cmd *exec.Cmd) *process {
 	t.Helper()
-	p := &process{cmd: cmd}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -370,6 +371,7 @@ func startProcess(t *testing.T, cmd *exec.Cmd) *process {
 	go func() {
 		_ = cmd.Wait()
 		pw.Close()
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -415,23 +417,11 @@ func (p *process) waitFor(t *testing.T, from int, s string, within time.Duration
 
 func (p *process) waitExit(t *testing.T, within time.Duration) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		for p.cmd.ProcessState == nil {
-			p.mu.Lock()
-			finished := p.done
-			p.mu.Unlock()
-			if finished {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(within):
 		_ = p.cmd.Process.Kill()
+		<-p.exited
 		t.Errorf("gateway did not exit within %s of SIGTERM", within)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -58,7 +57,7 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func
 	if f.Proxy == nil {
 		return fmt.Errorf("%s has no proxy: section", *path)
 	}
-	log := newLogger(f.Log)
+	log := f.Log.Logger(os.Stderr)
 	p, err := f.Proxy.Build(log)
 	if err != nil {
 		return err
@@ -137,21 +136,4 @@ loop:
 	}
 	wg.Wait()
 	return runErr
-}
-
-func newLogger(c config.Log) *slog.Logger {
-	level := slog.LevelInfo
-	switch c.Level {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }

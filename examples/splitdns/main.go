@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -50,15 +49,7 @@ func run() error {
 	if f.DNS == nil {
 		return fmt.Errorf("%s has no dns: section", *path)
 	}
-	level := slog.LevelInfo
-	if f.Log.Level == "debug" {
-		level = slog.LevelDebug
-	}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	if f.Log.Format == "json" {
-		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	}
-	log := slog.New(h)
+	log := f.Log.Logger(os.Stderr)
 	srv, setPublic, err := f.DNS.Build(log)
 	if err != nil {
 		return err

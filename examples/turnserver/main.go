@@ -17,7 +17,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -57,15 +56,7 @@ func run() error {
 	if f.Relay == nil {
 		return fmt.Errorf("%s has no relay: section", *path)
 	}
-	level := slog.LevelInfo
-	if f.Log.Level == "debug" {
-		level = slog.LevelDebug
-	}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	if f.Log.Format == "json" {
-		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
-	}
-	log := slog.New(h)
+	log := f.Log.Logger(os.Stderr)
 	srv, setPublic, err := f.Relay.Build(log)
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 )
@@ -97,4 +99,15 @@ func (f *File) validate() error {
 		errs = append(errs, Errorf("log.level", f.Log.Level, `want "debug", "info", "warn" or "error"`))
 	}
 	return errors.Join(errs...)
+}
+
+// Logger returns the logger the `log:` section describes, writing to w.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(l.Level)) // validated by Parse; "" keeps Info
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
