@@ -457,7 +457,7 @@ func TestReloadKeepsServingOnBadFile(t *testing.T) {
 
 	// A good file: new records are served, and a new route appears.
 	next := strings.Replace(string(good), "192.168.1.20", "192.168.1.99", 1)
-	next = strings.Replace(next, "    - host: blog.example.com\n", "    - host: www.example.com\n      backends: [\""+cfg.Demo.TLS+"\"]\n    - host: blog.example.com\n", 1)
+	next = strings.Replace(next, "    - host: blog.example.com\n", "    - host: www.example.com\n      backends: [\""+cfg.Demo.TLS+"\"]\n      allow: [\"127.0.0.0/8\"]\n    - host: blog.example.com\n", 1)
 	if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -162,8 +162,10 @@ proxy:
   routes:
     - host: blog.example.com
       backends: ["%[3]s:443"]
+      allow: ["0.0.0.0/0"]
     - host: chat.example.com
       backends: ["%[3]s:8443"]
+      allow: ["0.0.0.0/0"]
 relay:
   listen: ["%[2]s:3478"]
   realm: example.com

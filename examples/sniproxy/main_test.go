@@ -42,7 +42,7 @@ func TestRunAndReload(t *testing.T) {
 	one, two := backend(t, "one"), backend(t, "two")
 	path := filepath.Join(t.TempDir(), "hairpin.yaml")
 	write := func(host, be string) {
-		cfg := fmt.Sprintf("proxy:\n  http: [\"127.0.0.1:0\"]\n  routes:\n    - host: %s\n      http: [%q]\n", host, be)
+		cfg := fmt.Sprintf("proxy:\n  http: [\"127.0.0.1:0\"]\n  routes:\n    - host: %s\n      http: [%q]\n      allow: [\"127.0.0.0/8\"]\n", host, be)
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,9 @@ type ProxyRoute struct {
 	HTTP     []string `yaml:"http"`
 	// ProxyProtocol is none (default), v1 or v2.
 	ProxyProtocol string `yaml:"proxyProtocol"`
-	// Allow lists source networks; empty allows all.
+	// Allow lists the source networks allowed to use the route. It is
+	// required, so that access is always written down: everyone is
+	// ["0.0.0.0/0", "::/0"]; an empty list [] allows no one.
 	Allow []string `yaml:"allow"`
 	// ALPN restricts the TLS route to clients offering one of these.
 	ALPN []string `yaml:"alpn"`
@@ -209,6 +211,11 @@ func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, err
 	bal, err := proxy.ParseBalance(r.Balance)
 	if err != nil {
 		add(Errorf(path+".balance", r.Balance, "want leastconn, roundrobin or first"))
+	}
+	if r.Allow == nil {
+		// Closed by default: who may reach a backend is written down, never
+		// implied. Everyone is ["0.0.0.0/0", "::/0"].
+		add(Errorf(path+".allow", nil, `missing: list the source networks allowed (["0.0.0.0/0", "::/0"] for everyone)`))
 	}
 	allow := proxyPrefixes(path+".allow", r.Allow, add)
 	dial := proxyDuration(path+".dialTimeout", r.DialTimeout, add)

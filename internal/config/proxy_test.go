@@ -28,11 +28,14 @@ proxy:
     - host: blog.example.com
       alpn: ["acme-tls/1"]
       backends: ["127.0.0.1:9443"]
+      allow: ["127.0.0.1/32"]
     - host: "*.example.com"
       backends: ["nas.lan:443"]
       healthCheck: {interval: "off"}
+      allow: ["192.168.1.0/24"]
     - host: ""
       http: ["192.168.1.30:80"]
+      allow: []
 `
 
 func TestProxyParseAndBuild(t *testing.T) {
@@ -69,7 +72,7 @@ func TestProxyParseAndBuild(t *testing.T) {
 	}
 
 	// Reload: a new file's routes are swapped in; a bad one leaves the old.
-	f2, err := Parse([]byte("proxy:\n  routes:\n    - host: new.example.com\n      backends: [\"10.0.0.9:443\"]\n"))
+	f2, err := Parse([]byte("proxy:\n  routes:\n    - host: new.example.com\n      backends: [\"10.0.0.9:443\"]\n      allow: [\"0.0.0.0/0\"]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +96,7 @@ func TestProxyErrors(t *testing.T) {
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      proxyProtocol: v3\n", `line 5: proxy.routes[0].proxyProtocol: "v3": want none, v1 or v2`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      balance: random\n", `line 5: proxy.routes[0].balance`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      allow: [\"lan\"]\n", `line 5: proxy.routes[0].allow[0]: "lan"`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n", `line 3: proxy.routes[0].allow: missing`},
 		{"proxy:\n  routes:\n    - host: a.test\n      http: [\"1.2.3.4:80\"]\n      alpn: [h2]\n", `line 5: proxy.routes[0].alpn`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      healthCheck: {interval: 0s}\n", `line 5: proxy.routes[0].healthCheck.interval`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      bogus: 1\n", `line 5: unknown key "bogus"`},
