@@ -35,10 +35,16 @@ func advice(r *nat.Report) []string {
 		out = append(out, "there is a second NAT (carrier-grade or double NAT): port forwards on your router alone will not make services reachable from the internet")
 	}
 	if r.MappingLifetime > 0 {
-		out = append(out, fmt.Sprintf("UDP mappings expire after ~%s: keep-alives every %s keep them open",
-			r.MappingLifetime.Round(time.Second), r.SuggestedKeepalive.Round(time.Second)))
+		out = append(out, lifetimeAdvice(r))
 	}
 	return out
+}
+
+// lifetimeAdvice says how long idle UDP mappings live and what keepalive
+// interval that asks of clients.
+func lifetimeAdvice(r *nat.Report) string {
+	return fmt.Sprintf("UDP mappings expire after ~%s: keep-alives every %s keep them open",
+		r.MappingLifetime.Round(time.Second), r.SuggestedKeepalive.Round(time.Second))
 }
 
 func classic(r *nat.Report) string {

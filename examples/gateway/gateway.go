@@ -31,6 +31,8 @@ type gateway struct {
 	cfg    *config.File
 	public netip.Addr
 	report *nat.Report
+	// lifetime is the report of the mapping lifetime search, nil until done.
+	lifetime *nat.Report
 
 	dns          *dnssplit.Server
 	dnsSetPublic func(netip.Addr) error
@@ -104,6 +106,13 @@ func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway,
 			g.probeLoop(runCtx, cfg.NAT.ProbeInterval())
 		}()
 	}
+	if lc := cfg.NAT.LifetimeClient(log.With("part", "nat")); cfg.NAT != nil && lc != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.measureLifetime(runCtx, lc)
+		}()
+	}
 	return g, nil
 }
 
@@ -158,6 +167,23 @@ func (g *gateway) probe(ctx context.Context) {
 		g.log.Info("public address", "public", pub.String(), "was", old.String())
 		g.setPublic(pub)
 	}
+}
+
+// measureLifetime runs the slow UDP mapping lifetime search once, in the
+// background, and tells the operator the keepalive interval it implies.
+func (g *gateway) measureLifetime(ctx context.Context, c *nat.Client) {
+	g.log.Info("measuring the NAT's UDP mapping lifetime in the background (takes up to twice nat.lifetimeMax)")
+	r, err := c.Probe(ctx)
+	if err != nil || r.MappingLifetime == 0 {
+		if ctx.Err() == nil {
+			g.log.Warn("UDP mapping lifetime not measured", "err", err)
+		}
+		return
+	}
+	g.mu.Lock()
+	g.lifetime = r // reports are shared read-only; keep the measurement beside them
+	g.mu.Unlock()
+	g.log.Info(lifetimeAdvice(r))
 }
 
 func (g *gateway) probeLoop(ctx context.Context, every time.Duration) {

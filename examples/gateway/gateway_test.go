@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/hairpin-go/hairpin/internal/config"
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/hairpin-go/hairpin/nat"
 	"github.com/miekg/dns"
 )
 
@@ -519,4 +521,71 @@ func TestQuickstartBinaryNoArguments(t *testing.T) {
 			t.Errorf("TURN via the default relay: %v\n%s", err, tail(out, 5))
 		}
 	}
+}
+
+// TestProbedPublicAddress: with nat.stun set and no fixed address, the
+// gateway learns the public address by probing and announces it in the
+// outside DNS view, to the relay and in the metrics; a later change reaches
+// them all too.
+func TestProbedPublicAddress(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stun := &nat.Server{}
+	stunDone := make(chan error, 1)
+	go func() { stunDone <- stun.ServePacket(pc) }()
+	t.Cleanup(func() {
+		stun.Close()
+		<-stunDone
+	})
+	data := strings.Replace(string(loopbackConfig(t)), `  stun: []`, `  stun: ["`+pc.LocalAddr().String()+`"]`, 1)
+	data = strings.Replace(data, `  public: "203.0.113.1"`, `  public: ""`, 1)
+	cfg, err := config.Parse([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.shutdown(ctx)
+	})
+	dnsAddr := gw.dnsAddrs[0].String()
+	// Loopback has no NAT: the probed public address is 127.0.0.1 itself.
+	if got, _ := query(t, dnsAddr, "127.0.0.2", "blog.example.com"); len(got) != 1 || got[0] != "127.0.0.1" {
+		t.Fatalf("outside view after the probe: %v, want [127.0.0.1]", got)
+	}
+	if got := gw.relay.PublicAddr(); got.String() != "127.0.0.1" {
+		t.Errorf("relay announces %v", got)
+	}
+	if body := get(t, "http://"+cfg.Metrics+"/metrics"); !strings.Contains(body, `public="127.0.0.1"`) ||
+		!strings.Contains(body, `mapping="endpoint-independent"`) {
+		t.Errorf("metrics lack the probe's findings:\n%s", grepLines(body, "hairpin_nat"))
+	}
+
+	// The address changes (a new lease from the ISP): everything follows.
+	gw.setPublic(netip.MustParseAddr("198.51.100.77"))
+	if got, _ := query(t, dnsAddr, "127.0.0.2", "blog.example.com"); len(got) != 1 || got[0] != "198.51.100.77" {
+		t.Fatalf("outside view after a change: %v", got)
+	}
+	if got, _ := query(t, dnsAddr, "127.0.0.1", "blog.example.com"); len(got) != 1 || got[0] != "192.168.1.20" {
+		t.Fatalf("inside view must not change: %v", got)
+	}
+	if got := gw.relay.PublicAddr(); got.String() != "198.51.100.77" {
+		t.Errorf("relay announces %v after a change", got)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

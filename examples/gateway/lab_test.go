@@ -109,7 +109,11 @@ func TestLabGatewayBehindNonHairpinningRouter(t *testing.T) {
 	for p := uint16(relayLo); p <= relayHi; p++ {
 		fw = append(fw, natlab.Forward{Proto: "udp", Port: p, To: natlab.LAN1})
 	}
-	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, Hairpin: false, SiteB: natlab.Symmetric, Forwards: fw})
+	// Idle UDP mappings live 8 s on this router (conntrack's UDP timeout),
+	// so the gateway's background lifetime search ends within the test.
+	const udpTimeout = 8 * time.Second
+	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, Hairpin: false, SiteB: natlab.Symmetric,
+		Forwards: fw, UDPTimeout: udpTimeout})
 	bin := buildGateway(t)
 	gwIP := lab.Addr(natlab.LAN1)
 	backendIP := lab.Addr(natlab.LAN2)
@@ -144,6 +148,8 @@ func TestLabGatewayBehindNonHairpinningRouter(t *testing.T) {
 	cfg := fmt.Sprintf(`nat:
   stun: ["%[1]s:3478"]
   interval: 1m
+  lifetime: true
+  lifetimeMax: 20s
 dns:
   listen: ["%[2]s:53"]
   views:
@@ -225,6 +231,17 @@ log:
 		b, _ := lab.CommandContext(ctx, natlab.Peer, "dig", "+time=2", "+tries=1", "@"+public.String(), "example.org").CombinedOutput()
 		if !strings.Contains(string(b), "REFUSED") {
 			t.Errorf("outside query for a foreign name was not refused:\n%s", b)
+		}
+	})
+	t.Run("the operator is told how long UDP mappings live", func(t *testing.T) {
+		i := p.waitFor(t, 0, "UDP mappings expire after", 60*time.Second)
+		line := strings.Split(p.output(), "\n")[i-1]
+		var secs int
+		if j := strings.Index(line, "expire after ~"); j >= 0 {
+			fmt.Sscanf(line[j+len("expire after ~"):], "%ds", &secs)
+		}
+		if got := time.Duration(secs) * time.Second; got < udpTimeout-3*time.Second || got > udpTimeout {
+			t.Errorf("measured lifetime %v, the router's timeout is %v:\n%s", got, udpTimeout, line)
 		}
 	})
 	t.Run("WebRTC agents inside and at another NATed site meet at the relay", func(t *testing.T) {

@@ -97,20 +97,22 @@ func (g *gateway) register(reg *prometheus.Registry) {
 	if g.cfg.NAT != nil {
 		info := counter("nat_info", "What the last NAT probe found (value 1; the facts are labels).",
 			"public", "mapping", "filtering", "hairpinning", "classic")
-		lifetime := counter("nat_mapping_lifetime_seconds", "Measured UDP mapping lifetime (0: not measured).")
+		lifetime := counter("nat_mapping_lifetime_seconds", "Measured UDP mapping lifetime (absent until measured; nat.lifetime: true).")
 		reg.MustRegister(&statsCollector{
 			descs: []*prometheus.Desc{info, lifetime},
 			collect: func(ch chan<- prometheus.Metric) {
 				g.mu.Lock()
-				r, public := g.report, g.public
+				r, public, lt := g.report, g.public, g.lifetime
 				g.mu.Unlock()
+				if lt != nil {
+					ch <- prometheus.MustNewConstMetric(lifetime, prometheus.GaugeValue, lt.MappingLifetime.Seconds())
+				}
 				if r == nil {
 					ch <- prometheus.MustNewConstMetric(info, prometheus.GaugeValue, 1, public.String(), "unknown", "unknown", "unknown", "unknown")
 					return
 				}
 				ch <- prometheus.MustNewConstMetric(info, prometheus.GaugeValue, 1, public.String(),
 					r.Mapping.String(), r.Filtering.String(), r.Hairpinning.String(), classic(r))
-				ch <- prometheus.MustNewConstMetric(lifetime, prometheus.GaugeValue, r.MappingLifetime.Seconds())
 			},
 		})
 	}

@@ -44,6 +44,12 @@ type NAT struct {
 	Timeout string `yaml:"timeout"`
 	// IPv6 probes over IPv6 instead of IPv4.
 	IPv6 bool `yaml:"ipv6"`
+	// Lifetime measures how long the NAT keeps an idle UDP mapping (once,
+	// in the background: it takes up to twice LifetimeMax). It needs an
+	// RFC 5780 server.
+	Lifetime bool `yaml:"lifetime"`
+	// LifetimeMax bounds that search, e.g. "2m" (the default).
+	LifetimeMax string `yaml:"lifetimeMax"`
 	// Server optionally configures a STUN server.
 	Server *NATServer `yaml:"server"`
 }
@@ -62,6 +68,9 @@ const (
 	maxNATInterval     = 24 * time.Hour
 	defaultNATInterval = 5 * time.Minute
 	maxNATTimeout      = time.Minute
+	// maxNATLifetime: routers keep idle UDP mappings from 30 s to 5 min
+	// (RFC 4787 asks for at least 2 min); searching past 10 min only delays.
+	maxNATLifetime = 10 * time.Minute
 )
 
 func (s *NAT) validate() error {
@@ -90,6 +99,11 @@ func (s *NAT) validate() error {
 			add(Errorf("nat.interval", s.Interval, "not a duration (like 5m)"))
 		} else if d < minNATInterval || d > maxNATInterval {
 			add(Errorf("nat.interval", s.Interval, "must be between %v and %v", minNATInterval, maxNATInterval))
+		}
+	}
+	if s.LifetimeMax != "" {
+		if d, err := time.ParseDuration(s.LifetimeMax); err != nil || d < time.Second || d > maxNATLifetime {
+			add(Errorf("nat.lifetimeMax", s.LifetimeMax, "want a duration between 1s and %v", maxNATLifetime))
 		}
 	}
 	if s.Timeout != "" {
@@ -188,6 +202,20 @@ func (s *NAT) Client(logger *slog.Logger) *nat.Client {
 	}
 	if d, err := time.ParseDuration(s.Timeout); err == nil {
 		c.Timeout = d
+	}
+	return c
+}
+
+// LifetimeClient returns the client for the mapping lifetime search (nil
+// unless nat.lifetime is set): Client's settings with Lifetime on.
+func (s *NAT) LifetimeClient(logger *slog.Logger) *nat.Client {
+	c := s.Client(logger)
+	if c == nil || !s.Lifetime {
+		return nil
+	}
+	c.Lifetime = true
+	if d, err := time.ParseDuration(s.LifetimeMax); err == nil {
+		c.LifetimeMax = d
 	}
 	return c
 }
