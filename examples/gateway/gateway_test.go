@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,19 @@ import (
 	"github.com/miekg/dns"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+func TestMain(m *testing.M) {
+	code := leakcheck.Run(m)
+	if built.Load() {
+		if path, err := binary(); err == nil {
+			os.RemoveAll(filepath.Dir(path))
+		}
+	}
+	os.Exit(code)
+}
+
+// built records whether a test asked for the gateway binary, so TestMain
+// does not build it only to remove it.
+var built atomic.Bool
 
 // freePort asks the kernel for a port that is free for both TCP and UDP on
 // 127.0.0.1 and releases it for the gateway to bind.
@@ -330,11 +343,11 @@ func buildGateway(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds the gateway binary; skipped with -short")
 	}
+	built.Store(true)
 	path, err := binary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {})
 	return path
 }
 

@@ -25,7 +25,11 @@ const settle = 5 * time.Second
 
 // Main runs the tests and then fails the binary if goroutines started by the
 // tests are still running once they had settle time to finish.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with cleanup of its own: it
+// returns the exit code.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if code == 0 {
 		if leaked := wait(settle); len(leaked) > 0 {
@@ -34,7 +38,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Check registers a cleanup on t that fails t if goroutines started during the
