@@ -51,15 +51,14 @@ type gateway struct {
 
 	cancel context.CancelFunc // stops the probe loop and the relay
 	wg     sync.WaitGroup     // every goroutine the gateway started
-	failed chan error         // first fatal serve error, for /healthz
-	health error
+	health error              // first serving error, for /healthz; guarded by mu
 }
 
 // start brings every configured part up. On error, whatever had started is
 // shut down again.
 func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g := &gateway{log: log, cfg: cfg, cancel: cancel, failed: make(chan error, 16)}
+	g := &gateway{log: log, cfg: cfg, cancel: cancel}
 	defer func() {
 		if err != nil {
 			sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
@@ -106,7 +105,10 @@ func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway,
 			g.probeLoop(runCtx, cfg.NAT.ProbeInterval())
 		}()
 	}
-	if lc := cfg.NAT.LifetimeClient(log.With("part", "nat")); cfg.NAT != nil && lc != nil {
+	if cfg.NAT == nil {
+		return g, nil
+	}
+	if lc := cfg.NAT.LifetimeClient(log.With("part", "nat")); lc != nil {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
@@ -186,8 +188,13 @@ func (g *gateway) measureLifetime(ctx context.Context, c *nat.Client) {
 	g.log.Info(lifetimeAdvice(r))
 }
 
+// retryUnknown is how soon the probe runs again while the public address is
+// still unknown (the first probe failed): records with {public} and the
+// relay's announcement wait for it, so "every" (minutes) is too long.
+const retryUnknown = 30 * time.Second
+
 func (g *gateway) probeLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+	t := time.NewTimer(g.nextProbe(every))
 	defer t.Stop()
 	for {
 		select {
@@ -197,8 +204,19 @@ func (g *gateway) probeLoop(ctx context.Context, every time.Duration) {
 			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			g.probe(pctx)
 			cancel()
+			t.Reset(g.nextProbe(every))
 		}
 	}
+}
+
+func (g *gateway) nextProbe(every time.Duration) time.Duration {
+	g.mu.Lock()
+	known := g.public.IsValid()
+	g.mu.Unlock()
+	if known {
+		return every
+	}
+	return min(every, retryUnknown)
 }
 
 // setPublic announces a new public address to every part.

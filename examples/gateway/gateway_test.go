@@ -602,3 +602,30 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestSectionsAreOptional: a file with only a dns: section runs just DNS
+// (no NAT probe, proxy, relay or metrics).
+func TestSectionsAreOptional(t *testing.T) {
+	addr := freePort(t)
+	cfg, err := config.Parse([]byte("dns:\n  listen: [\"" + addr + "\"]\n  views:\n    - name: all\n      networks: [\"0.0.0.0/0\"]\n      records: [\"a.example.com. 60 IN A 192.0.2.1\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := gw.shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	if got, _ := query(t, addr, "127.0.0.1", "a.example.com"); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Fatalf("dns-only gateway: %v", got)
+	}
+	if gw.proxy != nil || gw.relay != nil || gw.prober != nil || gw.metrics != nil {
+		t.Error("parts without a section were started")
+	}
+}
