@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -361,10 +363,40 @@ func (g *gateway) reload(next *config.File) error {
 	if dnsApply != nil {
 		dnsApply()
 	}
+	for _, part := range needsRestart(cur, next) {
+		g.log.Warn("reload: this change takes effect at the next restart", "changed", part)
+	}
 	g.mu.Lock()
 	g.cfg = next
 	g.mu.Unlock()
 	return nil
+}
+
+// needsRestart names the parts of a new configuration that a reload does
+// not apply (listeners, the NAT probe, the relay), so the operator is told
+// rather than left wondering.
+func needsRestart(cur, next *config.File) []string {
+	var out []string
+	if !reflect.DeepEqual(cur.NAT, next.NAT) {
+		out = append(out, "nat")
+	}
+	if cur.DNS != nil && next.DNS != nil && !slices.Equal(cur.DNS.Listen, next.DNS.Listen) {
+		out = append(out, "dns.listen")
+	}
+	if cur.Proxy != nil && next.Proxy != nil &&
+		(!slices.Equal(cur.Proxy.TLS, next.Proxy.TLS) || !slices.Equal(cur.Proxy.HTTP, next.Proxy.HTTP)) {
+		out = append(out, "proxy.tls/proxy.http")
+	}
+	if !reflect.DeepEqual(cur.Relay, next.Relay) {
+		out = append(out, "relay")
+	}
+	if cur.Metrics != next.Metrics {
+		out = append(out, "metrics")
+	}
+	if !reflect.DeepEqual(cur.Demo, next.Demo) {
+		out = append(out, "demo")
+	}
+	return out
 }
 
 // shutdown stops every part, waiting for their goroutines until ctx is done.

@@ -629,3 +629,27 @@ func TestSectionsAreOptional(t *testing.T) {
 		t.Error("parts without a section were started")
 	}
 }
+
+func TestNeedsRestart(t *testing.T) {
+	base := string(defaultConfig)
+	parse := func(s string) *config.File {
+		t.Helper()
+		f, err := config.Parse([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	cur := parse(base)
+	if got := needsRestart(cur, parse(base)); len(got) != 0 {
+		t.Errorf("same file: %v", got)
+	}
+	if got := needsRestart(cur, parse(strings.Replace(base, "192.168.1.20", "192.168.1.21", 1))); len(got) != 0 {
+		t.Errorf("records only: %v", got)
+	}
+	next := strings.Replace(base, `listen: ["127.0.0.1:5353"]`, `listen: ["127.0.0.1:5354"]`, 1)
+	next = strings.Replace(next, `secret: "change-me"`, `secret: "other"`, 1)
+	if got := strings.Join(needsRestart(cur, parse(next)), ","); got != "dns.listen,relay" {
+		t.Errorf("listener and relay change: %q", got)
+	}
+}
