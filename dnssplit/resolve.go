@@ -71,7 +71,11 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		}
 	}
 
-	m := s.answer(ctx, req, q, v, tcp)
+	// Recursion is for the networks a view lists: a client that only fell
+	// to the last view by default gets its local data, never recursion, so
+	// a lone recursive "inside" view is not an open resolver.
+	recurse := v != nil && v.Recursion && choice.Reason != ReasonDefault
+	m := s.answer(ctx, req, q, v, recurse, tcp)
 	if ps != nil && ps.blocked {
 		return nil // to be answered again off the reader goroutine
 	}
@@ -83,13 +87,14 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	return s.finish(req, m, tcp, cookie)
 }
 
-// answer decides the reply to a well-formed single-question query in view v.
-func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, tcp bool) *dns.Msg {
+// answer decides the reply to a well-formed single-question query in view v;
+// recurse says whether the client may have other names forwarded.
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, recurse, tcp bool) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	// Clients of a recursive view may recurse, whatever this answer is;
 	// stub resolvers look at RA.
-	m.RecursionAvailable = v != nil && v.Recursion && len(s.Upstreams) > 0
+	m.RecursionAvailable = recurse && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
 		return m
@@ -117,7 +122,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600},
 			Cpu: "RFC8482",
 		}}
-		if !local.Local && (v == nil || !v.Recursion) {
+		if !local.Local && !recurse {
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
 		}
@@ -131,7 +136,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		// Only the first CNAME target may need recursion; an answer that
 		// ends in a CNAME pointing outside our data is completed upstream
 		// for clients allowed to recurse.
-		if n := len(m.Answer); n > 0 && q.Qtype != dns.TypeCNAME && v.Recursion && len(s.Upstreams) > 0 {
+		if n := len(m.Answer); n > 0 && q.Qtype != dns.TypeCNAME && recurse && len(s.Upstreams) > 0 {
 			if c, ok := m.Answer[n-1].(*dns.CNAME); ok {
 				sub := new(dns.Msg)
 				sub.SetQuestion(c.Target, q.Qtype)
@@ -144,7 +149,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 	}
 	// Pass-through types for names in the local data are forwarded for every
 	// client: they concern our own names, so this is not open recursion.
-	if local.Local || (v != nil && v.Recursion) {
+	if local.Local || recurse {
 		if len(s.Upstreams) == 0 {
 			if local.Local {
 				m.Authoritative = true

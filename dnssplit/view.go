@@ -26,6 +26,8 @@ type View struct {
 	// Recursion allows clients of this view to have names outside the
 	// local data forwarded to the upstreams. Without it they get answers
 	// from the local data or REFUSED, so the server is never an open resolver.
+	// It applies only to clients in Networks (or a trusted proxy's client
+	// subnet in them): clients that get the last view by default never recurse.
 	Recursion bool
 
 	// SplitTypes optionally limits the local data to these query types

@@ -3,7 +3,10 @@ package dnssplit
 import (
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/miekg/dns"
 )
 
 func TestSelectView(t *testing.T) {
@@ -65,5 +68,50 @@ func TestReasonString(t *testing.T) {
 		if r.String() != want {
 			t.Errorf("%d: %q, want %q", r, r, want)
 		}
+	}
+}
+
+// A client that matches none of the views gets the last view as the default,
+// but never its recursion: recursion is for the networks written down, so a
+// single recursive "inside" view does not make an open resolver.
+func TestDefaultViewDoesNotRecurse(t *testing.T) {
+	var asked atomic.Int32
+	up, _ := upstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		asked.Add(1)
+		answerA("198.51.100.7", 60)(w, r)
+	})
+	inside := new(Records)
+	if err := inside.AddString("blog.example.com. 300 IN A 192.168.1.20"); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{
+		Views: []*View{{Name: "inside", Networks: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
+			Recursion: true, Records: inside}},
+		Upstreams: []Upstream{{Addr: up}},
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, tc := range []struct {
+		from  string
+		rcode int
+		asked int32
+		ra    bool
+	}{
+		{"203.0.113.9", dns.RcodeRefused, 0, false},
+		{"192.168.1.5", dns.RcodeSuccess, 1, true},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion("elsewhere.example.net.", dns.TypeA)
+		r := s.Resolve(t.Context(), m, Client{Source: netip.MustParseAddr(tc.from)}, false)
+		if r == nil || r.Rcode != tc.rcode || asked.Load() != tc.asked || r.RecursionAvailable != tc.ra {
+			t.Fatalf("from %s: got %v (upstream asked %d times), want rcode %s, asked %d, RA %v",
+				tc.from, r, asked.Load(), dns.RcodeToString[tc.rcode], tc.asked, tc.ra)
+		}
+	}
+	// The local data of the default view still answers.
+	m := new(dns.Msg)
+	m.SetQuestion("blog.example.com.", dns.TypeA)
+	r := s.Resolve(t.Context(), m, Client{Source: netip.MustParseAddr("203.0.113.9")}, false)
+	if r == nil || firstA(r) != "192.168.1.20" || !r.Authoritative {
+		t.Fatalf("local name from outside: %v", r)
 	}
 }

@@ -264,6 +264,10 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		if len(v.Networks) == 0 && i != len(s.Views)-1 {
 			add(Errorf(p+".networks", nil, "only the last (default) view may have no networks"))
 		}
+		if len(v.Networks) == 0 && v.Recursion {
+			// Clients that reach a view by default never recurse.
+			add(Errorf(p+".recursion", true, "recursion needs networks: list who may recurse (\"0.0.0.0/0\" would be an open resolver)"))
+		}
 		for j, z := range v.Zones {
 			if _, ok := dns.IsDomainName(z); !ok || z == "" {
 				add(Errorf(fmt.Sprintf("%s.zones[%d]", p, j), z, "not a domain name"))

@@ -143,6 +143,7 @@ func TestDNSErrors(t *testing.T) {
 		{"bad rate", "dns:\n  rateLimit:\n    perSecond: 0\n", `dns.rateLimit.perSecond`},
 		{"bad tsig", "dns:\n  transfer:\n    tsig: {k: \"!!\"}\n", `dns.transfer.tsig.k: secret is not base64`},
 		{"bad notify key", "dns:\n  transfer:\n    notifyKey: nokey\n", `line 3: dns.transfer.notifyKey: "nokey"`},
+		{"recursion without networks", "dns:\n  views:\n    - name: all\n      recursion: true\n", `line 4: dns.views[0].recursion: true: recursion needs networks`},
 		{"bad cookie secret", "dns:\n  cookieSecret: c2hvcnQ=\n", `line 2: dns.cookieSecret: want at least 16 bytes`},
 		{"bad stale timer", "dns:\n  cache:\n    staleAnswerTimeout: soon\n", `line 3: dns.cache.staleAnswerTimeout`},
 		{"bad udp size", "dns:\n  udpSize: 100\n", `line 2: dns.udpSize: 100`},
