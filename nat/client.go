@@ -52,9 +52,9 @@ type Client struct {
 	// that family only.
 	Network string
 
-	// Timeout bounds the UDP tests, and separately the TCP tests; zero means
-	// DefaultTimeout. The ctx given to Probe bounds everything, including
-	// the lifetime search.
+	// Timeout bounds resolving Servers and the UDP tests, and separately the
+	// TCP tests; zero means DefaultTimeout. The ctx given to Probe bounds
+	// everything, including the lifetime search.
 	Timeout time.Duration
 
 	// RTO optionally sets the first retransmission timeout; zero means 250 ms.
@@ -211,13 +211,15 @@ func (c *Client) resolve(ctx context.Context, rec *recorder) ([]netip.AddrPort, 
 func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	rec := &recorder{}
-	servers, err := c.resolve(ctx, rec)
+	// Resolving the servers counts against the UDP tests' Timeout, so a
+	// silent resolver cannot hold Probe past it.
+	udpCtx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	servers, err := c.resolve(udpCtx, rec)
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{}
-	udpCtx, cancel := context.WithTimeout(ctx, c.timeout())
-	defer cancel()
 	e := newEngine(c.listen)
 	defer e.close()
 

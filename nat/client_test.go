@@ -184,3 +184,22 @@ func TestProbeDeadServerInList(t *testing.T) {
 		t.Errorf("filtering %v server %+v", rep.Filtering, rep.Server)
 	}
 }
+
+// TestProbeTimeoutBoundsResolve: Probe promises to end within Timeout, so a
+// resolver that never answers must not hold it longer. The resolver dials
+// nothing: its Dial waits for its context.
+func TestProbeTimeoutBoundsResolve(t *testing.T) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	c := &Client{Servers: []string{"stun.hairpin.invalid:3478"}, Resolver: r, Timeout: 200 * time.Millisecond}
+	start := time.Now()
+	_, err := c.Probe(t.Context())
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("probe with Timeout 200ms took %v behind a silent resolver", d)
+	}
+	if err == nil {
+		t.Error("probe without a resolvable server succeeded")
+	}
+}
