@@ -218,6 +218,12 @@ func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, err
 		add(Errorf(path+".allow", nil, `missing: list the source networks allowed (["0.0.0.0/0", "::/0"] for everyone)`))
 	}
 	allow := proxyPrefixes(path+".allow", r.Allow, add)
+	if r.Allow != nil && len(r.Allow) == 0 {
+		// proxy.Route treats an empty Allow as everyone; "allow: []" means
+		// no one. The unspecified addresses are never a TCP source, so every
+		// client is denied (and logged) while the route still holds its name.
+		allow = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("::/128")}
+	}
 	dial := proxyDuration(path+".dialTimeout", r.DialTimeout, add)
 	var hc proxy.HealthCheck
 	if h := r.HealthCheck; h != nil {

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -107,5 +110,46 @@ func TestProxyErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", tt.yaml, err, tt.want)
 		}
+	}
+}
+
+// "allow: []" allows no one: the route exists (a less specific route does
+// not take its clients) but every client is denied.
+func TestProxyAllowEmptyDeniesEveryone(t *testing.T) {
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	f, err := Parse([]byte("proxy:\n  routes:\n    - host: \"\"\n      http: [\"" + backend.Addr().String() + "\"]\n      allow: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.Proxy.Build(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+	defer func() {
+		p.Close()
+		<-served
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if !strings.HasPrefix(line, "HTTP/1.1 403") {
+		t.Fatalf("got %q, %v; want 403 Forbidden", line, err)
 	}
 }
