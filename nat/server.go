@@ -128,7 +128,9 @@ func (s *Server) rateLimit() int {
 	return s.RateLimit
 }
 
-// track registers closers under the server lock; it fails once the server is closed.
+// track registers closers under the server lock and counts the calling
+// Serve method in wg, so Close waits for it; the caller must call
+// s.wg.Done when it returns. It fails once the server is closed.
 func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -156,6 +158,7 @@ func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
 	if l != nil {
 		s.listeners[l] = struct{}{}
 	}
+	s.wg.Add(1)
 	return nil
 }
 
@@ -209,6 +212,7 @@ func (s *Server) servePackets(pcs []net.PacketConn) error {
 	if err := s.track(pcs, nil); err != nil {
 		return err
 	}
+	defer s.wg.Done()
 	g := &socketGroup{rfc5780: len(pcs) == 4}
 	for i, pc := range pcs {
 		g.conns[i] = pc

@@ -409,3 +409,46 @@ func TestServerFingerprint(t *testing.T) {
 		t.Error("client accepted an answer with a wrong FINGERPRINT")
 	}
 }
+
+// slowAddrConn is a PacketConn whose LocalAddr, which ServePacket calls once
+// it has registered the socket, waits for release.
+type slowAddrConn struct {
+	net.PacketConn
+	inside  chan struct{}
+	release chan struct{}
+}
+
+func (c *slowAddrConn) LocalAddr() net.Addr {
+	c.inside <- struct{}{}
+	<-c.release
+	return c.PacketConn.LocalAddr()
+}
+
+// TestCloseWaitsForServePacket: once ServePacket has taken the socket, Close
+// must wait until that call returns, even if its readers have not started.
+func TestCloseWaitsForServePacket(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &slowAddrConn{PacketConn: pc, inside: make(chan struct{}), release: make(chan struct{})}
+	s := &Server{}
+	served := make(chan error, 1)
+	go func() { served <- s.ServePacket(c) }()
+	<-c.inside
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Error("Close returned while ServePacket was still starting its readers")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(c.release)
+	<-closed
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ServePacket: %v, want ErrServerClosed", err)
+	}
+}

@@ -19,7 +19,6 @@ func (s *Server) Serve(l net.Listener) error {
 	if err := s.track(nil, l); err != nil {
 		return err
 	}
-	s.wg.Add(1)
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
