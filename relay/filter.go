@@ -15,6 +15,9 @@ type frameSource struct {
 	server    netip.AddrPort
 	transport string // "udp", "tcp" or "tls"
 	reply     func([]byte)
+	// authed is set by inspect once a request from this source carried
+	// valid credentials; streams lift their handshake deadline then.
+	authed bool
 }
 
 // isChannelData reports whether b starts like a ChannelData message: the two
@@ -102,6 +105,7 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 			stun.NewRealm(s.auth.realm), stun.NewNonce(nonce.String())))
 		return false
 	}
+	src.authed = true
 	if len(cred.keys) > 1 {
 		s.auth.remember(user.String(), key)
 	}

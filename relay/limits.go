@@ -42,7 +42,9 @@ type Limits struct {
 	UnauthorizedRate  float64
 
 	// HandshakeTimeout bounds a TCP or TLS client's time to complete the TLS
-	// handshake and send its first complete STUN message. Default 10s.
+	// handshake and send its first request with valid credentials; a
+	// connection that sends only Binding requests, unauthenticated requests
+	// or garbage is closed then. Default 10s.
 	HandshakeTimeout time.Duration
 
 	// ConnsPerSource caps concurrent TCP/TLS connections from one source

@@ -130,7 +130,7 @@ type streamConn struct {
 
 	store   []byte // read buffer; buf is its unread part
 	buf     []byte // unread bytes; owned by the reading goroutine
-	started bool   // first message seen: deadline lifted
+	started bool   // authenticated request seen: deadline lifted
 	raw     bool   // after ConnectionBind the stream carries peer data
 
 	closeOnce sync.Once
@@ -181,11 +181,13 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			continue
 		}
 		frame := c.buf[:need]
-		if !c.started {
+		pass := len(frame) <= len(p) && (isChannelData(frame) || c.w.s.inspect(frame, &c.src))
+		if !c.started && c.src.authed {
+			// Only credentials earn a connection without a deadline: a
+			// Binding, a challenge or garbage must not hold it open.
 			c.started = true
 			_ = c.Conn.SetDeadline(time.Time{})
 		}
-		pass := len(frame) <= len(p) && (isChannelData(frame) || c.w.s.inspect(frame, &c.src))
 		n := 0
 		if pass {
 			n = copy(p, frame)

@@ -374,6 +374,37 @@ func TestStreamConnLimits(t *testing.T) {
 	}
 }
 
+// TestStreamConnUnauthenticatedIdle: a message that is not an
+// authenticated request (a Binding, an unauthenticated Allocate, garbage)
+// does not lift the handshake deadline, so a client without credentials
+// cannot hold connections open; an authenticated client keeps its own.
+func TestStreamConnUnauthenticatedIdle(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	s := &Server{Users: map[string]string{"a": "pw"}, Limits: Limits{HandshakeTimeout: timeout}}
+	addr := serve(t, s, "tcp")
+
+	idle := dialRaw(t, "tcp", addr, "", "")
+	if _, code := idle.do(stun.MethodBinding); code != 0 {
+		t.Fatalf("binding: %d", code)
+	}
+	start := time.Now()
+	_ = idle.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err := idle.conn.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() || time.Since(start) > 2*time.Second {
+		t.Errorf("idle unauthenticated connection lived %v (%v), want closed by server", time.Since(start), err)
+	}
+
+	authed := dialRaw(t, "tcp", addr, "a", "pw")
+	if code := authed.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	time.Sleep(2 * timeout) // past the handshake deadline: the allocation's connection must stay
+	if code := authed.permit(netip.MustParseAddrPort("198.51.100.1:5000")); code != 403 {
+		t.Errorf("request after the handshake deadline: got %d, want 403 (documentation peer)", code)
+	}
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne)
