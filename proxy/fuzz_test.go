@@ -22,8 +22,15 @@ func FuzzClientHello(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		prevDone := false
+		var inc helloScan // fed the same growing prefixes, as peek does
 		for _, cut := range []int{len(b) / 3, len(b) / 2, len(b)} {
 			n, done, err := scanHello(b[:cut])
+			if in, idone, ierr := inc.scan(b[:cut]); in != n || idone != done || (ierr == nil) != (err == nil) {
+				t.Fatalf("incremental scan of %d bytes = %d %v %v, one-shot %d %v %v", cut, in, idone, ierr, n, done, err)
+			}
+			if err != nil {
+				break
+			}
 			if done && (n <= 0 || n > cut) {
 				t.Fatalf("scanHello(%d bytes) = %d, done", cut, n)
 			}
@@ -53,6 +60,20 @@ func FuzzHTTPHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		methodOK(b)
 		n, done := scanHead(b)
+		seen := 0 // fed growing prefixes, as peek does
+		for _, cut := range []int{len(b) / 3, len(b) / 2, len(b)} {
+			in, idone := scanHeadFrom(b[:cut], seen)
+			if idone {
+				if wn, _ := scanHead(b[:cut]); in != wn {
+					t.Fatalf("incremental head end %d, one-shot %d", in, wn)
+				}
+				break
+			}
+			if cut == len(b) && done {
+				t.Fatal("incremental scan missed the end of the head")
+			}
+			seen = cut
+		}
 		if !done {
 			return
 		}

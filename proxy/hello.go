@@ -30,20 +30,36 @@ const (
 // buf cannot be the start of a ClientHello. It never reads past buf and is
 // safe on any input.
 func scanHello(buf []byte) (n int, done bool, err error) {
-	var head [4]byte // handshake message header, possibly split over records
-	have := 0        // payload bytes seen
-	msgLen := -1
-	pos := 0
+	var s helloScan
+	return s.scan(buf)
+}
+
+// helloScan is scanHello's progress over complete records, so that a peek
+// that reads a hello piece by piece looks at each record once (rescanning
+// from the start would cost time quadratic in the hello's size).
+type helloScan struct {
+	pos    int     // bytes of complete records examined
+	head   [4]byte // handshake message header, possibly split over records
+	have   int     // payload bytes seen
+	msgLen int     // handshake message length; valid once have >= 4
+}
+
+// scan is scanHello on buf, which must extend the buf of the previous call
+// on s (the same bytes, maybe more).
+func (s *helloScan) scan(buf []byte) (n int, done bool, err error) {
 	for {
-		if len(buf)-pos < recordHeaderLen {
-			if pos == 0 && len(buf) > 0 && buf[0] != recordTypeHandshake {
+		if s.have >= 4 && s.have >= 4+s.msgLen {
+			return s.pos, true, nil
+		}
+		if len(buf)-s.pos < recordHeaderLen {
+			if s.pos == 0 && len(buf) > 0 && buf[0] != recordTypeHandshake {
 				return 0, false, reject(ReasonNotTLS, nil)
 			}
 			return 0, false, nil
 		}
-		h := buf[pos : pos+recordHeaderLen]
+		h := buf[s.pos : s.pos+recordHeaderLen]
 		if h[0] != recordTypeHandshake || h[1] != 3 {
-			if pos == 0 {
+			if s.pos == 0 {
 				return 0, false, reject(ReasonNotTLS, nil)
 			}
 			return 0, false, reject(ReasonBadHello, errors.New("non-handshake record inside the ClientHello"))
@@ -52,29 +68,26 @@ func scanHello(buf []byte) (n int, done bool, err error) {
 		if l == 0 || l > maxRecordLen {
 			return 0, false, reject(ReasonBadHello, errors.New("bad record length"))
 		}
-		if len(buf)-pos-recordHeaderLen < l {
+		if len(buf)-s.pos-recordHeaderLen < l {
 			return 0, false, nil
 		}
-		payload := buf[pos+recordHeaderLen : pos+recordHeaderLen+l]
-		pos += recordHeaderLen + l
-		for len(payload) > 0 && have < 4 {
-			head[have] = payload[0]
-			have++
+		payload := buf[s.pos+recordHeaderLen : s.pos+recordHeaderLen+l]
+		s.pos += recordHeaderLen + l
+		for len(payload) > 0 && s.have < 4 {
+			s.head[s.have] = payload[0]
+			s.have++
 			payload = payload[1:]
-			if have == 4 {
-				if head[0] != handshakeClientHello {
+			if s.have == 4 {
+				if s.head[0] != handshakeClientHello {
 					return 0, false, reject(ReasonBadHello, errors.New("first handshake message is not a ClientHello"))
 				}
-				msgLen = int(head[1])<<16 | int(head[2])<<8 | int(head[3])
-				if msgLen > maxHelloMsg {
+				s.msgLen = int(s.head[1])<<16 | int(s.head[2])<<8 | int(s.head[3])
+				if s.msgLen > maxHelloMsg {
 					return 0, false, reject(ReasonTooLarge, nil)
 				}
 			}
 		}
-		have += len(payload)
-		if msgLen >= 0 && have >= 4+msgLen {
-			return pos, true, nil
-		}
+		s.have += len(payload)
 	}
 }
 

@@ -48,7 +48,15 @@ func methodOK(b []byte) bool {
 // scanHead reports whether buf holds a complete request head and its length,
 // blank line included. Bare LF line ends are accepted, as net/http does.
 func scanHead(buf []byte) (n int, done bool) {
-	for i := 0; i < len(buf); i++ {
+	return scanHeadFrom(buf, 0)
+}
+
+// scanHeadFrom is scanHead for a buf whose first scanned bytes were already
+// searched by scanHead without success (the same bytes, maybe more now): it
+// looks only at the end that could complete the blank line, so that a head
+// read piece by piece is searched in linear time.
+func scanHeadFrom(buf []byte, scanned int) (n int, done bool) {
+	for i := max(scanned-2, 0); i < len(buf); i++ {
 		if buf[i] != '\n' {
 			continue
 		}

@@ -34,18 +34,17 @@ func (p *Proxy) peek(c net.Conn, src netip.AddrPort, proto Protocol) (peekResult
 	defer c.SetReadDeadline(time.Time{})
 
 	buf := make([]byte, 0, initialPeekBuf)
-	start := 0 // where the client's own bytes begin (after a PROXY header)
-	headerDone := false
+	var st peekScan
 	for {
-		if err := p.scanPeek(&res, buf, &start, &headerDone, trusted, proto); err != nil || res.hello.Protocol != ProtocolUnknown {
-			res.buf = buf[start:]
+		if err := p.scanPeek(&res, buf, &st, trusted, proto); err != nil || res.hello.Protocol != ProtocolUnknown {
+			res.buf = buf[st.start:]
 			return res, err
 		}
-		if len(buf) >= budget+start {
+		if len(buf) >= budget+st.start {
 			return res, reject(ReasonTooLarge, nil)
 		}
 		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(2*cap(buf), budget+start))
+			nb := make([]byte, len(buf), min(2*cap(buf), budget+st.start))
 			copy(nb, buf)
 			buf = nb
 		}
@@ -66,9 +65,20 @@ func (p *Proxy) peek(c net.Conn, src netip.AddrPort, proto Protocol) (peekResult
 	}
 }
 
+// peekScan is the progress of scanPeek over the bytes read so far; each
+// call looks only at what the previous ones could not decide, so the peek
+// costs time linear in the bytes read, however they are split.
+type peekScan struct {
+	start      int  // where the client's own bytes begin (after a PROXY header)
+	headerDone bool // the PROXY header, if any, is parsed
+	hello      helloScan
+	headSeen   int // bytes of an HTTP head searched for its end
+}
+
 // scanPeek examines buf; it sets res.hello.Protocol once routing can happen.
-func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bool, trusted bool, proto Protocol) error {
+func (p *Proxy) scanPeek(res *peekResult, buf []byte, st *peekScan, trusted bool, proto Protocol) error {
 	h := res.hello
+	start, headerDone := &st.start, &st.headerDone
 	if !*headerDone {
 		n, present, done, err := scanProxyHeader(buf)
 		switch {
@@ -105,7 +115,7 @@ func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bo
 	case looksLikeHTTP(b[0]) && proto == ProtocolTLS:
 		return reject(ReasonNotTLS, nil)
 	case b[0] == recordTypeHandshake:
-		n, done, err := scanHello(b)
+		n, done, err := st.hello.scan(b)
 		if err != nil || !done {
 			return err
 		}
@@ -122,8 +132,9 @@ func (p *Proxy) scanPeek(res *peekResult, buf []byte, start *int, headerDone *bo
 		if !methodOK(b) {
 			return reject(ReasonNotTLS, nil)
 		}
-		n, done := scanHead(b)
+		n, done := scanHeadFrom(b, st.headSeen)
 		if !done {
+			st.headSeen = len(b)
 			return nil
 		}
 		rh, err := parseHead(b[:n])
