@@ -38,6 +38,12 @@ const DefaultRateLimit = 200
 // requests are small; anything larger is not one we answer.
 const maxMessage = 2048
 
+// maxConnsPerSource caps the concurrent TCP connections from one source IP.
+// Each costs a goroutine, a buffer and a descriptor for up to
+// tcpIdleTimeout, so one host must not open thousands; a probe opens three
+// at once, and a carrier-grade NAT puts many users behind one address.
+const maxConnsPerSource = 64
+
 // tcpIdleTimeout is how long a TCP connection may stay silent before the
 // server closes it; clients open one connection per probe, so a short
 // timeout costs nothing and frees descriptors.
@@ -54,7 +60,8 @@ const tcpIdleTimeout = 30 * time.Second
 // (48 bytes over IPv4, 96 over IPv6; PADDING is echoed only as long as the
 // request's own PADDING), RESPONSE-PORT can only redirect
 // to another port of the requesting IP and never together with PADDING, and
-// each source IP is rate limited.
+// each source IP is rate limited. Over TCP one source IP holds at most 64
+// connections at a time.
 //
 // The zero value is ready to use with the Serve methods. A Server is safe for
 // concurrent use. Close and Shutdown close every socket and listener the
@@ -83,6 +90,7 @@ type Server struct {
 	packets   map[net.PacketConn]struct{}
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	perSrc    map[netip.Addr]int // open TCP connections per source IP
 	wg        sync.WaitGroup
 	limit     limiter
 	stats     serverCounters
@@ -96,10 +104,11 @@ type ServerStats struct {
 	Dropped     uint64 // packets that were not Binding requests, or malformed
 	RateLimited uint64 // requests dropped by the per-source rate limit
 	TCPConns    uint64 // TCP connections accepted
+	TCPRejected uint64 // TCP connections closed at once: over the per-source cap
 }
 
 type serverCounters struct {
-	requests, responses, errors, dropped, rateLimited, tcpConns atomic.Uint64
+	requests, responses, errors, dropped, rateLimited, tcpConns, tcpRejected atomic.Uint64
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -111,6 +120,7 @@ func (s *Server) Stats() ServerStats {
 		Dropped:     s.stats.dropped.Load(),
 		RateLimited: s.stats.rateLimited.Load(),
 		TCPConns:    s.stats.tcpConns.Load(),
+		TCPRejected: s.stats.tcpRejected.Load(),
 	}
 }
 
@@ -151,6 +161,7 @@ func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
 		s.packets = map[net.PacketConn]struct{}{}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[net.Conn]struct{}{}
+		s.perSrc = map[netip.Addr]int{}
 	}
 	for _, pc := range pcs {
 		s.packets[pc] = struct{}{}

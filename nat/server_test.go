@@ -452,3 +452,41 @@ func TestCloseWaitsForServePacket(t *testing.T) {
 		t.Errorf("ServePacket: %v, want ErrServerClosed", err)
 	}
 }
+
+// TestServerTCPConnsPerSource: one source IP cannot hold more than
+// maxConnsPerSource TCP connections (each costs a goroutine and a buffer
+// for up to tcpIdleTimeout); the ones within the cap are still served.
+func TestServerTCPConnsPerSource(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	conns := make([]net.Conn, maxConnsPerSource+1)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", l.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	// The server accepts in order: the last connection is over the cap.
+	last := conns[len(conns)-1]
+	last.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := last.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection %d: %v, want closed by the server", len(conns), err)
+	}
+	if got := s.Stats().TCPRejected; got != 1 {
+		t.Errorf("TCPRejected = %d, want 1", got)
+	}
+	c := conns[0]
+	if _, err := c.Write(rawRequest(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := readFull(c, make([]byte, 20)); err != nil {
+		t.Errorf("connection within the cap: %v", err)
+	}
+}

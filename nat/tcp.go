@@ -40,12 +40,20 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("nat: accept: %w", err)
 		}
 		delay = 0
+		src := localAddrPort(c.RemoteAddr()).Addr()
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
 			return ErrServerClosed
 		}
+		if s.perSrc[src] >= maxConnsPerSource {
+			s.mu.Unlock()
+			c.Close()
+			s.stats.tcpRejected.Add(1)
+			continue
+		}
+		s.perSrc[src]++
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -55,6 +63,9 @@ func (s *Server) Serve(l net.Listener) error {
 			s.serveConn(c)
 			s.mu.Lock()
 			delete(s.conns, c)
+			if s.perSrc[src]--; s.perSrc[src] <= 0 {
+				delete(s.perSrc, src)
+			}
 			s.mu.Unlock()
 			c.Close()
 		}()
