@@ -283,6 +283,7 @@ func copyRaw(dst io.Writer, br *bufio.Reader, src *prefixConn) error {
 // are kept (RFC 9112 allows a server to ignore them; net/http does).
 func readHead(br *bufio.Reader) ([]byte, error) {
 	var head []byte
+	scanned := 0 // bytes of head searched for its end
 	for {
 		line, err := br.ReadSlice('\n')
 		head = append(head, line...)
@@ -298,9 +299,10 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 			}
 			return head, err
 		}
-		if _, done := scanHead(head); done {
+		if _, done := scanHeadFrom(head, scanned); done {
 			return head, nil
 		}
+		scanned = len(head)
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/tls"
 	"net"
 	"strings"
@@ -51,4 +52,20 @@ func TestPeekTrickleIsLinear(t *testing.T) {
 			t.Logf("%d bytes in %v", len(tt.input), took)
 		})
 	}
+}
+
+// readHead (the heads after the first on a kept-alive connection) must not
+// rescan the head at every line either.
+func TestReadHeadManyLinesIsLinear(t *testing.T) {
+	head := strings.Repeat("a\n", (maxHeadBytes-64)/2) + "\n"
+	begin := time.Now()
+	got, err := readHead(bufio.NewReaderSize(strings.NewReader(head), 16<<10))
+	took := time.Since(begin)
+	if err != nil || len(got) != len(head) {
+		t.Fatalf("readHead: %d bytes, %v", len(got), err)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("readHead of %d one-byte lines took %v", len(head)/2, took)
+	}
+	t.Logf("%d lines in %v", len(head)/2, took)
 }
