@@ -112,6 +112,9 @@ func (c Choice) String() string {
 		s += fmt.Sprintf("client subnet address %s from a trusted proxy is in %s", c.Address, c.Matched)
 	case ReasonDefault:
 		s += fmt.Sprintf("%s matched no view's networks; the last view is the default", c.Address)
+		if c.View != nil && c.View.Recursion {
+			s += " (without its recursion)"
+		}
 	default:
 		s += "no views configured"
 	}

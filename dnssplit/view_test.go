@@ -107,6 +107,9 @@ func TestDefaultViewDoesNotRecurse(t *testing.T) {
 				tc.from, r, asked.Load(), dns.RcodeToString[tc.rcode], tc.asked, tc.ra)
 		}
 	}
+	if got := s.Explain(netip.MustParseAddr("203.0.113.9"), netip.Addr{}).String(); !strings.Contains(got, "without its recursion") {
+		t.Errorf("Explain: %s", got)
+	}
 	// The local data of the default view still answers.
 	m := new(dns.Msg)
 	m.SetQuestion("blog.example.com.", dns.TypeA)
