@@ -18,7 +18,7 @@ const (
 // traceHop sends one Binding request with the given TTL from pc and returns
 // the router that answered with ICMP Time Exceeded, read from the socket's
 // error queue (IP_RECVERR). It returns an invalid address when nothing came
-// within wait or the socket does not allow it.
+// within wait or before ctx was done, or the socket does not allow it.
 func traceHop(ctx context.Context, pc net.PacketConn, dst netip.AddrPort, ttl int, wait time.Duration) netip.Addr {
 	sc, ok := pc.(syscall.Conn)
 	if !ok || !dst.Addr().Is4() {
@@ -44,6 +44,9 @@ func traceHop(ctx context.Context, pc net.PacketConn, dst netip.AddrPort, ttl in
 		deadline = dl
 	}
 	_ = pc.SetReadDeadline(deadline)
+	// A cancelled ctx (not only its deadline) ends the wait.
+	stop := context.AfterFunc(ctx, func() { _ = pc.SetReadDeadline(time.Now()) })
+	defer stop()
 	var hop netip.Addr
 	buf := make([]byte, 1500)
 	oob := make([]byte, 512)
