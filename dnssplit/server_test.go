@@ -347,11 +347,16 @@ func TestPersistedCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop()
-	time.Sleep(1100 * time.Millisecond) // let the one-second TTL run out: the answer must come from stale data
 	s2 := splitServer(t)
 	s2.Upstreams = []Upstream{{Addr: up}}
 	s2.UpstreamTimeout = 200 * time.Millisecond
 	s2.Cache.PersistPath = path
+	s2.init()
+	// On the cache clock the one-second TTL has run out: the answer must
+	// come from stale data.
+	s2.cache.mu.Lock()
+	s2.cache.now = func() time.Time { return time.Now().Add(2 * time.Second) }
+	s2.cache.mu.Unlock()
 	addr2 := start(t, s2)
 	r := query(t, "udp", "127.0.0.2", addr2, q("p.example.net.", dns.TypeA))
 	if firstA(r) != "198.51.100.9" || r.Answer[0].Header().Ttl != staleTTL {
