@@ -145,6 +145,9 @@ func (c *Client) tcpBinding(ctx context.Context, network, laddr string, dst neti
 	} else {
 		_ = cn.SetDeadline(time.Now().Add(c.timeout()))
 	}
+	// A cancelled ctx (not only its deadline) ends the exchange.
+	stop := context.AfterFunc(ctx, func() { _ = cn.SetDeadline(time.Now()) })
+	defer stop()
 	req := request{txid: newTxID()}
 	if _, err := cn.Write(req.encode()); err != nil {
 		return obs{}, cn, fmt.Errorf("nat: tcp: %w", err)
