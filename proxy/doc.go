@@ -34,8 +34,9 @@
 // with the peeked bytes replayed. It can send a PROXY protocol v1 or v2
 // header (v2 with authority, ALPN and unique ID TLVs, via go-proxyproto).
 // Between TCP connections the bytes are then copied with splice on Linux,
-// half-closes passed on; idle connections are bounded by TCP keepalive and
-// TCP_USER_TIMEOUT rather than deadlines.
+// half-closes passed on; connections to vanished peers are closed by TCP
+// keepalive and TCP_USER_TIMEOUT rather than deadlines (a silent but live
+// connection is not timed out).
 //
 // # Safety
 //

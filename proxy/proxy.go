@@ -88,7 +88,9 @@ type Proxy struct {
 	// UserTimeout optionally sets TCP_USER_TIMEOUT (Linux): how long sent
 	// data may stay unacknowledged before the kernel drops the connection;
 	// if zero, 2 min. Negative: leave the system default. Together with
-	// KeepAlive it is the idle timeout; deadlines are not used after the
+	// KeepAlive it closes connections to peers that vanished (no FIN or
+	// RST). It is not an idle timeout: a connection whose two ends are
+	// alive but silent stays open, since deadlines are not used after the
 	// peek so that Linux splice stays in use.
 	UserTimeout time.Duration
 
