@@ -9,7 +9,8 @@
 // A public value of "{public}" is filled from -public (the gateway learns it
 // by probing the NAT instead). -credentials serves TURN REST API credentials
 // as RTCIceServer JSON on http://ADDR/credentials, for a web app behind its
-// own authentication. SIGINT or SIGTERM drains allocations for up to 30 s.
+// own authentication; ADDR must be a loopback or private address. SIGINT or
+// SIGTERM drains allocations for up to 30 s.
 package main
 
 import (
@@ -75,6 +76,9 @@ func run() error {
 		if len(srv.Secrets) == 0 {
 			return errors.New("-credentials needs relay.secret")
 		}
+		if err := checkCredentialsAddr(*creds); err != nil {
+			return err
+		}
 		ln, err := net.Listen("tcp", *creds)
 		if err != nil {
 			return err
@@ -88,6 +92,21 @@ func run() error {
 	log.Info("turnserver: serving", "listen", f.Relay.Listen, "tlsListen", f.Relay.TLSListen,
 		"public", srv.PublicAddr(), "relayPorts", srv.RelayPorts.String())
 	return f.Relay.Serve(ctx, srv, drainTime)
+}
+
+// checkCredentialsAddr refuses a credentials endpoint reachable from the
+// internet: it hands relay credentials to whoever asks, so it belongs on
+// loopback or a private network, behind the web app's own authentication.
+func checkCredentialsAddr(addr string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("-credentials: want ip:port on loopback or a private network: %w", err)
+	}
+	if a := ap.Addr().Unmap(); !a.IsLoopback() && !a.IsPrivate() {
+		return fmt.Errorf("-credentials: %v would give relay credentials to anyone who can reach it; "+
+			"use a loopback or private address behind the web app's authentication", a)
+	}
+	return nil
 }
 
 // turnURIs names the listeners as TURN URIs, with the public address when
