@@ -15,7 +15,7 @@ var errBadFrame = errors.New("relay: stream carries neither STUN nor ChannelData
 
 // listener sits between a client-facing TCP or TLS listener and the engine:
 // it caps connections per source, puts a deadline on the handshake and the
-// first message, and runs every framed message through inspect.
+// first authenticated request, and runs every framed message through inspect.
 type listener struct {
 	s         *Server
 	l         net.Listener
@@ -66,7 +66,8 @@ func (w *listener) Accept() (net.Conn, error) {
 		sc.src = frameSource{client: src, server: addrPortOf(c.LocalAddr()), transport: w.transport, reply: sc.reply}
 		w.conns[sc] = struct{}{}
 		w.mu.Unlock()
-		// The TLS handshake and the first message must arrive in time.
+		// The TLS handshake and the first authenticated request must
+		// arrive in time.
 		_ = c.SetDeadline(time.Now().Add(w.s.Limits.handshake()))
 		return sc, nil
 	}
