@@ -25,19 +25,33 @@ func TestRunExplainAndBadConfig(t *testing.T) {
 	for _, tt := range []struct {
 		args    []string
 		wantErr string
+		wantOut string // substring of what run prints
 	}{
-		{[]string{"-config", good, "-explain", "192.168.1.7"}, ""},
-		{[]string{"-config", good, "-explain", "nope"}, "-explain"},
-		{[]string{"-config", bad}, "line 4: dns.views[0].networks[0]"},
-		{[]string{}, "-config is required"},
+		{[]string{"-config", good, "-explain", "192.168.1.7"}, "", `view "inside" (#0): source 192.168.1.7 is in 192.168.1.0/24`},
+		{[]string{"-config", good, "-explain", "198.51.100.9"}, "", `view "outside" (#1): source 198.51.100.9 is in 0.0.0.0/0`},
+		{[]string{"-config", good, "-explain", "nope"}, "-explain", ""},
+		{[]string{"-config", bad}, "line 4: dns.views[0].networks[0]", ""},
+		{[]string{}, "-config is required", ""},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			flag.CommandLine = flag.NewFlagSet("splitdns", flag.ContinueOnError)
 			flag.CommandLine.SetOutput(new(strings.Builder))
 			os.Args = append([]string{"splitdns"}, tt.args...)
-			err := run()
+			out := filepath.Join(t.TempDir(), "stdout")
+			f, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout := os.Stdout
+			os.Stdout = f
+			err = run()
+			os.Stdout = stdout
+			f.Close()
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("run: %v, want error containing %q", err, tt.wantErr)
+			}
+			if printed, _ := os.ReadFile(out); !strings.Contains(string(printed), tt.wantOut) {
+				t.Fatalf("printed %q, want it to contain %q", printed, tt.wantOut)
 			}
 		})
 	}
