@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -488,5 +489,53 @@ func TestServerTCPConnsPerSource(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := readFull(c, make([]byte, 20)); err != nil {
 		t.Errorf("connection within the cap: %v", err)
+	}
+}
+
+// flakyListener fails its first Accept as a listener out of descriptors does.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServerTCPSurvivesEMFILE: running out of descriptors (which remote
+// clients can cause) pauses accepting; it must not stop the TCP server.
+func TestServerTCPSurvivesEMFILE(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(&flakyListener{Listener: l}) }()
+	t.Cleanup(func() { s.Close() })
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(rawRequest(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := readFull(c, make([]byte, 20)); err != nil {
+		select {
+		case err := <-done:
+			t.Fatalf("Serve returned %v after one EMFILE", err)
+		default:
+			t.Fatalf("no answer after one EMFILE: %v", err)
+		}
+	}
+	s.Close()
+	if err := <-done; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve returned %v", err)
 	}
 }

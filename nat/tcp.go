@@ -27,8 +27,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryAccept(err) {
 				// Temporary accept failure (EMFILE and the like): back off.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				select {
@@ -49,8 +48,8 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		if s.perSrc[src] >= maxConnsPerSource {
 			s.mu.Unlock()
+			s.stats.tcpRejected.Add(1) // before Close: the client may look at once
 			c.Close()
-			s.stats.tcpRejected.Add(1)
 			continue
 		}
 		s.perSrc[src]++
@@ -70,6 +69,21 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 		}()
 	}
+}
+
+// retryAccept reports whether an Accept error is passing: out of
+// descriptors or memory, a connection aborted before it was accepted, a
+// timeout. Remote clients can cause these, so they must not end serving.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// Temporary is deprecated for its vague meaning, but on accept errors it
+	// names exactly EMFILE, ENFILE, ECONNABORTED and the like (net/http
+	// uses it the same way).
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
 }
 
 func (s *Server) serveConn(c net.Conn) {
