@@ -510,8 +510,10 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 	r.Target.HandleConn(p.hardCtx, &Conn{Conn: c, Hello: *pk.hello, Peeked: pk.buf, route: r, proxy: p})
 }
 
+// rejected counts, logs and reports the rejection, then closes c: a client
+// that sees the close finds the rejection already counted.
 func (p *Proxy) rejected(c net.Conn, h *Hello, r Reason, err error) {
-	c.Close()
+	defer c.Close()
 	if r == ReasonUnknown {
 		r = ReasonClosed
 	}

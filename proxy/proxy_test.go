@@ -331,3 +331,28 @@ func TestTargetFunc(t *testing.T) {
 		t.Errorf("conn: %d peeked bytes, hello %+v", len(tc.Peeked), tc.Hello)
 	}
 }
+
+// A client that sees its connection closed for a reason finds that reason
+// already counted (and reported to OnReject): tests and monitors read
+// Stats right after.
+func TestRejectCountedBeforeClose(t *testing.T) {
+	p := &Proxy{}
+	var seen atomic.Int64
+	p.OnReject = func(*Hello, Reason) { seen.Add(1) }
+	addr := serve(t, p)
+	for i := 1; i <= 200; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, c) // the 404, then the close
+		c.Close()
+		if n := p.Stats().Rejected["no route"]; n != uint64(i) || seen.Load() != int64(i) {
+			t.Fatalf("after %d rejected connections: %d counted, %d reported", i, n, seen.Load())
+		}
+	}
+}
