@@ -26,26 +26,37 @@ type listener struct {
 	conns   map[*streamConn]struct{}
 	drained *sync.Cond
 
-	once sync.Once
-	done chan struct{} // closed when Accept failed: the engine's loop ends
-	err  error
+	once      sync.Once
+	done      chan struct{} // closed when Accept failed: the engine's loop ends
+	err       error
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close: ends an accept back-off
 }
 
 func newListener(s *Server, l net.Listener, transport string) *listener {
 	w := &listener{s: s, l: l, transport: transport, perSrc: map[netip.Addr]int{},
-		conns: map[*streamConn]struct{}{}, done: make(chan struct{})}
+		conns: map[*streamConn]struct{}{}, done: make(chan struct{}), closing: make(chan struct{})}
 	w.drained = sync.NewCond(&w.mu)
 	return w
 }
 
 // Accept returns the next client connection within the per-source cap.
 func (w *listener) Accept() (net.Conn, error) {
+	var delay time.Duration
 	for {
 		c, err := w.l.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if retryAccept(err) {
+				// Out of descriptors and the like: remote clients can
+				// cause it, so back off and go on rather than stop.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+					continue
+				case <-w.closing:
+					t.Stop()
+				}
 			}
 			w.err = err
 			w.once.Do(func() { close(w.done) })
@@ -60,6 +71,7 @@ func (w *listener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		delay = 0
 		w.perSrc[src.Addr()]++
 		sc := &streamConn{Conn: c, w: w, store: make([]byte, 4096)}
 		sc.buf = sc.store[:0]
@@ -118,7 +130,26 @@ func (w *listener) wait() {
 	w.mu.Unlock()
 }
 
-func (w *listener) Close() error   { return w.l.Close() }
+func (w *listener) Close() error {
+	w.closeOnce.Do(func() { close(w.closing) })
+	return w.l.Close()
+}
+
+// retryAccept reports whether an Accept error is passing: out of
+// descriptors or memory, a connection aborted before it was accepted, a
+// timeout.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// Temporary is deprecated for its vague meaning, but on accept errors it
+	// names exactly EMFILE, ENFILE, ECONNABORTED and the like (net/http
+	// uses it the same way).
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
+}
+
 func (w *listener) Addr() net.Addr { return w.l.Addr() }
 
 // streamConn frames a client's byte stream into STUN and ChannelData

@@ -13,7 +13,9 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -548,5 +550,49 @@ func TestRelayIPv6(t *testing.T) {
 	n, from, err := peer.ReadFrom(buf)
 	if err != nil || string(buf[:n]) != "v6" || addrPortOf(from) != c.relayed {
 		t.Fatalf("peer got %q from %v: %v", buf[:n], from, err)
+	}
+}
+
+// flakyListener fails its first Accept as a listener out of descriptors does.
+type flakyListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesEMFILE: running out of descriptors (which remote clients
+// can cause) pauses accepting; it must not stop TCP serving.
+func TestServeSurvivesEMFILE(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Users: map[string]string{"a": "pw"}}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(&flakyListener{Listener: l}) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 20)); err != nil {
+		t.Errorf("no Binding answer after one EMFILE: %v", err)
 	}
 }
