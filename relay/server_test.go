@@ -381,7 +381,8 @@ func TestStreamConnLimits(t *testing.T) {
 // does not lift the handshake deadline, so a client without credentials
 // cannot hold connections open; an authenticated client keeps its own.
 func TestStreamConnUnauthenticatedIdle(t *testing.T) {
-	const timeout = 200 * time.Millisecond
+	// Long enough for an allocation on a loaded machine running -race.
+	const timeout = 500 * time.Millisecond
 	s := &Server{Users: map[string]string{"a": "pw"}, Limits: Limits{HandshakeTimeout: timeout}}
 	addr := serve(t, s, "tcp")
 
