@@ -261,7 +261,7 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 		return nil, err
 	}
 	local := netip.AddrPortFrom(bind, addrPortOf(conf.LocalAddr).Port())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // RFC 6062: at least 30 s
+	ctx, cancel := context.WithTimeout(g.s.stopCtx, 30*time.Second) // RFC 6062: at least 30 s
 	defer cancel()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(local), Control: reuseport.Control}
 	return d.DialContext(ctx, conf.Network, remote.String())

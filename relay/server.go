@@ -99,6 +99,10 @@ type Server struct {
 	reg      registry
 	counters counters
 	public   atomic.Pointer[netip.Addr]
+	// stopCtx is cancelled by Close: it ends peer dials (RFC 6062 Connect)
+	// the engine makes inside its read loops.
+	stopCtx context.Context
+	stop    context.CancelFunc
 
 	mu       sync.Mutex
 	closed   bool
@@ -117,6 +121,7 @@ func (s *Server) init() {
 		if s.now == nil {
 			s.now = time.Now
 		}
+		s.stopCtx, s.stop = context.WithCancel(context.Background())
 		realm := s.Realm
 		if realm == "" {
 			realm = defaultRealm
@@ -328,9 +333,11 @@ func (s *Server) waitEngine(eng *turn.Server) {
 	}
 }
 
-// Close stops all listeners, drops all allocations, and waits for the Serve
-// calls to return.
+// Close stops all listeners, drops all allocations, cancels peer dials in
+// progress (RFC 6062 Connect), and waits for the Serve calls to return.
 func (s *Server) Close() error {
+	s.init()
+	s.stop()
 	s.mu.Lock()
 	s.closed = true
 	svs := make([]*serving, 0, len(s.closers))

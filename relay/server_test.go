@@ -21,6 +21,7 @@ import (
 
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v5"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
@@ -595,5 +596,26 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.ReadFull(c, make([]byte, 20)); err != nil {
 		t.Errorf("no Binding answer after one EMFILE: %v", err)
+	}
+}
+
+// TestCloseCancelsPeerDials: an RFC 6062 Connect dials the peer inside the
+// engine's read loop for up to 30 s; after Close no such dial may start or
+// keep running, or that goroutine outlives the server.
+func TestCloseCancelsPeerDials(t *testing.T) {
+	peer, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	s := &Server{Peers: loopbackOnly}
+	s.init()
+	s.Close()
+	g := &relayGen{s: s, bind: netip.MustParseAddr("127.0.0.1")}
+	c, err := g.AllocateConn(turn.AllocateConnConfig{Network: "tcp4",
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, RemoteAddr: peer.Addr()})
+	if err == nil {
+		c.Close()
+		t.Error("peer dial after Close succeeded")
 	}
 }
