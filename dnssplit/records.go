@@ -30,6 +30,7 @@ type Records struct {
 	names map[string]map[uint16][]dns.RR // lower-case owner → type → RRset
 	zones map[string]*zoneState          // lower-case apex → state
 	wild  int                            // wildcard owner names: none means no wildcard walk
+	below map[string]int                 // name → owner names strictly below it (empty non-terminals)
 	watch []func(zone string)
 }
 
@@ -118,9 +119,23 @@ func (r *Records) AddZone(apex string) {
 	r.mu.Unlock()
 }
 
-func (r *Records) countWild(name string, d int) {
+// countNode records that owner name was added (d = 1) or removed (d = -1):
+// the wildcard count, and the descendant count of each of its ancestors, so
+// that telling NXDOMAIN from an empty non-terminal is one map lookup.
+func (r *Records) countNode(name string, d int) {
 	if strings.HasPrefix(name, "*.") {
 		r.wild += d
+	}
+	for off, end := dns.NextLabel(name, 0); !end; off, end = dns.NextLabel(name, off) {
+		a := name[off:]
+		if r.below[a] += d; r.below[a] <= 0 {
+			delete(r.below, a)
+		}
+	}
+	if name != "." {
+		if r.below["."] += d; r.below["."] <= 0 {
+			delete(r.below, ".")
+		}
 	}
 }
 
@@ -128,6 +143,7 @@ func (r *Records) init() {
 	if r.names == nil {
 		r.names = make(map[string]map[uint16][]dns.RR)
 		r.zones = make(map[string]*zoneState)
+		r.below = make(map[string]int)
 	}
 }
 
@@ -157,7 +173,7 @@ func (r *Records) Add(rrs ...dns.RR) error {
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
 			r.names[h.Name] = types
-			r.countWild(h.Name, 1)
+			r.countNode(h.Name, 1)
 		}
 		if soa, ok := rr.(*dns.SOA); ok {
 			z := r.zones[h.Name]
@@ -226,14 +242,14 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 			delete(types, rrtype)
 			if len(types) == 0 {
 				delete(r.names, name)
-				r.countWild(name, -1)
+				r.countNode(name, -1)
 			}
 		}
 	} else {
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
 			r.names[name] = types
-			r.countWild(name, 1)
+			r.countNode(name, 1)
 		}
 		types[rrtype] = set
 	}
@@ -251,7 +267,7 @@ func (r *Records) Remove(name string) {
 	r.init()
 	if _, ok := r.names[name]; ok {
 		delete(r.names, name)
-		r.countWild(name, -1)
+		r.countNode(name, -1)
 	}
 	changed := map[string]bool{r.zoneOfLocked(name): true}
 	fns := r.bumpLocked(changed)
@@ -466,16 +482,7 @@ func (r *Records) lookupLocked(name string, qtype uint16) Answer {
 }
 
 func (r *Records) hasDescendantLocked(name string) bool {
-	suffix := "." + name
-	if name == "." {
-		suffix = "."
-	}
-	for n := range r.names {
-		if strings.HasSuffix(n, suffix) && n != name {
-			return true
-		}
-	}
-	return false
+	return r.below[name] > 0
 }
 
 func (r *Records) fromNode(qname, owner, apex string, types map[uint16][]dns.RR, qtype uint16) Answer {
