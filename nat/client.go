@@ -61,8 +61,10 @@ type Client struct {
 	RTO time.Duration
 
 	// NoHairpin switches off the hairpin test (a second local socket sends
-	// one packet to the first socket's public mapping), which some firewalls
-	// log as a LAND attack.
+	// one packet to the first socket's public mapping, after the first
+	// socket sent one to the second's to open its filter: two packets from
+	// inside to the NAT's own public address), which some firewalls log as
+	// a LAND attack.
 	NoHairpin bool
 
 	// TCP enables the TCP mapping test: several connections from one local
@@ -456,7 +458,8 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	punch := request{txid: newTxID()}.encode()
 	_, _ = a.pc.WriteTo(punch, net.UDPAddrFromAddrPort(hb.mapped))
 	req := request{txid: newTxID()}
-	// Only one packet: a firewall may log a packet from inside to its own
+	// Only one test packet (with the punch, two packets to the public
+	// address in all): a firewall may log a packet from inside to its own
 	// public address as a LAND attack, so the test stays as quiet as it
 	// can. It waits as long as a whole retransmission schedule would.
 	once := schedule{rto: sch.rto, sends: 1, last: int(sch.total() / sch.rto)}
