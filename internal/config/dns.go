@@ -15,6 +15,14 @@ import (
 	"github.com/miekg/dns"
 )
 
+// The default response rate limit: generous for a person's resolver or a
+// few secondaries asking for one site's names (a page load is a handful of
+// queries), far below what makes a useful reflector.
+const (
+	defaultRRLPerSecond = 50
+	defaultRRLBurst     = 100
+)
+
 // PublicPlaceholder in a DNS record is replaced by the public address the
 // gateway learns (and relearns) by probing the NAT.
 const PublicPlaceholder = "{public}"
@@ -95,7 +103,15 @@ type DNSCache struct {
 }
 
 // DNSRate is dns.rateLimit.
+//
+// Without a rateLimit key a default limit applies (closed by default: an
+// answering server on a public address must not be an amplifier):
+// defaultRRLPerSecond responses per second per /24 (/56), burst
+// defaultRRLBurst, with the networks of views that allow recursion (the
+// LAN) exempt. `rateLimit: {off: true}` removes it.
 type DNSRate struct {
+	// Off removes the limit.
+	Off        bool     `yaml:"off"`
 	PerSecond  float64  `yaml:"perSecond"`
 	Burst      int      `yaml:"burst"`
 	Slip       int      `yaml:"slip"`
@@ -204,7 +220,7 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		duration("dns.cache.stale", c.Stale, &srv.Cache.StaleFor)
 	}
 
-	if r := s.RateLimit; r != nil {
+	if r := s.RateLimit; r != nil && !r.Off {
 		if r.PerSecond <= 0 {
 			add(Errorf("dns.rateLimit.perSecond", r.PerSecond, "must be positive"))
 		}
@@ -334,6 +350,15 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 			view.SplitTypes = append(view.SplitTypes, typ)
 		}
 		srv.Views = append(srv.Views, view)
+	}
+	if s.RateLimit == nil {
+		rl := &dnssplit.RateLimit{PerSecond: defaultRRLPerSecond, Burst: defaultRRLBurst}
+		for _, v := range srv.Views {
+			if v.Recursion {
+				rl.Exempt = append(rl.Exempt, v.Networks...)
+			}
+		}
+		srv.RateLimit = rl
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err

@@ -157,3 +157,30 @@ func TestDNSErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestDNSDefaultRateLimit(t *testing.T) {
+	const views = "  views:\n    - name: inside\n      networks: [\"192.168.1.0/24\"]\n      recursion: true\n    - name: outside\n      networks: [\"0.0.0.0/0\"]\n"
+	build := func(extra string) *dnssplit.Server {
+		t.Helper()
+		f, err := Parse([]byte("dns:\n" + extra + views))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, _, err := f.DNS.Build(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		return srv
+	}
+	rl := build("").RateLimit
+	if rl == nil || rl.PerSecond != defaultRRLPerSecond || len(rl.Exempt) != 1 || rl.Exempt[0] != netip.MustParsePrefix("192.168.1.0/24") {
+		t.Fatalf("no rateLimit key: %+v, want the default with the recursive view's networks exempt", rl)
+	}
+	if rl := build("  rateLimit: {off: true}\n").RateLimit; rl != nil {
+		t.Fatalf("rateLimit off: %+v", rl)
+	}
+	if rl := build("  rateLimit: {perSecond: 5}\n").RateLimit; rl == nil || rl.PerSecond != 5 || len(rl.Exempt) != 0 {
+		t.Fatalf("explicit rateLimit: %+v", rl)
+	}
+}
