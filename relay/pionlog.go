@@ -8,8 +8,12 @@ import (
 	"github.com/pion/logging"
 )
 
-// pionLoggerFactory routes the engine's log lines to our slog.Logger. The
-// engine's Info lines are per-request detail, so they go to Debug.
+// pionLoggerFactory routes the engine's log lines to our slog.Logger. Every
+// level of the engine's lines goes to Debug: they are per-request and
+// per-packet outcomes ("Failed to send ChannelData", "failed to handle
+// datagram"), which a remote client can cause at will, so at Warn or Error
+// they would let anyone flood the log. What an operator must see the relay
+// logs itself (denials, limits, listener errors, returned from Serve).
 type pionLoggerFactory struct{ l *slog.Logger }
 
 func (f pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
@@ -34,7 +38,7 @@ func (p pionLogger) Debug(msg string)                  { p.log(slog.LevelDebug-4
 func (p pionLogger) Debugf(format string, args ...any) { p.logf(slog.LevelDebug-4, format, args...) }
 func (p pionLogger) Info(msg string)                   { p.log(slog.LevelDebug, msg) }
 func (p pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelDebug, format, args...) }
-func (p pionLogger) Warn(msg string)                   { p.log(slog.LevelWarn, msg) }
-func (p pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelWarn, format, args...) }
-func (p pionLogger) Error(msg string)                  { p.log(slog.LevelError, msg) }
-func (p pionLogger) Errorf(format string, args ...any) { p.logf(slog.LevelError, format, args...) }
+func (p pionLogger) Warn(msg string)                   { p.log(slog.LevelDebug, msg) }
+func (p pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelDebug, format, args...) }
+func (p pionLogger) Error(msg string)                  { p.log(slog.LevelDebug, msg) }
+func (p pionLogger) Errorf(format string, args ...any) { p.logf(slog.LevelDebug, format, args...) }
