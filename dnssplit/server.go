@@ -30,6 +30,12 @@ const (
 	defaultWorkers = 128
 	// defaultMaxTCPConns bounds open TCP connections.
 	defaultMaxTCPConns = 256
+	// defaultMaxTCPConnsPerSource bounds one client address's share of
+	// them: RFC 7766 clients reuse one pipelined connection, and a
+	// secondary transferring zones needs one or two, so 8 is plenty; without
+	// it ~256 slow connections from one host shut everyone out of TCP
+	// (truncation fallback, zone transfers).
+	defaultMaxTCPConnsPerSource = 8
 	// defaultTCPIdle is how long an idle TCP connection stays open (RFC 7766
 	// suggests seconds, not minutes).
 	defaultTCPIdle = 10 * time.Second
@@ -95,6 +101,11 @@ type Server struct {
 	// MaxTCPConns optionally bounds open TCP connections per listener; if
 	// zero, 256 is used. Connections beyond it are closed at once.
 	MaxTCPConns int
+
+	// MaxTCPConnsPerSource optionally bounds open TCP connections from one
+	// client address per listener; if zero, 8 is used; negative means no
+	// bound. Connections beyond it are closed at once.
+	MaxTCPConnsPerSource int
 
 	// TCPIdleTimeout optionally sets how long an idle TCP connection is kept;
 	// if zero, 10 s is used.
@@ -163,6 +174,16 @@ func (s *Server) maxTCPConns() int {
 		return s.MaxTCPConns
 	}
 	return defaultMaxTCPConns
+}
+
+func (s *Server) maxTCPConnsPerSource() int {
+	switch {
+	case s.MaxTCPConnsPerSource > 0:
+		return s.MaxTCPConnsPerSource
+	case s.MaxTCPConnsPerSource < 0:
+		return 0 // no bound
+	}
+	return defaultMaxTCPConnsPerSource
 }
 
 func (s *Server) tcpIdle() time.Duration {
@@ -425,6 +446,18 @@ func (s *Server) Serve(l net.Listener) error {
 	defer s.untrack(l, nil, nil)
 	defer l.Close()
 	sem := make(chan struct{}, s.maxTCPConns())
+	perSource := s.maxTCPConnsPerSource()
+	var (
+		srcMu sync.Mutex
+		bySrc = map[netip.Addr]int{} // open connections per client address
+	)
+	release := func(a netip.Addr) {
+		srcMu.Lock()
+		if bySrc[a]--; bySrc[a] <= 0 {
+			delete(bySrc, a)
+		}
+		srcMu.Unlock()
+	}
 	var backoff time.Duration
 	for {
 		c, err := l.Accept()
@@ -442,9 +475,22 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		src := addrPortOf(c.RemoteAddr()).Addr()
+		srcMu.Lock()
+		full := perSource > 0 && bySrc[src] >= perSource
+		if !full {
+			bySrc[src]++
+		}
+		srcMu.Unlock()
+		if full {
+			s.stats.tcpRejected.Add(1)
+			c.Close()
+			continue
+		}
 		select {
 		case sem <- struct{}{}:
 		default:
+			release(src)
 			s.stats.tcpRejected.Add(1)
 			c.Close()
 			continue
@@ -452,11 +498,13 @@ func (s *Server) Serve(l net.Listener) error {
 		if !s.track(nil, nil, c) {
 			c.Close()
 			<-sem
+			release(src)
 			return ErrServerClosed
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer release(src)
 			defer func() { <-sem }()
 			defer s.untrack(nil, nil, c)
 			s.serveConn(c)
