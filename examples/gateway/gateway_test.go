@@ -69,7 +69,9 @@ func loopbackConfig(t *testing.T) []byte {
 	out := string(defaultConfig)
 	for _, old := range []string{"127.0.0.1:5353", "127.0.0.1:8443", "127.0.0.1:8080", "127.0.0.1:8444",
 		"127.0.0.1:8081", "127.0.0.1:3478", "127.0.0.1:9090"} {
-		out = strings.ReplaceAll(out, old, freePort(t))
+		// Quoted, so that a new port never matches the prefix of a later
+		// pattern ("127.0.0.1:34785" contains "127.0.0.1:3478").
+		out = strings.ReplaceAll(out, `"`+old+`"`, `"`+freePort(t)+`"`)
 	}
 	return []byte(out)
 }
