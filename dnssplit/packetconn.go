@@ -50,7 +50,7 @@ func newPacketIO(c net.PacketConn) packetIO {
 	if bound.Is4() {
 		pc := ipv4.NewPacketConn(c)
 		if err := pc.SetControlMessage(ipv4.FlagDst, true); err == nil {
-			return newV4IO(pc, p)
+			return newBatchIO(pc, p, len(ipv4.NewControlMessage(ipv4.FlagDst)))
 		}
 		return p
 	}
@@ -59,7 +59,9 @@ func newPacketIO(c net.PacketConn) packetIO {
 		// A dual-stack socket also needs IPv4 destinations; failing that we
 		// still learn IPv6 ones.
 		_ = ipv4.NewPacketConn(c).SetControlMessage(ipv4.FlagDst, true)
-		return newV6IO(pc, p)
+		// Room for both: IPv4 datagrams on a dual-stack socket carry
+		// IP_PKTINFO, IPv6 ones IPV6_PKTINFO.
+		return newBatchIO(pc, p, len(ipv6.NewControlMessage(ipv6.FlagDst))+len(ipv4.NewControlMessage(ipv4.FlagDst)))
 	}
 	return p
 }
@@ -116,85 +118,30 @@ func batchWriter(ms []ipv4.Message, write func([]ipv4.Message) (int, error)) err
 	return errors.Join(errs...)
 }
 
-type v4IO struct {
+// batchConn is what batchIO needs of x/net's ipv4.PacketConn and
+// ipv6.PacketConn: their Message types are one type, so both satisfy it.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// batchIO moves datagrams with recvmmsg/sendmmsg and the packet-info
+// control messages of an IPv4 socket or an IPv6 (maybe dual-stack) one.
+type batchIO struct {
 	wmu   sync.Mutex // the reader and the writer goroutine both write
-	pc    *ipv4.PacketConn
+	pc    batchConn
 	p     plainIO
-	rms   []ipv4.Message // reader's, reused
-	wms   []ipv4.Message // writer's, reused
-	rcm   ipv4.ControlMessage
-	wbufs [][][]byte
-	rbufs [][][]byte
-}
-
-func newV4IO(pc *ipv4.PacketConn, p plainIO) *v4IO {
-	v := &v4IO{pc: pc, p: p, rms: make([]ipv4.Message, batchSize), wms: make([]ipv4.Message, batchSize),
-		rbufs: make([][][]byte, batchSize), wbufs: make([][][]byte, batchSize)}
-	for i := range v.rms {
-		v.rms[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst)
-		v.rbufs[i] = make([][]byte, 1)
-		v.wbufs[i] = make([][]byte, 1)
-	}
-	return v
-}
-
-func (v *v4IO) readBatch(ps []*packet) (int, error) {
-	ms := v.rms[:min(len(ps), len(v.rms))]
-	for i := range ms {
-		v.rbufs[i][0] = ps[i].buf
-		ms[i].Buffers = v.rbufs[i]
-		ms[i].OOB = ms[i].OOB[:cap(ms[i].OOB)]
-	}
-	n, err := v.pc.ReadBatch(ms, 0)
-	if err != nil {
-		return 0, err
-	}
-	for i := range n {
-		pk := ps[i]
-		pk.n, pk.src, pk.local = ms[i].N, addrPortOf(ms[i].Addr), v.p.bound
-		if ms[i].NN > 0 && v.rcm.Parse(ms[i].OOB[:ms[i].NN]) == nil {
-			if d, ok := netip.AddrFromSlice(v.rcm.Dst); ok {
-				pk.local = d.Unmap()
-			}
-		}
-	}
-	return n, nil
-}
-
-func (v *v4IO) writeBatch(ps []*packet) error {
-	v.wmu.Lock()
-	defer v.wmu.Unlock()
-	ms := v.wms[:min(len(ps), len(v.wms))]
-	for i := range ms {
-		pk := ps[i]
-		v.wbufs[i][0] = pk.out
-		ms[i].Buffers = v.wbufs[i]
-		ms[i].Addr = net.UDPAddrFromAddrPort(pk.src)
-		ms[i].OOB = nil
-		if v.p.bound.IsUnspecified() && pk.local.IsValid() && !pk.local.IsUnspecified() {
-			ms[i].OOB = (&ipv4.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
-		}
-	}
-	return batchWriter(ms, func(ms []ipv4.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
-}
-
-type v6IO struct {
-	wmu   sync.Mutex
-	pc    *ipv6.PacketConn
-	p     plainIO
-	rms   []ipv6.Message
-	wms   []ipv6.Message
-	rcm   ipv6.ControlMessage
+	rms   []ipv4.Message      // reader's, reused
+	wms   []ipv4.Message      // writer's, reused
+	rcm6  ipv6.ControlMessage // reader's, reused: parsing must not allocate
+	rcm4  ipv4.ControlMessage
 	rbufs [][][]byte
 	wbufs [][][]byte
 }
 
-func newV6IO(pc *ipv6.PacketConn, p plainIO) *v6IO {
-	v := &v6IO{pc: pc, p: p, rms: make([]ipv6.Message, batchSize), wms: make([]ipv6.Message, batchSize),
+func newBatchIO(pc batchConn, p plainIO, oob int) *batchIO {
+	v := &batchIO{pc: pc, p: p, rms: make([]ipv4.Message, batchSize), wms: make([]ipv4.Message, batchSize),
 		rbufs: make([][][]byte, batchSize), wbufs: make([][][]byte, batchSize)}
-	// Room for both: IPv4 datagrams on a dual-stack socket carry IP_PKTINFO
-	// and IPV6_PKTINFO.
-	oob := len(ipv6.NewControlMessage(ipv6.FlagDst)) + len(ipv4.NewControlMessage(ipv4.FlagDst))
 	for i := range v.rms {
 		v.rms[i].OOB = make([]byte, oob)
 		v.rbufs[i] = make([][]byte, 1)
@@ -203,7 +150,7 @@ func newV6IO(pc *ipv6.PacketConn, p plainIO) *v6IO {
 	return v
 }
 
-func (v *v6IO) readBatch(ps []*packet) (int, error) {
+func (v *batchIO) readBatch(ps []*packet) (int, error) {
 	ms := v.rms[:min(len(ps), len(v.rms))]
 	for i := range ms {
 		v.rbufs[i][0] = ps[i].buf
@@ -218,21 +165,20 @@ func (v *v6IO) readBatch(ps []*packet) (int, error) {
 		pk := ps[i]
 		pk.n, pk.src, pk.local = ms[i].N, addrPortOf(ms[i].Addr), v.p.bound
 		if ms[i].NN > 0 {
-			pk.local = dstOf(ms[i].OOB[:ms[i].NN], v.p.bound, &v.rcm)
+			pk.local = dstOf(ms[i].OOB[:ms[i].NN], v.p.bound, &v.rcm6, &v.rcm4)
 		}
 	}
 	return n, nil
 }
 
-// dstOf parses the destination of a datagram read on an IPv6 socket, which
-// carries IPV6_PKTINFO for IPv6 and IP_PKTINFO for IPv4 datagrams.
-func dstOf(oob []byte, def netip.Addr, cm6 *ipv6.ControlMessage) netip.Addr {
+// dstOf parses the destination of a datagram: IPV6_PKTINFO for IPv6
+// datagrams, IP_PKTINFO for IPv4 ones (on IPv4 and dual-stack sockets).
+func dstOf(oob []byte, def netip.Addr, cm6 *ipv6.ControlMessage, cm4 *ipv4.ControlMessage) netip.Addr {
 	if cm6.Parse(oob) == nil && cm6.Dst != nil {
 		if d, ok := netip.AddrFromSlice(cm6.Dst); ok {
 			return d.Unmap()
 		}
 	}
-	var cm4 ipv4.ControlMessage
 	if cm4.Parse(oob) == nil && cm4.Dst != nil {
 		if d, ok := netip.AddrFromSlice(cm4.Dst); ok {
 			return d.Unmap()
@@ -241,7 +187,7 @@ func dstOf(oob []byte, def netip.Addr, cm6 *ipv6.ControlMessage) netip.Addr {
 	return def
 }
 
-func (v *v6IO) writeBatch(ps []*packet) error {
+func (v *batchIO) writeBatch(ps []*packet) error {
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
 	ms := v.wms[:min(len(ps), len(v.wms))]
@@ -254,15 +200,15 @@ func (v *v6IO) writeBatch(ps []*packet) error {
 		switch {
 		case !v.p.bound.IsUnspecified() || !pk.local.IsValid() || pk.local.IsUnspecified():
 		case pk.local.Is4():
-			// An IPv4 reply on a dual-stack socket goes through the
-			// kernel's IPv4 path, which takes IP_PKTINFO (x/net's IPv6
-			// message would drop an IPv4-mapped source).
+			// IPv4 sockets, and IPv4 replies on a dual-stack socket (the
+			// kernel's IPv4 path), take IP_PKTINFO; x/net's IPv6 message
+			// would drop an IPv4-mapped source.
 			ms[i].OOB = (&ipv4.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
 		default:
 			ms[i].OOB = (&ipv6.ControlMessage{Src: pk.local.AsSlice()}).Marshal()
 		}
 	}
-	return batchWriter(ms, func(ms []ipv6.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
+	return batchWriter(ms, func(ms []ipv4.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
 }
 
 // addrPortOf converts a net.Addr from a UDP or TCP socket to a netip.AddrPort
