@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 // demo runs the built-in backends of the quickstart: a TLS server with a

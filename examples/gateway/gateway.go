@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/dnssplit"
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/nat"
 	"github.com/hairpin-go/hairpin/proxy"
 	"github.com/hairpin-go/hairpin/relay"

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/hairpin-go/hairpin/nat"

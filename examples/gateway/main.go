@@ -30,7 +30,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 //go:embed default.yaml

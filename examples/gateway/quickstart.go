@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 // printQuickstart tells a newcomer running the built-in default what to try.

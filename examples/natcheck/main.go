@@ -31,7 +31,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/nat"
 )
 

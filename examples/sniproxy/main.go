@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/proxy"
 )
 

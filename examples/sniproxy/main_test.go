@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 func backend(t *testing.T, name string) string {

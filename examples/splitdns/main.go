@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/dnssplit"
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 func main() {

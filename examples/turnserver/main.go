@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/relay"
 )
 
