@@ -31,6 +31,7 @@ type Records struct {
 	zones map[string]*zoneState          // lower-case apex → state
 	wild  int                            // wildcard owner names: none means no wildcard walk
 	below map[string]int                 // name → owner names strictly below it (empty non-terminals)
+	cuts  int                            // names with an NS RRset: none means no zone-cut walk
 	watch []func(zone string)
 }
 
@@ -50,6 +51,13 @@ type Answer struct {
 	Zone   string
 	Answer []dns.RR
 	Ns     []dns.RR
+	// Extra is the additional section: addresses of in-zone NS, MX and SRV
+	// targets, and the glue of a referral.
+	Extra []dns.RR
+	// Referral reports that the name is at or below a zone cut (a
+	// delegation to other servers): the answer is not authoritative and Ns
+	// holds the child zone's NS RRset.
+	Referral bool
 }
 
 // ParseRecord parses one line of zone-file syntax. Relative names are taken
@@ -92,7 +100,7 @@ func (r *Records) AddString(lines ...string) error {
 // origin is the zone's apex ($ORIGIN); file names the source in errors. The
 // zone is declared even if the file has no SOA (one is synthesized).
 func (r *Records) LoadZone(rd io.Reader, origin, file string) error {
-	origin = dns.CanonicalName(origin)
+	origin = dns.Fqdn(origin)
 	zp := dns.NewZoneParser(rd, origin, file)
 	zp.SetDefaultTTL(defaultTTL)
 	var rrs []dns.RR
@@ -110,7 +118,7 @@ func (r *Records) LoadZone(rd io.Reader, origin, file string) error {
 // that have no records get NXDOMAIN, types they lack get NODATA, both with
 // the zone's SOA (a synthesized one unless a SOA record is added).
 func (r *Records) AddZone(apex string) {
-	apex = dns.CanonicalName(apex)
+	apex = nameKey(apex)
 	r.mu.Lock()
 	r.init()
 	if r.zones[apex] == nil {
@@ -165,32 +173,36 @@ func (r *Records) Add(rrs ...dns.RR) error {
 	for _, rr := range rrs {
 		rr = dns.Copy(rr)
 		h := rr.Header()
-		h.Name = dns.CanonicalName(h.Name)
+		h.Name = dns.Fqdn(h.Name) // spelt as given; found by nameKey
 		if h.Class == 0 {
 			h.Class = dns.ClassINET
 		}
-		types := r.names[h.Name]
+		key := nameKey(h.Name)
+		types := r.names[key]
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
-			r.names[h.Name] = types
-			r.countNode(h.Name, 1)
+			r.names[key] = types
+			r.countNode(key, 1)
 		}
 		if soa, ok := rr.(*dns.SOA); ok {
-			z := r.zones[h.Name]
+			z := r.zones[key]
 			if z == nil {
 				z = &zoneState{}
-				r.zones[h.Name] = z
+				r.zones[key] = z
 			}
 			z.soa, z.explicit = soa, true
 			types[dns.TypeSOA] = []dns.RR{soa}
-			changed[h.Name] = true
-			soaGiven[h.Name] = true // the data brings its own serial
+			changed[key] = true
+			soaGiven[key] = true // the data brings its own serial
 			continue
 		}
 		if !containsRR(types[h.Rrtype], rr) {
+			if h.Rrtype == dns.TypeNS && len(types[dns.TypeNS]) == 0 {
+				r.cuts++
+			}
 			types[h.Rrtype] = append(types[h.Rrtype], rr)
 		}
-		changed[r.zoneOfLocked(h.Name)] = true
+		changed[r.zoneOfLocked(key)] = true
 	}
 	bump := map[string]bool{}
 	for z := range changed {
@@ -220,15 +232,16 @@ func containsRR(set []dns.RR, rr dns.RR) bool {
 // name and type); no rrs removes the RRset. It is the call for data learned at
 // run time, such as a public address found by a NAT probe.
 func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
-	name = dns.CanonicalName(name)
+	name = dns.Fqdn(name)
+	key := nameKey(name)
 	set := make([]dns.RR, 0, len(rrs))
 	for _, rr := range rrs {
 		h := rr.Header()
-		if dns.CanonicalName(h.Name) != name || h.Rrtype != rrtype {
+		if nameKey(h.Name) != key || h.Rrtype != rrtype {
 			return fmt.Errorf("dnssplit: set %s %s: record %q does not match", name, dns.TypeToString[rrtype], rr.String())
 		}
 		rr = dns.Copy(rr)
-		rr.Header().Name = name
+		rr.Header().Name = dns.Fqdn(rr.Header().Name)
 		if rr.Header().Class == 0 {
 			rr.Header().Class = dns.ClassINET
 		}
@@ -236,24 +249,30 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 	}
 	r.mu.Lock()
 	r.init()
-	types := r.names[name]
+	types := r.names[key]
+	if rrtype == dns.TypeNS && types != nil && len(types[dns.TypeNS]) > 0 {
+		r.cuts--
+	}
 	if len(set) == 0 {
 		if types != nil {
 			delete(types, rrtype)
 			if len(types) == 0 {
-				delete(r.names, name)
-				r.countNode(name, -1)
+				delete(r.names, key)
+				r.countNode(key, -1)
 			}
 		}
 	} else {
 		if types == nil {
 			types = make(map[uint16][]dns.RR)
-			r.names[name] = types
-			r.countNode(name, 1)
+			r.names[key] = types
+			r.countNode(key, 1)
 		}
 		types[rrtype] = set
+		if rrtype == dns.TypeNS {
+			r.cuts++
+		}
 	}
-	changed := map[string]bool{r.zoneOfLocked(name): true}
+	changed := map[string]bool{r.zoneOfLocked(key): true}
 	fns := r.bumpLocked(changed)
 	r.mu.Unlock()
 	notifyAll(fns, changed)
@@ -262,10 +281,13 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 
 // Remove removes every RRset of name.
 func (r *Records) Remove(name string) {
-	name = dns.CanonicalName(name)
+	name = nameKey(name)
 	r.mu.Lock()
 	r.init()
-	if _, ok := r.names[name]; ok {
+	if types, ok := r.names[name]; ok {
+		if len(types[dns.TypeNS]) > 0 {
+			r.cuts--
+		}
 		delete(r.names, name)
 		r.countNode(name, -1)
 	}
@@ -356,7 +378,7 @@ func (r *Records) Zones() []string {
 
 // SOA returns the SOA of a declared zone (synthesized if the data has none).
 func (r *Records) SOA(apex string) (*dns.SOA, bool) {
-	apex = dns.CanonicalName(apex)
+	apex = nameKey(apex)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	z, ok := r.zones[apex]
@@ -376,7 +398,7 @@ func (r *Records) soaLocked(apex string, z *zoneState) *dns.SOA {
 // ZoneRecords returns every record of the declared zone apex, SOA first, for
 // a zone transfer.
 func (r *Records) ZoneRecords(apex string) ([]dns.RR, bool) {
-	apex = dns.CanonicalName(apex)
+	apex = nameKey(apex)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	z, ok := r.zones[apex]
@@ -407,82 +429,193 @@ func (r *Records) ZoneRecords(apex string) ([]dns.RR, bool) {
 	return out, true
 }
 
-// maxCNAMEChain bounds how many local CNAMEs one answer follows, so a loop in
-// the data cannot loop the server.
+// maxCNAMEChain bounds how many local CNAMEs one answer follows, so a long
+// chain in the data cannot make one query expensive; a loop ends earlier, at
+// the first name seen twice.
 const maxCNAMEChain = 8
 
-// Lookup answers name and qtype from the local data. A zero-value Answer
-// (Local false) means the name is not local.
+// nameKey is the map key of a domain name: lower case, and with escapes in
+// their one canonical form, so that "sp\032ace", "sp\ ace" (how miekg/dns
+// prints the name it read from the wire) and "\097lpha" / "alpha" meet.
+func nameKey(name string) string {
+	name = dns.Fqdn(name)
+	if strings.IndexByte(name, '\\') >= 0 {
+		buf := make([]byte, 256)
+		if n, err := dns.PackDomainName(name, buf, 0, nil, false); err == nil {
+			if s, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
+				name = s
+			}
+		}
+	}
+	return strings.ToLower(name)
+}
+
+// Lookup answers name and qtype from the local data as an authoritative
+// server does (RFC 1034 section 4.3.2): below a zone cut the answer is a
+// referral; an existing name or empty non-terminal blocks the wildcard (RFC
+// 4592); local CNAMEs are followed, and the rcode and authority section are
+// those of the chain's end (RFC 6604); negative answers carry the SOA with
+// TTL min(SOA TTL, MINIMUM) (RFC 2308 section 3); Extra holds the addresses
+// of in-zone NS, MX and SRV targets. Owner names at the query name are
+// spelt as asked. A zero-value Answer (Local false) means the name is not local.
 func (r *Records) Lookup(name string, qtype uint16) Answer {
-	name = dns.CanonicalName(name)
+	qname := dns.Fqdn(name)
+	key := nameKey(qname)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.names == nil {
 		return Answer{}
 	}
-	a := r.lookupLocked(name, qtype)
-	if !a.Local || a.Rcode != dns.RcodeSuccess || qtype == dns.TypeCNAME {
+	a := r.lookupLocked(qname, key, qtype)
+	if !a.Local || a.Referral || a.Rcode != dns.RcodeSuccess || qtype == dns.TypeCNAME || qtype == dns.TypeANY {
 		return a
 	}
-	// Follow local CNAMEs.
-	for i := 0; i < maxCNAMEChain && len(a.Answer) > 0; i++ {
+	seen := map[string]bool{key: true}
+	for len(a.Answer) > 0 {
 		last, ok := a.Answer[len(a.Answer)-1].(*dns.CNAME)
 		if !ok {
 			break
 		}
-		next := r.lookupLocked(dns.CanonicalName(last.Target), qtype)
-		if !next.Local || next.Rcode != dns.RcodeSuccess || len(next.Answer) == 0 {
-			break
+		tkey := nameKey(last.Target)
+		if seen[tkey] || len(seen) > maxCNAMEChain {
+			break // a loop, or a chain too long: end it here, as Knot does
+		}
+		seen[tkey] = true
+		next := r.lookupLocked(dns.Fqdn(last.Target), tkey, qtype)
+		if !next.Local || next.Referral {
+			break // outside the local data: the client's resolver goes on
 		}
 		a.Answer = append(a.Answer, next.Answer...)
-		a.Ns = nil
+		a.Rcode, a.Ns, a.Extra = next.Rcode, next.Ns, next.Extra
+		if next.Rcode != dns.RcodeSuccess {
+			break
+		}
 	}
 	return a
 }
 
-func (r *Records) lookupLocked(name string, qtype uint16) Answer {
-	apex := r.zoneOfLocked(name)
-	if name == apex && (qtype == dns.TypeSOA || qtype == dns.TypeANY) {
+func (r *Records) lookupLocked(qname, key string, qtype uint16) Answer {
+	apex := r.zoneOfLocked(key)
+	if apex != "" {
+		// DS at a cut is the parent's data (RFC 4035 section 3.1.4.1).
+		if cut := r.cutLocked(key, apex); cut != "" && (cut != key || qtype != dns.TypeDS) {
+			return r.referralLocked(cut, apex)
+		}
+	}
+	if key == apex && (qtype == dns.TypeSOA || qtype == dns.TypeANY) {
 		if z := r.zones[apex]; !z.explicit {
-			a := Answer{Local: true, Zone: apex, Answer: []dns.RR{r.soaLocked(apex, z)}}
+			soa := dns.Copy(r.soaLocked(apex, z))
+			soa.Header().Name = qname
+			a := Answer{Local: true, Zone: apex, Answer: []dns.RR{soa}}
 			if qtype == dns.TypeANY {
-				a.Answer = append(a.Answer, r.fromNode(name, name, apex, r.names[name], qtype).Answer...)
+				a.Answer = append(a.Answer, r.fromNode(qname, key, apex, r.names[key], qtype).Answer...)
 			}
 			return a
 		}
 	}
-	if types, ok := r.names[name]; ok {
-		return r.fromNode(name, name, apex, types, qtype)
+	if types, ok := r.names[key]; ok {
+		return r.fromNode(qname, key, apex, types, qtype)
 	}
-	// Wildcard: walk up to the closest encloser and try *.<encloser>.
-	for n := name; r.wild > 0; {
-		i, end := dns.NextLabel(n, 0)
-		if end {
-			break
-		}
-		n = n[i:]
-		if apex != "" && !dns.IsSubDomain(apex, n) {
-			break
-		}
-		if types, ok := r.names["*."+n]; ok {
-			return r.fromNode(name, "*."+n, apex, types, qtype)
-		}
-		if _, ok := r.names[n]; ok || n == apex {
-			break // closest encloser exists: no wildcard above it applies
+	if apex != "" && r.below[key] > 0 {
+		return Answer{Local: true, Zone: apex, Ns: r.negativeLocked(apex)} // empty non-terminal: NODATA
+	}
+	// RFC 4592: only the wildcard at the closest encloser (the nearest
+	// existing ancestor, empty non-terminals included) applies.
+	if r.wild > 0 {
+		for n := key; ; {
+			i, end := dns.NextLabel(n, 0)
+			if end {
+				break
+			}
+			n = n[i:]
+			if types, ok := r.names["*."+n]; ok {
+				return r.fromNode(qname, "*."+n, apex, types, qtype)
+			}
+			if _, ok := r.names[n]; ok || r.below[n] > 0 || n == apex {
+				break
+			}
 		}
 	}
 	if apex == "" {
 		return Answer{}
 	}
-	soa := r.soaLocked(apex, r.zones[apex])
-	if r.hasDescendantLocked(name) {
-		return Answer{Local: true, Zone: apex, Ns: []dns.RR{soa}} // empty non-terminal: NODATA
-	}
-	return Answer{Local: true, Rcode: dns.RcodeNameError, Zone: apex, Ns: []dns.RR{soa}}
+	return Answer{Local: true, Rcode: dns.RcodeNameError, Zone: apex, Ns: r.negativeLocked(apex)}
 }
 
-func (r *Records) hasDescendantLocked(name string) bool {
-	return r.below[name] > 0
+// cutLocked returns the highest delegation (a name with NS below the apex)
+// at or above key inside zone apex, or "".
+func (r *Records) cutLocked(key, apex string) string {
+	if r.cuts == 0 || key == apex {
+		return ""
+	}
+	// Collect the names from key up to (not including) the apex, then
+	// look from the top down.
+	var chain []string
+	for n := key; n != apex; {
+		chain = append(chain, n)
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			return ""
+		}
+		n = n[i:]
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		if len(r.names[chain[i]][dns.TypeNS]) > 0 {
+			return chain[i]
+		}
+	}
+	return ""
+}
+
+// referralLocked answers for a name at or below the cut: not
+// authoritative, the child's NS in authority, their addresses (glue) in
+// additional.
+func (r *Records) referralLocked(cut, apex string) Answer {
+	ns := r.names[cut][dns.TypeNS]
+	return Answer{Local: true, Referral: true, Zone: apex, Ns: ns, Extra: r.addressesLocked(ns, apex)}
+}
+
+// negativeLocked is the authority section of NXDOMAIN and NODATA: the SOA
+// with the negative TTL, min(SOA TTL, MINIMUM) (RFC 2308 section 3).
+func (r *Records) negativeLocked(apex string) []dns.RR {
+	soa := r.soaLocked(apex, r.zones[apex])
+	if soa.Minttl < soa.Hdr.Ttl {
+		soa = dns.Copy(soa).(*dns.SOA)
+		soa.Hdr.Ttl = soa.Minttl
+	}
+	return []dns.RR{soa}
+}
+
+// addressesLocked returns the A and AAAA records of the NS, MX and SRV
+// targets in rrs that lie in zone apex (glue below a cut included), for the
+// additional section.
+func (r *Records) addressesLocked(rrs []dns.RR, apex string) []dns.RR {
+	if apex == "" {
+		return nil
+	}
+	var out []dns.RR
+	seen := map[string]bool{}
+	for _, rr := range rrs {
+		var target string
+		switch rr := rr.(type) {
+		case *dns.NS:
+			target = rr.Ns
+		case *dns.MX:
+			target = rr.Mx
+		case *dns.SRV:
+			target = rr.Target
+		default:
+			continue
+		}
+		k := nameKey(target)
+		if seen[k] || !dns.IsSubDomain(apex, k) || r.zoneOfLocked(k) != apex {
+			continue
+		}
+		seen[k] = true
+		out = append(out, r.names[k][dns.TypeA]...)
+		out = append(out, r.names[k][dns.TypeAAAA]...)
+	}
+	return out
 }
 
 func (r *Records) fromNode(qname, owner, apex string, types map[uint16][]dns.RR, qtype uint16) Answer {
@@ -490,7 +623,7 @@ func (r *Records) fromNode(qname, owner, apex string, types map[uint16][]dns.RR,
 	rename := func(set []dns.RR) []dns.RR {
 		out := make([]dns.RR, len(set))
 		for i, rr := range set {
-			if owner != qname {
+			if rr.Header().Name != qname {
 				rr = dns.Copy(rr)
 				rr.Header().Name = qname
 			}
@@ -510,11 +643,12 @@ func (r *Records) fromNode(qname, owner, apex string, types map[uint16][]dns.RR,
 		}
 	case len(types[qtype]) > 0:
 		a.Answer = rename(types[qtype])
+		a.Extra = r.addressesLocked(a.Answer, apex)
 	case len(types[dns.TypeCNAME]) > 0:
 		a.Answer = rename(types[dns.TypeCNAME])
 	default:
 		if z := r.zones[apex]; z != nil {
-			a.Ns = []dns.RR{r.soaLocked(apex, z)}
+			a.Ns = r.negativeLocked(apex)
 		} else {
 			// Stand-alone name: NODATA with a SOA for the name itself, so
 			// resolvers can cache the negative answer.

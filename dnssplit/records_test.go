@@ -2,6 +2,7 @@ package dnssplit
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +66,7 @@ func TestRecordsLookup(t *testing.T) {
 		{"example.com.", dns.TypeMX, true, dns.RcodeSuccess, 1, false, "mail.example.com."},
 		{"example.com.", dns.TypeCAA, true, dns.RcodeSuccess, 1, false, "letsencrypt.org"},
 		{"_sip._tcp.example.com.", dns.TypeSRV, true, dns.RcodeSuccess, 1, false, "sip.example.com."},
-		{"loop1.example.com.", dns.TypeA, true, dns.RcodeSuccess, 9, false, "loop2.example.com."},
+		{"loop1.example.com.", dns.TypeA, true, dns.RcodeSuccess, 2, false, "loop2.example.com."}, // the loop ends at the first repeat
 		{"solo.example.org.", dns.TypeA, true, dns.RcodeSuccess, 1, false, "10.0.0.1"},
 		{"solo.example.org.", dns.TypeTXT, true, dns.RcodeSuccess, 0, true, ""},
 		{"other.example.org.", dns.TypeA, false, 0, 0, false, ""},
@@ -222,5 +223,61 @@ func TestNonexistentNameCostIndependentOfSize(t *testing.T) {
 	}
 	if a := recs.Lookup("sub.big.example.", dns.TypeA); a.Rcode != dns.RcodeNameError {
 		t.Fatalf("after removal: %+v", a)
+	}
+}
+
+// TestRecordsAuthoritative checks, without peers, the answers that
+// TestConformance compares with BIND and Knot.
+func TestRecordsAuthoritative(t *testing.T) {
+	f, err := os.Open(conformanceZoneFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := new(Records)
+	if err := r.LoadZone(f, "example.com.", conformanceZoneFile); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		qtype    uint16
+		rcode    int
+		answers  int
+		referral bool
+		negTTL   uint32 // TTL of the SOA in authority; 0: no SOA expected
+		extra    int
+	}{
+		{"ent.w.example.com.", dns.TypeA, dns.RcodeSuccess, 0, false, 300, 0},      // empty non-terminal blocks *.w
+		{"z.ent.w.example.com.", dns.TypeA, dns.RcodeNameError, 0, false, 300, 0},  // closest encloser ent.w has no wildcard
+		{"foo.w.example.com.", dns.TypeA, dns.RcodeSuccess, 1, false, 0, 0},        // wildcard
+		{"sub.example.com.", dns.TypeA, dns.RcodeSuccess, 0, true, 0, 1},           // referral with glue
+		{"deep.sub.example.com.", dns.TypeA, dns.RcodeSuccess, 0, true, 0, 1},      // data below the cut hidden
+		{"sub.example.com.", dns.TypeDS, dns.RcodeSuccess, 1, false, 0, 0},         // DS is the parent's
+		{"dangling.example.com.", dns.TypeA, dns.RcodeNameError, 1, false, 300, 0}, // chain ends in NXDOMAIN
+		{"tomx.example.com.", dns.TypeTXT, dns.RcodeSuccess, 1, false, 300, 0},     // chain ends in NODATA
+		{"self.example.com.", dns.TypeA, dns.RcodeSuccess, 1, false, 0, 0},         // loop ends
+		{`sp\ ace.example.com.`, dns.TypeA, dns.RcodeSuccess, 1, false, 0, 0},      // escapes as read from the wire
+		{`sp\032ace.example.com.`, dns.TypeA, dns.RcodeSuccess, 1, false, 0, 0},    // escapes as written
+		{"MIXED2.example.com.", dns.TypeA, dns.RcodeSuccess, 1, false, 0, 0},       // \077ixed2
+		{"example.com.", dns.TypeMX, dns.RcodeSuccess, 2, false, 0, 2},             // in-zone MX target's A and AAAA
+		{"_sip._tcp.example.com.", dns.TypeSRV, dns.RcodeSuccess, 1, false, 0, 1},  // in-zone SRV target
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"/"+dns.TypeToString[tt.qtype], func(t *testing.T) {
+			a := r.Lookup(tt.name, tt.qtype)
+			if !a.Local || a.Rcode != tt.rcode || len(a.Answer) != tt.answers || a.Referral != tt.referral || len(a.Extra) != tt.extra {
+				t.Fatalf("got rcode=%d referral=%v answer=%v ns=%v extra=%v", a.Rcode, a.Referral, a.Answer, a.Ns, a.Extra)
+			}
+			var negTTL uint32
+			if len(a.Ns) == 1 && a.Ns[0].Header().Rrtype == dns.TypeSOA {
+				negTTL = a.Ns[0].Header().Ttl
+			}
+			if negTTL != tt.negTTL {
+				t.Fatalf("SOA TTL in authority %d, want %d (%v)", negTTL, tt.negTTL, a.Ns)
+			}
+			if len(a.Answer) > 0 && a.Answer[0].Header().Name != tt.name {
+				t.Fatalf("owner %q, want the name as asked %q", a.Answer[0].Header().Name, tt.name)
+			}
+		})
 	}
 }

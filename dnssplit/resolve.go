@@ -27,11 +27,15 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		s.stats.count("", dns.RcodeNotImplemented)
 		return s.finish(req, reply(dns.RcodeNotImplemented), tcp)
 	}
-	if len(req.Question) != 1 {
+	if len(req.Question) != 1 || optCount(req) > 1 {
+		// More than one OPT is a format error too (RFC 6891 section
+		// 6.1.1); the reply has no OPT then, as BIND's and Knot's.
 		s.stats.count("", dns.RcodeFormatError)
 		m := new(dns.Msg)
 		m.SetRcodeFormatError(req)
-		return s.finish(req, m, tcp)
+		m.Question = req.Question
+		m.Compress = true
+		return m
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		m := reply(dns.RcodeBadVers)
@@ -67,7 +71,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 			s.stats.rateLimited.Add(1)
 			m := reply(dns.RcodeSuccess)
 			m.Truncated = true
-			return s.finish(req, m, tcp, cookie)
+			return s.finish(req, m, tcp, cookieOpt(cookie)...)
 		}
 	}
 
@@ -75,7 +79,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	// to the last view by default gets its local data, never recursion, so
 	// a lone recursive "inside" view is not an open resolver.
 	recurse := v != nil && v.Recursion && choice.Reason != ReasonDefault
-	m := s.answer(ctx, req, q, v, recurse, tcp)
+	m, ede := s.answer(ctx, req, q, v, client.Source, recurse)
 	if ps != nil && ps.blocked {
 		return nil // to be answered again off the reader goroutine
 	}
@@ -84,30 +88,61 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		s.logger().Debug("dnssplit: refused", "client", client.Source, "view", viewName, "name", q.Name,
 			"type", dns.TypeToString[q.Qtype], "reason", choice.String())
 	}
-	return s.finish(req, m, tcp, cookie)
+	opts := cookieOpt(cookie)
+	if ede != nil {
+		opts = append(opts, ede)
+	}
+	return s.finish(req, m, tcp, opts...)
 }
 
-// answer decides the reply to a well-formed single-question query in view v;
-// recurse says whether the client may have other names forwarded.
-func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, recurse, tcp bool) *dns.Msg {
-	m := new(dns.Msg)
+func cookieOpt(c *dns.EDNS0_COOKIE) []dns.EDNS0 {
+	if c == nil {
+		return nil
+	}
+	return []dns.EDNS0{c}
+}
+
+// prohibited is the Extended DNS Error (RFC 8914) of a query refused by
+// policy: recursion for a client not allowed it, a transfer from a
+// secondary not listed. It tells operators why, as BIND's replies do.
+func prohibited() *dns.EDNS0_EDE {
+	return &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeProhibited}
+}
+
+// answer decides the reply to a well-formed single-question query from src
+// in view v; recurse says whether the client may have other names
+// forwarded. ede is an Extended DNS Error to add, or nil.
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse bool) (m *dns.Msg, ede *dns.EDNS0_EDE) {
+	m = new(dns.Msg)
 	m.SetReply(req)
 	// Clients of a recursive view may recurse, whatever this answer is;
 	// stub resolvers look at RA.
 	m.RecursionAvailable = recurse && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		return m
+		return m, nil
 	}
 	switch q.Qtype {
-	case dns.TypeAXFR, dns.TypeIXFR:
+	case dns.TypeIXFR:
+		// IXFR over UDP from a secondary allowed to transfer: the current
+		// SOA alone tells it to retry over TCP (RFC 1995 section 2), as
+		// BIND answers. Others are refused, as for the transfer itself.
+		if s.transferAllowed(src) && v != nil && v.Records != nil {
+			if soa, ok := v.Records.SOA(q.Name); ok {
+				m.Answer = []dns.RR{soa}
+				return m, nil
+			}
+		}
+		m.Rcode = dns.RcodeRefused
+		return m, prohibited()
+	case dns.TypeAXFR:
 		// Transfers run on TCP through serveTransfer; anything reaching here
 		// (UDP, or the dns.Handler path) is refused.
 		m.Rcode = dns.RcodeRefused
-		return m
+		return m, prohibited()
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeMAILA, dns.TypeMAILB:
 		m.Rcode = dns.RcodeFormatError
-		return m
+		return m, nil
 	}
 	var local Answer
 	splits := false
@@ -115,24 +150,38 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		local = v.Records.Lookup(q.Name, q.Qtype)
 		splits = v.splits(q.Qtype)
 	}
-	if q.Qtype == dns.TypeANY && (!tcp || !local.Local) {
+	if q.Qtype == dns.TypeANY && local.Local && !local.Referral && len(local.Answer) > 0 {
+		// RFC 8482 section 4.1: one RRset of an existing name (the lowest
+		// type), so ANY cannot amplify; over TCP too, as Knot answers.
+		// Names without data get the normal NXDOMAIN or NODATA below.
+		n := 1
+		for n < len(local.Answer) && local.Answer[n].Header().Rrtype == local.Answer[0].Header().Rrtype {
+			n++
+		}
+		local.Answer = local.Answer[:n]
+	}
+	if q.Qtype == dns.TypeANY && !local.Local {
 		// RFC 8482: a minimal answer, so ANY cannot amplify.
-		m.Authoritative = local.Local
 		m.Answer = []dns.RR{&dns.HINFO{
 			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: dns.ClassINET, Ttl: 3600},
 			Cpu: "RFC8482",
 		}}
-		if !local.Local && !recurse {
+		if !recurse {
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
+			return m, prohibited()
 		}
-		return m
+		return m, nil
+	}
+	if local.Referral && recurse && len(s.Upstreams) > 0 {
+		local = Answer{} // delegated away: a recursive client wants the child's answer
 	}
 	if local.Local && splits {
-		m.Authoritative = true
+		m.Authoritative = !local.Referral
 		m.Rcode = local.Rcode
 		m.Answer = local.Answer
 		m.Ns = local.Ns
+		m.Extra = local.Extra
 		// Only the first CNAME target may need recursion; an answer that
 		// ends in a CNAME pointing outside our data is completed upstream
 		// for clients allowed to recurse.
@@ -145,39 +194,39 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 				}
 			}
 		}
-		return m
+		return m, nil
 	}
 	// Pass-through types for names in the local data are forwarded for every
 	// client: they concern our own names, so this is not open recursion.
 	if local.Local || recurse {
 		if len(s.Upstreams) == 0 {
 			if local.Local {
-				m.Authoritative = true
+				m.Authoritative = !local.Referral
 				m.Rcode = local.Rcode
-				m.Answer, m.Ns = local.Answer, local.Ns
-				return m
+				m.Answer, m.Ns, m.Extra = local.Answer, local.Ns, local.Extra
+				return m, nil
 			}
 			m.Rcode = dns.RcodeServerFailure
-			return m
+			return m, nil
 		}
 		up := s.forward(ctx, v, req, req)
 		if up == nil {
 			m.Rcode = dns.RcodeServerFailure
-			return m
+			return m, nil
 		}
 		m.Rcode = up.Rcode
 		m.Answer, m.Ns, m.Extra = up.Answer, up.Ns, up.Extra
 		// AD only for clients that asked for it (RFC 6840 section 5.8).
 		opt := req.IsEdns0()
 		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		return m
+		return m, nil
 	}
 	m.Rcode = dns.RcodeRefused
-	return m
+	return m, prohibited()
 }
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.
-func (s *Server) finish(req, m *dns.Msg, tcp bool, cookie ...*dns.EDNS0_COOKIE) *dns.Msg {
+func (s *Server) finish(req, m *dns.Msg, tcp bool, opts ...dns.EDNS0) *dns.Msg {
 	m.Compress = true
 	size := dns.MinMsgSize
 	// Drop any OPT copied from upstream data; ours (if the client spoke
@@ -202,20 +251,37 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool, cookie ...*dns.EDNS0_COOKIE) 
 				Code: dns.EDNS0SUBNET, Family: e.Family, SourceNetmask: e.SourceNetmask, Address: e.Address,
 			})
 		}
-		for _, c := range cookie {
-			if c != nil {
-				m.IsEdns0().Option = append(m.IsEdns0().Option, c)
-			}
-		}
+		m.IsEdns0().Option = append(m.IsEdns0().Option, opts...)
 		size = max(int(opt.UDPSize()), dns.MinMsgSize)
 	}
 	size = min(size, s.udpSize())
-	if !tcp {
-		m.Truncate(size)
-	} else {
-		m.Truncate(dns.MaxMsgSize)
+	if tcp {
+		size = dns.MaxMsgSize
 	}
+	truncate(m, size)
 	return m
+}
+
+// truncate makes m fit in size bytes as BIND and Knot do: the additional
+// section goes first (it is optional); if the answer and authority still
+// do not fit, TC is set and both are emptied, so the client never caches a
+// partial RRset and retries over TCP. The OPT record stays.
+func truncate(m *dns.Msg, size int) {
+	if m.Len() <= size {
+		return
+	}
+	opts := m.Extra[:0:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			opts = append(opts, rr)
+		}
+	}
+	m.Extra = opts
+	if m.Len() <= size {
+		return
+	}
+	m.Truncated = true
+	m.Answer, m.Ns = nil, nil
 }
 
 // Explain says which view a client at addr (arriving on local, which may be
@@ -232,3 +298,14 @@ type pass struct {
 }
 
 type passKey struct{}
+
+// optCount counts the OPT records of a message.
+func optCount(m *dns.Msg) int {
+	n := 0
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
+}

@@ -50,6 +50,11 @@ func (s *Server) tsigSecret(name string) (string, bool) {
 	return "", false
 }
 
+// transferAllowed reports whether src may transfer zones (TSIG aside).
+func (s *Server) transferAllowed(src netip.Addr) bool {
+	return s.Transfer != nil && containsAddr(s.Transfer.Allow, src)
+}
+
 // serveTransfer answers an AXFR or IXFR query on a TCP connection.
 func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr, write func([]byte) error) error {
 	req := new(dns.Msg)
@@ -61,6 +66,11 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 		s.logger().Info("dnssplit: zone transfer refused", "client", src, "zone", req.Question[0].Name, "reason", why)
 		m := new(dns.Msg)
 		m.SetRcode(req, rcode)
+		if opt := req.IsEdns0(); opt != nil {
+			// The reason, for the operator of the secondary (RFC 8914).
+			m.SetEdns0(uint16(s.udpSize()), opt.Do())
+			m.IsEdns0().Option = append(m.IsEdns0().Option, prohibited())
+		}
 		b, err := m.Pack()
 		if err != nil {
 			return err
