@@ -19,8 +19,11 @@
 // (RFC 2308), prefetch, serve-stale with a client response timer (RFC 8767),
 // optional persistence to disk and an optional hold on sudden NXDOMAIN;
 // identical questions in flight are merged. UDP responses are rate limited
-// per client prefix (clients with a valid DNS cookie, RFC 7873, are exempt)
-// and ANY is answered minimally (RFC 8482). Zones can be transferred
+// per client prefix even in the zero value (50/s per /24 or /56; clients with
+// a valid DNS cookie, RFC 7873, and the networks of recursive views are
+// exempt; RateLimit{Disabled: true} turns it off), TCP connections are
+// bounded per address, per network and in total, with the idlest closed
+// first under pressure, and ANY is answered minimally (RFC 8482). Zones can be transferred
 // (AXFR/IXFR, IP ACL and TSIG) to standard secondaries, which are sent
 // NOTIFY when the data changes.
 //
@@ -29,7 +32,8 @@
 // bounded pool of workers (back-pressure instead of a goroutine per packet);
 // it replies from the address a query arrived on (also on dual-stack
 // sockets), truncates to the client's EDNS size and pipelines TCP queries.
-// [Server.ListenAndServe] opens one SO_REUSEPORT socket per CPU. A Server is
+// [Server.ListenAndServe] binds one UDP socket and one TCP listener without
+// SO_REUSEPORT, so a port another server holds is an error. A Server is
 // also a dns.Handler for use under miekg/dns's own server.
 //
 // Typical usage:

@@ -2,19 +2,29 @@ package dnssplit
 
 import (
 	"net/netip"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
+	"golang.org/x/time/rate"
 )
 
 // RateLimit limits UDP responses per client prefix (response rate limiting):
 // a flood with spoofed sources cannot use the server to amplify, and one
 // client cannot take all its work. TCP is never limited: it cannot be spoofed.
+//
+// A Server with a nil RateLimit uses the defaults below, with the Networks
+// of its recursive views exempt (they are the server's own clients).
 type RateLimit struct {
-	// PerSecond is the number of responses per second each prefix gets.
+	// Disabled turns response rate limiting off.
+	Disabled bool
+
+	// PerSecond optionally sets the responses per second each prefix gets;
+	// if zero or less, 50 is used.
 	PerSecond float64
 
 	// Burst optionally sets how many responses a quiet prefix may get at
-	// once; if zero, PerSecond (at least 1) is used.
+	// once; if zero or less, twice PerSecond (at least 1) is used.
 	Burst int
 
 	// Slip optionally makes every Slip-th limited query get an empty
@@ -25,6 +35,12 @@ type RateLimit struct {
 	// IPv4Prefix and IPv6Prefix optionally set the length of the prefix
 	// clients are grouped by; if zero, /24 and /56.
 	IPv4Prefix, IPv6Prefix int
+
+	// MaxPrefixes optionally bounds the prefixes tracked at once (memory
+	// under a flood of spoofed sources); if zero, 100 000. A prefix quiet
+	// for long enough is forgotten in O(1) and starts again with a full
+	// burst, as it would have had anyway.
+	MaxPrefixes int
 
 	// Exempt lists networks that are never limited (the LAN, say).
 	Exempt []netip.Prefix
@@ -38,94 +54,109 @@ const (
 	limitSlip
 )
 
-// maxBuckets bounds the limiter's memory under a flood of random sources;
-// at the bound, idle buckets are swept and, failing that, new ones share one.
-const maxBuckets = 100000
+const (
+	// defaultRatePerSecond and defaultRateBurst are the zero-value limit:
+	// 50 answers per second per /24 is more than a whole office of stub
+	// resolvers asks of one authoritative server, and well below what turns
+	// a server into a useful amplifier; the burst covers a page load.
+	defaultRatePerSecond = 50
+	defaultRateBurst     = 100
+	// defaultMaxPrefixes bounds the limiter's memory under a flood of
+	// random sources: 100k buckets of ~100 bytes, about 10 MB.
+	defaultMaxPrefixes = 100000
+)
 
-type bucket struct {
-	tokens  float64
-	last    time.Time
-	limited int
-}
-
+// limiter applies a RateLimit. Buckets live in a netcore.KeyedLimiter, whose
+// two generations forget idle prefixes in O(1) per new prefix: a flood of
+// spoofed sources (with IPv4Prefix 32, one prefix per packet) costs a map
+// insert each, never a sweep of the table.
 type limiter struct {
-	cfg     RateLimit
-	mu      sync.Mutex
-	buckets map[netip.Prefix]*bucket
-	now     func() time.Time
+	cfg      RateLimit
+	bits4    int
+	bits6    int
+	slip     int
+	exempt   func(netip.Addr) bool // in addition to cfg.Exempt; may be nil
+	buckets  netcore.KeyedLimiter[netip.Prefix]
+	limited  atomic.Uint64 // limited queries, for Slip
+	refusals *refusals     // counts limited queries for the Warn summary; may be nil
+	now      func() time.Time
 }
 
-func newLimiter(cfg RateLimit) *limiter {
-	return &limiter{cfg: cfg, buckets: make(map[netip.Prefix]*bucket), now: time.Now}
-}
-
-func (l *limiter) burst() float64 {
-	if l.cfg.Burst > 0 {
-		return float64(l.cfg.Burst)
+// newLimiter returns the server's limiter, or nil if rate limiting is off.
+func (s *Server) newLimiter() *limiter {
+	var cfg RateLimit
+	var exempt func(netip.Addr) bool
+	if s.RateLimit != nil {
+		cfg = *s.RateLimit
+	} else {
+		exempt = s.inRecursiveNetworks
 	}
-	return max(l.cfg.PerSecond, 1)
+	if cfg.Disabled {
+		return nil
+	}
+	l := newLimiter(cfg, exempt)
+	l.refusals = &s.stats.refusals
+	return l
+}
+
+// inRecursiveNetworks reports whether a is in the Networks of a view with
+// Recursion (the views in use now, so SetViews is followed).
+func (s *Server) inRecursiveNetworks(a netip.Addr) bool {
+	for _, v := range s.views() {
+		if v.Recursion && containsAddr(v.Networks, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func newLimiter(cfg RateLimit, exempt func(netip.Addr) bool) *limiter {
+	if cfg.PerSecond <= 0 {
+		cfg.PerSecond = defaultRatePerSecond
+		if cfg.Burst <= 0 {
+			cfg.Burst = defaultRateBurst
+		}
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = max(int(2*cfg.PerSecond), 1)
+	}
+	l := &limiter{cfg: cfg, exempt: exempt, now: time.Now, slip: cfg.Slip, bits4: cfg.IPv4Prefix, bits6: cfg.IPv6Prefix}
+	if l.slip == 0 {
+		l.slip = 2
+	}
+	if l.bits4 <= 0 || l.bits4 > 32 {
+		l.bits4 = 24
+	}
+	if l.bits6 <= 0 || l.bits6 > 128 {
+		l.bits6 = 56
+	}
+	l.buckets.Rate = rate.Limit(cfg.PerSecond)
+	l.buckets.Burst = cfg.Burst
+	l.buckets.Max = cfg.MaxPrefixes
+	if l.buckets.Max <= 0 {
+		l.buckets.Max = defaultMaxPrefixes
+	}
+	l.buckets.Now = func() time.Time { return l.now() }
+	return l
 }
 
 func (l *limiter) prefixOf(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := l.cfg.IPv6Prefix
-	if bits <= 0 || bits > 128 {
-		bits = 56
-	}
-	if a.Is4() {
-		bits = l.cfg.IPv4Prefix
-		if bits <= 0 || bits > 32 {
-			bits = 24
-		}
-	}
-	p, _ := a.Prefix(bits)
-	return p
+	return netcore.Network(a, l.bits4, l.bits6)
 }
 
 func (l *limiter) allow(a netip.Addr) limitVerdict {
-	if l.cfg.PerSecond <= 0 || containsAddr(l.cfg.Exempt, a) {
+	if containsAddr(l.cfg.Exempt, a) || l.exempt != nil && l.exempt(a) {
 		return limitAllow
 	}
-	p := l.prefixOf(a)
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[p]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets {
-			l.sweepLocked(now)
-		}
-		if len(l.buckets) >= maxBuckets {
-			p = netip.Prefix{} // everyone new shares one bucket until the sweep frees room
-			b = l.buckets[p]
-		}
-		if b == nil {
-			b = &bucket{tokens: l.burst(), last: now}
-			l.buckets[p] = b
-		}
-	}
-	b.tokens = min(l.burst(), b.tokens+now.Sub(b.last).Seconds()*l.cfg.PerSecond)
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
+	if l.buckets.Allow(l.prefixOf(a)) {
 		return limitAllow
 	}
-	b.limited++
-	slip := l.cfg.Slip
-	if slip == 0 {
-		slip = 2
+	if l.refusals != nil {
+		l.refusals.note(refusedRate)
 	}
-	if slip > 0 && b.limited%slip == 0 {
+	n := l.limited.Add(1)
+	if l.slip > 0 && n%uint64(l.slip) == 0 {
 		return limitSlip
 	}
 	return limitDrop
-}
-
-func (l *limiter) sweepLocked(now time.Time) {
-	idle := time.Duration(l.burst()/l.cfg.PerSecond*float64(time.Second)) + time.Second
-	for p, b := range l.buckets {
-		if now.Sub(b.last) > idle {
-			delete(l.buckets, p)
-		}
-	}
 }

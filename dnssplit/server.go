@@ -2,9 +2,7 @@ package dnssplit
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -36,6 +34,11 @@ const (
 	// it ~256 slow connections from one host shut everyone out of TCP
 	// (truncation fallback, zone transfers).
 	defaultMaxTCPConnsPerSource = 8
+	// defaultMaxTCPConnsPerNetwork bounds one client network's (/24 for
+	// IPv4, /56 for IPv6) share: four addresses' worth, so that a few dozen
+	// hosts of one network (or one attacker with a /24) hold at most an
+	// eighth of the 256 slots.
+	defaultMaxTCPConnsPerNetwork = 32
 	// defaultTCPIdle is how long an idle TCP connection stays open (RFC 7766
 	// suggests seconds, not minutes).
 	defaultTCPIdle = 10 * time.Second
@@ -79,8 +82,12 @@ type Server struct {
 	// Cache configures the cache of forwarded answers.
 	Cache CacheConfig
 
-	// RateLimit optionally limits UDP responses per client prefix; if nil
-	// there is no limit.
+	// RateLimit optionally sets the response rate limit of UDP replies per
+	// client prefix. If nil, 50 responses per second per /24 (IPv4) or /56
+	// (IPv6) are allowed with a burst of 100, every second limited query
+	// gets a truncated reply, and sources in the Networks of a view with
+	// Recursion are exempt (see RateLimit for each default). Set
+	// &RateLimit{Disabled: true} to turn the limit off.
 	RateLimit *RateLimit
 
 	// Transfer optionally allows zone transfers and sends NOTIFY; if nil,
@@ -99,13 +106,21 @@ type Server struct {
 	Workers int
 
 	// MaxTCPConns optionally bounds open TCP connections per listener; if
-	// zero, 256 is used. Connections beyond it are closed at once.
+	// zero, 256 is used. When all are taken, a new connection replaces the
+	// one idle longest (without a query in flight); if every one is
+	// answering a query, the new connection is closed at once.
 	MaxTCPConns int
 
 	// MaxTCPConnsPerSource optionally bounds open TCP connections from one
 	// client address per listener; if zero, 8 is used; negative means no
 	// bound. Connections beyond it are closed at once.
 	MaxTCPConnsPerSource int
+
+	// MaxTCPConnsPerNetwork optionally bounds open TCP connections from one
+	// client network (/24 for IPv4, /56 for IPv6) per listener; if zero, 32
+	// is used; negative means no bound. Connections beyond it are closed at
+	// once.
+	MaxTCPConnsPerNetwork int
 
 	// TCPIdleTimeout optionally sets how long an idle TCP connection is kept;
 	// if zero, 10 s is used.
@@ -145,6 +160,7 @@ type Server struct {
 	wg        sync.WaitGroup // serving goroutines
 	bgWG      sync.WaitGroup // background goroutines
 	bgCtx     context.Context
+	done      chan struct{} // closed by Shutdown: ends accept loops and read back-offs
 	bgCancel  context.CancelFunc
 }
 
@@ -186,6 +202,16 @@ func (s *Server) maxTCPConnsPerSource() int {
 	return defaultMaxTCPConnsPerSource
 }
 
+func (s *Server) maxTCPConnsPerNetwork() int {
+	switch {
+	case s.MaxTCPConnsPerNetwork > 0:
+		return s.MaxTCPConnsPerNetwork
+	case s.MaxTCPConnsPerNetwork < 0:
+		return 0 // no bound
+	}
+	return defaultMaxTCPConnsPerNetwork
+}
+
 func (s *Server) tcpIdle() time.Duration {
 	if s.TCPIdleTimeout > 0 {
 		return s.TCPIdleTimeout
@@ -203,9 +229,8 @@ func (s *Server) init() {
 			s.logger().Warn("dnssplit: loading persisted cache", "path", s.Cache.PersistPath, "err", err)
 		}
 		s.fwd = newForwarder(s.Upstreams, s.Policy, s.UpstreamTimeout, s.HealthInterval, s.Dial)
-		if s.RateLimit != nil {
-			s.limiter = newLimiter(*s.RateLimit)
-		}
+		s.limiter = s.newLimiter()
+		s.done = make(chan struct{})
 		s.listeners = map[net.Listener]struct{}{}
 		s.packets = map[net.PacketConn]struct{}{}
 		s.conns = map[net.Conn]struct{}{}
@@ -213,6 +238,7 @@ func (s *Server) init() {
 			s.notifier = newNotifier(s)
 		}
 		s.stats.init()
+		s.stats.refusals.now, s.stats.refusals.log = s.now, s.logger
 		s.startBackground()
 	})
 }
@@ -285,298 +311,10 @@ func (s *Server) untrack(l net.Listener, pc net.PacketConn, c net.Conn) {
 	}
 }
 
-// ServePacket answers queries arriving on pc until Shutdown or Close. It
-// reads and writes datagrams in batches (recvmmsg/sendmmsg on Linux),
-// replies from the address each query arrived on, and lets at most Workers
-// queries wait on upstreams at once. It may be called for several sockets
-// bound to one address with SO_REUSEPORT (see ListenAndServe). It closes pc
-// when it returns, and returns ErrServerClosed after Shutdown or Close.
-func (s *Server) ServePacket(pc net.PacketConn) error {
-	s.init()
-	if !s.track(nil, pc, nil) {
-		pc.Close()
-		return ErrServerClosed
-	}
-	s.wg.Add(1)
-	defer s.wg.Done()
-	defer s.untrack(nil, pc, nil)
-	defer pc.Close()
-	return s.servePackets(newPacketIO(pc), pc)
-}
-
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
-}
-
-// servePackets runs one reader (batches of datagrams), Workers handlers and
-// one writer (batches of replies). The reader blocks when every worker is
-// busy and the queue is full, so a flood waits (and is dropped) in the
-// kernel's socket buffer rather than in goroutines.
-func (s *Server) servePackets(pio packetIO, pc net.PacketConn) error {
-	workers := s.workers()
-	pool := sync.Pool{New: func() any { return &packet{buf: make([]byte, maxUDPRead)} }}
-	jobs := make(chan *packet, workers)
-	replies := make(chan *packet, workers)
-	var wg, wwg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wp := new(pass)
-			wctx := context.WithValue(s.bgCtx, passKey{}, wp)
-			for p := range jobs {
-				*wp = pass{charged: p.charged}
-				p.out = s.handle(wctx, p.buf[:p.n], p.src, p.local, false)
-				if p.out == nil {
-					pool.Put(p)
-					continue
-				}
-				replies <- p
-			}
-		}()
-	}
-	wwg.Add(1)
-	go func() {
-		defer wwg.Done()
-		batch := make([]*packet, 0, batchSize)
-		for p := range replies {
-			batch = append(batch[:0], p)
-		more:
-			for len(batch) < batchSize {
-				select {
-				case p, ok := <-replies:
-					if !ok {
-						break more
-					}
-					batch = append(batch, p)
-				default:
-					break more
-				}
-			}
-			if err := pio.writeBatch(batch); err != nil {
-				s.logger().Debug("dnssplit: udp write", "err", err)
-			}
-			for _, p := range batch {
-				p.out = nil
-				pool.Put(p)
-			}
-		}
-	}()
-	err := s.readPackets(pio, &pool, jobs)
-	close(jobs)
-	wg.Wait()
-	close(replies)
-	wwg.Wait()
-	if s.isClosed() {
-		return ErrServerClosed
-	}
-	return err
-}
-
-func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet) error {
-	batch := make([]*packet, batchSize)
-	for i := range batch {
-		batch[i] = pool.Get().(*packet)
-	}
-	defer func() {
-		for _, p := range batch {
-			pool.Put(p)
-		}
-	}()
-	// Queries answerable without the network (local data, fresh cache) are
-	// answered right here and their replies sent in one batch; only those
-	// that must wait for an upstream go to the workers.
-	ps := new(pass)
-	ictx := context.WithValue(s.bgCtx, passKey{}, ps)
-	out := make([]*packet, 0, batchSize)
-	for {
-		n, err := pio.readBatch(batch)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || s.isClosed() || errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// Transient errors (ICMP port unreachable reported on the
-			// socket, for instance) must not stop the server.
-			s.logger().Debug("dnssplit: udp read", "err", err)
-			continue
-		}
-		for i := range n {
-			p := batch[i]
-			*ps = pass{inline: true}
-			p.out = s.handle(ictx, p.buf[:p.n], p.src, p.local, false)
-			switch {
-			case ps.blocked:
-				p.out, p.charged = nil, ps.charged
-				jobs <- p
-			case p.out != nil:
-				out = append(out, p)
-			default:
-				continue // dropped: keep the buffer
-			}
-			batch[i] = pool.Get().(*packet)
-		}
-		if len(out) > 0 {
-			if err := pio.writeBatch(out); err != nil {
-				s.logger().Debug("dnssplit: udp write", "err", err)
-			}
-			for i, p := range out {
-				p.out = nil
-				pool.Put(p)
-				out[i] = nil
-			}
-			out = out[:0]
-		}
-	}
-}
-
-// Serve answers DNS over TCP connections accepted from l until Shutdown or
-// Close; it closes l when it returns. Queries on one connection are
-// pipelined: answered concurrently and written as they complete.
-func (s *Server) Serve(l net.Listener) error {
-	s.init()
-	if !s.track(l, nil, nil) {
-		l.Close()
-		return ErrServerClosed
-	}
-	s.wg.Add(1)
-	defer s.wg.Done()
-	defer s.untrack(l, nil, nil)
-	defer l.Close()
-	sem := make(chan struct{}, s.maxTCPConns())
-	perSource := s.maxTCPConnsPerSource()
-	var (
-		srcMu sync.Mutex
-		bySrc = map[netip.Addr]int{} // open connections per client address
-	)
-	release := func(a netip.Addr) {
-		srcMu.Lock()
-		if bySrc[a]--; bySrc[a] <= 0 {
-			delete(bySrc, a)
-		}
-		srcMu.Unlock()
-	}
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Temporary accept errors (EMFILE): back off, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		src := addrPortOf(c.RemoteAddr()).Addr()
-		srcMu.Lock()
-		full := perSource > 0 && bySrc[src] >= perSource
-		if !full {
-			bySrc[src]++
-		}
-		srcMu.Unlock()
-		if full {
-			s.stats.tcpRejected.Add(1)
-			c.Close()
-			continue
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			release(src)
-			s.stats.tcpRejected.Add(1)
-			c.Close()
-			continue
-		}
-		if !s.track(nil, nil, c) {
-			c.Close()
-			<-sem
-			release(src)
-			return ErrServerClosed
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer release(src)
-			defer func() { <-sem }()
-			defer s.untrack(nil, nil, c)
-			s.serveConn(c)
-		}()
-	}
-}
-
-func (s *Server) serveConn(c net.Conn) {
-	defer c.Close()
-	src := addrPortOf(c.RemoteAddr())
-	local := addrPortOf(c.LocalAddr()).Addr()
-	var (
-		wmu sync.Mutex
-		wg  sync.WaitGroup
-	)
-	defer wg.Wait()
-	inflight := make(chan struct{}, tcpPipeline)
-	write := func(b []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		c.SetWriteDeadline(time.Now().Add(s.tcpIdle()))
-		out := make([]byte, 2+len(b))
-		binary.BigEndian.PutUint16(out, uint16(len(b)))
-		copy(out[2:], b)
-		_, err := c.Write(out)
-		return err
-	}
-	var lenBuf [2]byte
-	for {
-		c.SetReadDeadline(time.Now().Add(s.tcpIdle()))
-		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint16(lenBuf[:])
-		if n < 12 {
-			return
-		}
-		msg := make([]byte, n)
-		if _, err := io.ReadFull(c, msg); err != nil {
-			return
-		}
-		if isTransfer(msg) {
-			// A transfer writes several messages; it runs alone.
-			wg.Wait()
-			if err := s.serveTransfer(msg, src, local, write); err != nil {
-				s.logger().Debug("dnssplit: transfer", "client", src, "err", err)
-				return
-			}
-			continue
-		}
-		inflight <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-inflight }()
-			if out := s.handle(s.bgCtx, msg, src, local, true); out != nil {
-				if err := write(out); err != nil {
-					c.Close()
-				}
-			}
-		}()
-	}
-}
-
-// isTransfer reports whether a raw query asks for AXFR or IXFR.
-func isTransfer(msg []byte) bool {
-	var h dns.Msg
-	if err := h.Unpack(msg); err != nil || len(h.Question) != 1 {
-		return false
-	}
-	t := h.Question[0].Qtype
-	return t == dns.TypeAXFR || t == dns.TypeIXFR
 }
 
 // Shutdown stops the server: listeners and sockets are closed, queries in
@@ -586,6 +324,9 @@ func isTransfer(msg []byte) bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	for l := range s.listeners {
 		l.Close()
@@ -653,36 +394,4 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	}
 	w.WriteMsg(out)
-}
-
-// handle answers one raw query; nil means send nothing.
-func (s *Server) handle(ctx context.Context, b []byte, src netip.AddrPort, local netip.Addr, tcp bool) []byte {
-	req := new(dns.Msg)
-	if err := req.Unpack(b); err != nil {
-		s.stats.malformed.Add(1)
-		// Answer FORMERR when at least the header is readable and the
-		// packet is a query; otherwise drop.
-		var h dns.Msg
-		if len(b) < 12 || b[2]&0x80 != 0 {
-			return nil
-		}
-		h.Id = binary.BigEndian.Uint16(b)
-		h.Response = true
-		h.Opcode = int(b[2]>>3) & 0xF
-		h.Rcode = dns.RcodeFormatError
-		out, _ := h.Pack()
-		return out
-	}
-	m := s.Resolve(ctx, req, Client{Source: src.Addr(), Local: local}, tcp)
-	if m == nil {
-		return nil
-	}
-	out, err := m.Pack()
-	if err != nil {
-		s.logger().Debug("dnssplit: pack reply", "err", err)
-		m = new(dns.Msg)
-		m.SetRcode(req, dns.RcodeServerFailure)
-		out, _ = m.Pack()
-	}
-	return out
 }

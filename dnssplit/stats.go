@@ -1,9 +1,11 @@
 package dnssplit
 
 import (
+	"log/slog"
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -24,7 +26,8 @@ type Stats struct {
 	HeldNXDOMAIN     uint64 // sudden NXDOMAIN answers replaced by the last positive answer
 	RateLimited      uint64 // UDP queries dropped or slipped by the rate limit
 	Malformed        uint64 // packets that did not parse
-	TCPRejected      uint64 // TCP connections closed at the MaxTCPConns bound
+	TCPRejected      uint64 // TCP connections refused (per-source, per-network or total bound)
+	TCPEvicted       uint64 // idle TCP connections closed to make room for a new one
 	TransfersServed  uint64 // AXFR/IXFR answered
 	TransfersRefused uint64 // AXFR/IXFR refused (ACL or TSIG)
 	NotifiesSent     uint64 // NOTIFY messages acknowledged by a secondary
@@ -37,8 +40,10 @@ type stats struct {
 	queries map[string]map[string]uint64
 
 	cacheHits, cacheMisses, upstreamFailures, staleServed, heldNXDOMAIN atomic.Uint64
-	rateLimited, malformed, tcpRejected                                 atomic.Uint64
+	rateLimited, malformed, tcpRejected, tcpEvicted                     atomic.Uint64
 	transfersServed, transfersRefused, notifiesSent                     atomic.Uint64
+
+	refusals refusals
 }
 
 func (s *stats) init() { s.queries = make(map[string]map[string]uint64) }
@@ -56,7 +61,62 @@ func (s *stats) count(view string, rcode int) {
 	}
 	m[name]++
 	s.mu.Unlock()
+	if rcode == dns.RcodeRefused {
+		s.refusals.note(refusedQuery)
+	}
 }
+
+// refusalKind names an event any internet host can trigger by asking.
+type refusalKind int
+
+const (
+	refusedQuery    refusalKind = iota // REFUSED answer (no view, no recursion)
+	refusedTCP                         // TCP connection refused at a bound
+	refusedTransfer                    // AXFR/IXFR refused
+	refusedRate                        // UDP reply dropped or slipped by the rate limit
+	refusalKinds
+)
+
+var refusalNames = [refusalKinds]string{"queries", "tcp", "transfers", "rateLimited"}
+
+// refusalSummaryInterval is the least time between two Warn summaries of
+// refusals: each refusal logs at Debug (a remote host decides how many there
+// are), and an operator still learns within a minute that they happen.
+const refusalSummaryInterval = time.Minute
+
+// refusals counts refusals since the last summary and logs a summary at
+// Warn at most once per refusalSummaryInterval, from the goroutine whose
+// refusal finds the interval over (no goroutine of its own).
+type refusals struct {
+	counts [refusalKinds]atomic.Uint64
+	last   atomic.Int64 // unix nanoseconds of the last summary; 0: none yet
+	now    func() time.Time
+	log    func() *slog.Logger
+}
+
+func (r *refusals) note(k refusalKind) {
+	r.counts[k].Add(1)
+	if r.log == nil {
+		return
+	}
+	now := r.now().UnixNano()
+	last := r.last.Load()
+	if last != 0 && now-last < int64(refusalSummaryInterval) || !r.last.CompareAndSwap(last, now) {
+		return
+	}
+	args := make([]any, 0, 2*refusalKinds+2)
+	for i := range r.counts {
+		if n := r.counts[i].Swap(0); n > 0 {
+			args = append(args, refusalNames[i], n)
+		}
+	}
+	if last != 0 {
+		args = append(args, "since", time.Unix(0, last).UTC().Format(time.RFC3339))
+	}
+	r.log().Warn("dnssplit: refused requests (each is logged at Debug)", args...)
+}
+
+func (s *Server) noteRefusal(k refusalKind) { s.stats.refusals.note(k) }
 
 // Stats returns a snapshot of the counters. It is safe for concurrent use.
 func (s *Server) Stats() Stats {
@@ -72,6 +132,7 @@ func (s *Server) Stats() Stats {
 		RateLimited:      s.stats.rateLimited.Load(),
 		Malformed:        s.stats.malformed.Load(),
 		TCPRejected:      s.stats.tcpRejected.Load(),
+		TCPEvicted:       s.stats.tcpEvicted.Load(),
 		TransfersServed:  s.stats.transfersServed.Load(),
 		TransfersRefused: s.stats.transfersRefused.Load(),
 		NotifiesSent:     s.stats.notifiesSent.Load(),

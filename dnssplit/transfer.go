@@ -63,7 +63,8 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 	}
 	refuse := func(rcode int, why string) error {
 		s.stats.transfersRefused.Add(1)
-		s.logger().Info("dnssplit: zone transfer refused", "client", src, "zone", req.Question[0].Name, "reason", why)
+		s.noteRefusal(refusedTransfer)
+		s.logger().Debug("dnssplit: zone transfer refused", "client", src, "zone", req.Question[0].Name, "reason", why)
 		m := new(dns.Msg)
 		m.SetRcode(req, rcode)
 		if opt := req.IsEdns0(); opt != nil {
