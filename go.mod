@@ -3,6 +3,7 @@ module github.com/hairpin-go/hairpin
 go 1.26.0
 
 require (
+	github.com/hashicorp/yamux v0.1.2
 	github.com/libp2p/go-reuseport v0.4.0
 	github.com/miekg/dns v1.1.73
 	github.com/pion/ice/v2 v2.3.38
@@ -13,6 +14,7 @@ require (
 	github.com/pion/turn/v5 v5.0.13
 	github.com/pires/go-proxyproto v0.15.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/quic-go/quic-go v0.65.0
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 	golang.org/x/time v0.16.0

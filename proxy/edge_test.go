@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestEdgeEndToEnd: an internet client reaches two home backends by name
+// through edge → agent with end-to-end TLS (it verifies the backends'
+// certificates), and each backend sees the client's real address in the
+// PROXY v2 header: one through a home Proxy serving the agent's listener,
+// one through a Pool as the agent's Target.
+func TestEdgeEndToEnd(t *testing.T) {
+	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
+		t.Run(tr.String(), func(t *testing.T) {
+			blog := newEdgePPBackend(t, "blog.example.com")
+			shop := newEdgePPBackend(t, "shop.example.com")
+			edgeKey, homeKey, shopKey := testKey(t), testKey(t), testKey(t)
+			e := &Edge{Key: edgeKey, Agents: []EdgeAgent{
+				{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"blog.example.com"}},
+				{Name: "shop", PublicKey: pubOf(shopKey), Names: []string{"*.example.com"}},
+			}}
+			ea := startEdge(t, e)
+			_, pubAddr := publicProxy(t, e)
+
+			home := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{"blog.example.com"}, Transport: tr}
+			homeProxy(t, home, Route{Protocol: ProtocolTLS, Host: "blog.example.com",
+				Target: &Pool{Backends: []string{blog.addr}, ProxyProtocol: ProxyProtocolV2, HealthCheck: HealthCheck{Interval: -1}}})
+			startAgent(t, home)
+			shopAgent := &Agent{Key: shopKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{"shop.example.com"}, Transport: tr,
+				Target: &Pool{Backends: []string{shop.addr}, ProxyProtocol: ProxyProtocolV2, HealthCheck: HealthCheck{Interval: -1}}}
+			startAgent(t, shopAgent)
+
+			for _, b := range []*edgePPBackend{blog, shop} {
+				said, local, err := dialTLSFrom(t.Context(), pubAddr, b.name, b.roots)
+				if err != nil {
+					t.Fatalf("%s: %v", b.name, err)
+				}
+				if want := b.name + " " + local; said != want {
+					t.Errorf("%s said %q, want %q (the client's own address)", b.name, said, want)
+				}
+			}
+			if st := e.Connected(); len(st) != 2 || st[0].Transport != tr {
+				t.Errorf("edge sees %+v, want two agents over %v", st, tr)
+			}
+			if s := e.Stats(); s.StreamsTotal != 2 || s.Agents != 2 {
+				t.Errorf("edge stats %+v, want 2 streams, 2 agents", s)
+			}
+		})
+	}
+}
+
+// TestEdgeHTTP: plain HTTP by Host through the tunnel; a name nobody holds
+// gets a fast 503.
+func TestEdgeHTTP(t *testing.T) {
+	be := newEdgeHTTPBackend(t, "blog")
+	edgeKey, homeKey := testKey(t), testKey(t)
+	e := &Edge{Key: edgeKey, Agents: []EdgeAgent{
+		{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"blog.example.com", "wiki.example.com"}},
+	}}
+	ea := startEdge(t, e)
+	_, pubAddr := publicProxy(t, e)
+	a := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{"blog.example.com"},
+		Target: &Pool{Backends: []string{be}, HealthCheck: HealthCheck{Interval: -1}}}
+	startAgent(t, a)
+
+	get := func(host string) (int, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", pubAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("blog.example.com"); code != 200 || body != "blog blog.example.com" {
+		t.Errorf("blog: %d %q", code, body)
+	}
+	// wiki is authorised but not claimed: nobody holds it.
+	if code, _ := get("wiki.example.com"); code != http.StatusServiceUnavailable {
+		t.Errorf("wiki: %d, want 503", code)
+	}
+	if s := e.Stats(); s.NoAgent != 1 {
+		t.Errorf("NoAgent = %d, want 1", s.NoAgent)
+	}
+}
+
+// TestEdgeNoAgentFastFailure: a TLS client for a name nobody holds is
+// closed at once (well before any timeout of the edge), counted as
+// backend down by the public proxy.
+func TestEdgeNoAgentFastFailure(t *testing.T) {
+	e := &Edge{Key: testKey(t), OpenTimeout: time.Minute, Agents: []EdgeAgent{
+		{Name: "home", PublicKey: pubOf(testKey(t)), Names: []string{"blog.example.com"}},
+	}}
+	startEdge(t, e)
+	p, pubAddr := publicProxy(t, e)
+	rej := newRejects(p)
+	c, err := net.Dial("tcp", pubAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	tc := tls.Client(c, &tls.Config{ServerName: "blog.example.com", InsecureSkipVerify: true})
+	err = tc.Handshake()
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("handshake = %v, want a close (not a hang)", err)
+	}
+	rej.want(t, ReasonBackendDown, 10*time.Second)
+}
+
+// TestEdgeUnauthorisedClaim: a claim outside the agent's list is refused
+// and logged, the allowed one granted; a client for the refused name,
+// routed to the edge by a catch-all route, fails fast.
+func TestEdgeUnauthorisedClaim(t *testing.T) {
+	blog := newTLSBackend(t, "blog.example.com")
+	edgeKey, homeKey := testKey(t), testKey(t)
+	e := &Edge{Key: edgeKey, Agents: []EdgeAgent{
+		{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"blog.example.com"}},
+	}}
+	ea := startEdge(t, e)
+	_, pubAddr := publicProxy(t, e, Route{Protocol: ProtocolTLS, Target: e})
+	a := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)},
+		Names:  []string{"blog.example.com", "bank.example.org", "*.example.com"},
+		Target: &Pool{Backends: []string{blog.addr}, HealthCheck: HealthCheck{Interval: -1}}}
+	startAgent(t, a)
+	st := a.Status()[0]
+	if !slices.Equal(st.Granted, []string{"blog.example.com"}) || !slices.Equal(st.Refused, []string{"bank.example.org", "*.example.com"}) {
+		t.Errorf("granted %v refused %v", st.Granted, st.Refused)
+	}
+	if n := e.Stats().ClaimsRefused; n != 2 {
+		t.Errorf("ClaimsRefused = %d, want 2", n)
+	}
+	if _, err := dialTLSAny(t, pubAddr, "bank.example.org"); err == nil {
+		t.Error("bank.example.org reached a backend")
+	}
+	if got, err := dialTLS(t.Context(), pubAddr, "blog.example.com", blog.roots); err != nil || !strings.HasPrefix(got, "blog.example.com") {
+		t.Errorf("blog: %q, %v", got, err)
+	}
+}
+
+// TestEdgeUnknownAgent: an agent whose key the edge does not list, and an
+// agent pinning another edge key, never get a tunnel.
+func TestEdgeUnknownAgent(t *testing.T) {
+	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
+		t.Run(tr.String(), func(t *testing.T) {
+			homeKey := testKey(t)
+			e := &Edge{Key: testKey(t), Agents: []EdgeAgent{{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"a.example.com"}}}}
+			ea := startEdge(t, e)
+			stranger := &Agent{Key: testKey(t), Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{"a.example.com"}, Transport: tr}
+			wrongPin := ea.agentEdge(e)
+			wrongPin.PublicKey = pubOf(testKey(t))
+			misled := &Agent{Key: homeKey, Edges: []AgentEdge{wrongPin}, Names: []string{"a.example.com"}, Transport: tr}
+			for _, a := range []*Agent{stranger, misled} {
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan error, 1)
+				go func() { done <- a.Run(ctx) }()
+				waitAgent(t, a, 20*time.Second, func(st []AgentEdgeStatus) bool { return st[0].Err != "" })
+				cancel()
+				<-done
+				if st := a.Status()[0]; st.Connected {
+					t.Errorf("agent connected: %+v", st)
+				}
+			}
+			if n := e.Stats().Agents; n != 0 {
+				t.Errorf("edge has %d agents", n)
+			}
+		})
+	}
+}
