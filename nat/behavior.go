@@ -32,7 +32,12 @@ func (b Behavior) String() string {
 }
 
 // MarshalText encodes b as its String.
-func (b Behavior) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+func (b Behavior) MarshalText() ([]byte, error) {
+	if int(b) >= len(behaviorNames) {
+		return nil, fmt.Errorf("nat: behaviour %d has no name", uint8(b))
+	}
+	return []byte(b.String()), nil
+}
 
 // UnmarshalText parses the String form.
 func (b *Behavior) UnmarshalText(text []byte) error {
@@ -80,6 +85,30 @@ func (a Answer) String() string {
 
 // Known reports whether a is Yes or No.
 func (a Answer) Known() bool { return a == Yes || a == No }
+
+// MarshalText encodes a as its String ("unknown", "yes", "no"), for
+// configuration files and map keys; JSON uses MarshalJSON.
+func (a Answer) MarshalText() ([]byte, error) {
+	if a > No {
+		return nil, fmt.Errorf("nat: answer %d has no name", uint8(a))
+	}
+	return []byte(a.String()), nil
+}
+
+// UnmarshalText parses the String form.
+func (a *Answer) UnmarshalText(text []byte) error {
+	switch string(text) {
+	case "unknown":
+		*a = Unknown
+	case "yes":
+		*a = Yes
+	case "no":
+		*a = No
+	default:
+		return fmt.Errorf("nat: unknown answer %q", text)
+	}
+	return nil
+}
 
 // MarshalJSON encodes Yes as true, No as false and Unknown as null.
 func (a Answer) MarshalJSON() ([]byte, error) {
@@ -129,21 +158,32 @@ const (
 
 // String returns "unknown", "supported", "not-supported" or "broken".
 func (s Support) String() string {
-	switch s {
-	case SupportUnknown:
-		return "unknown"
-	case Supported:
-		return "supported"
-	case NotSupported:
-		return "not-supported"
-	case Broken:
-		return "broken"
+	if int(s) < len(supportNames) {
+		return supportNames[s]
 	}
 	return fmt.Sprintf("Support(%d)", uint8(s))
 }
 
+var supportNames = [...]string{"unknown", "supported", "not-supported", "broken"}
+
 // MarshalText encodes s as its String.
-func (s Support) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+func (s Support) MarshalText() ([]byte, error) {
+	if int(s) >= len(supportNames) {
+		return nil, fmt.Errorf("nat: support %d has no name", uint8(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText parses the String form.
+func (s *Support) UnmarshalText(text []byte) error {
+	for i, n := range supportNames {
+		if n == string(text) {
+			*s = Support(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("nat: unknown RFC 5780 support %q", text)
+}
 
 // Classic returns the RFC 3489 label for a mapping and filtering behaviour,
 // for display only: "open" when there is no NAT and nothing filters,

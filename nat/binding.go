@@ -124,14 +124,14 @@ func (s *Server) respond(out, data []byte, from netip.AddrPort, idx int, addrs [
 	}
 	m := stun.Message{Raw: out[:0], TransactionID: req.TransactionID, Type: stun.BindingSuccess}
 	m.WriteHeader()
-	m.Add(stun.AttrXORMappedAddress, encodeXORAddr(from, req.TransactionID))
-	m.Add(stun.AttrMappedAddress, encodeAddr(from))
+	addAddr(&m, stun.AttrXORMappedAddress, from)
+	addAddr(&m, stun.AttrMappedAddress, from)
 	if o := addrs[via]; o.IsValid() && !o.Addr().IsUnspecified() {
-		m.Add(attrResponseOrigin, encodeAddr(o))
+		addAddr(&m, stun.AttrResponseOrigin, o)
 	}
 	if rfc5780 {
 		if o := addrs[idx^3]; o.IsValid() {
-			m.Add(attrOtherAddress, encodeAddr(o))
+			addAddr(&m, stun.AttrOtherAddress, o)
 		}
 	}
 	if padding > 0 {

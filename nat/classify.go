@@ -140,11 +140,12 @@ func classify(ev evidence) verdict {
 	for _, f := range []struct {
 		o    obs
 		want netip.AddrPort
+		test TestKind
 		name string
 	}{
-		{ev.filterIPPort, ev.plan.other, "change IP and port"},
-		{ev.filterPort, netip.AddrPortFrom(ev.plan.primary.Addr(), ev.plan.other.Port()), "change port"},
-		{ev.verify, netip.AddrPortFrom(ev.plan.other.Addr(), ev.plan.primary.Port()), "change IP, on a path known open"},
+		{ev.filterIPPort, ev.plan.other, FilteringChangeIPPortTest, "change IP and port"},
+		{ev.filterPort, netip.AddrPortFrom(ev.plan.primary.Addr(), ev.plan.other.Port()), FilteringChangePortTest, "change port"},
+		{ev.verify, netip.AddrPortFrom(ev.plan.other.Addr(), ev.plan.primary.Port()), VerifyChangeIPTest, "change IP, on a path known open"},
 	} {
 		if !f.o.ran {
 			continue
@@ -156,7 +157,7 @@ func classify(ev evidence) verdict {
 		case !f.o.answered && len(f.o.strays) > 0:
 			filterOK = false
 			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) answered from %v, not from %v", f.name, f.o.strays, f.want))
-		case !f.o.answered && f.name != "change IP and port" && f.name != "change port":
+		case !f.o.answered && f.test == VerifyChangeIPTest:
 			// The path was open: silence means the server dropped it.
 			filterOK = false
 			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) was not answered from %v", f.name, f.want))

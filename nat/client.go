@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ErrNoAnswer is returned by Probe when no server answered (over UDP, nor
@@ -195,7 +197,7 @@ func (c *Client) resolve(ctx context.Context, rec *recorder) ([]netip.AddrPort, 
 		}
 	}
 	for i, err := range errs {
-		rec.add("resolve", i, Probe{Test: "resolve", Note: err.Error()})
+		rec.add(ResolveTest, i, Evidence{Test: ResolveTest, Note: err.Error()})
 	}
 	if len(out) == 0 {
 		if len(errs) == 0 {
@@ -296,7 +298,7 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Go(func() {
-			ev.first[i] = c.bind(firstCtx, e, a, srv, request{txid: newTxID()}, first, rec, "binding", i)
+			ev.first[i] = c.bind(firstCtx, e, a, srv, request{txid: newTxID()}, first, rec, BindingTest, i)
 			if ev.first[i].answered {
 				answered <- ev.first[i].rtt
 			}
@@ -383,10 +385,10 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	return ev, nil
 }
 
-var mappingTest = []string{"mapping-alt-ip", "mapping-alt-ip-port"}
+var mappingTest = []TestKind{MappingAltIPTest, MappingAltIPPortTest}
 
 // bind runs one Binding transaction from s to dst and records it.
-func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sch schedule, rec *recorder, test string, order int) obs {
+func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sch schedule, rec *recorder, test TestKind, order int) obs {
 	out := e.exchange(ctx, s, s, dst, req, from(dst), false, sch)
 	o := toObs(out, s, dst)
 	rec.add(test, order, probeOf(test, o, req, out))
@@ -400,10 +402,10 @@ func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, s
 		return obs{}
 	}
 	want := netip.AddrPortFrom(p.primary.Addr(), p.other.Port())
-	test := "filtering-change-port"
+	test := FilteringChangePortTest
 	if changeIP {
 		want = p.other
-		test = "filtering-change-ip-port"
+		test = FilteringChangeIPPortTest
 	}
 	req := request{txid: newTxID(), changeIP: changeIP, changePort: true}
 	// Error responses come from the primary address; accept them from there
@@ -434,7 +436,7 @@ func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan,
 	req := request{txid: newTxID(), changeIP: true}
 	out := e.exchange(ctx, a, a, p.primary, req, accept, false, sch)
 	o := toObs(out, a, p.primary)
-	rec.add("verify-change-ip", 0, probeOf("verify-change-ip", o, req, out))
+	rec.add(VerifyChangeIPTest, 0, probeOf(VerifyChangeIPTest, o, req, out))
 	return o
 }
 
@@ -446,7 +448,7 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	if err != nil {
 		return obs{}
 	}
-	hb := c.bind(ctx, e, h, srv, request{txid: newTxID()}, sch, rec, "hairpin-binding", 0)
+	hb := c.bind(ctx, e, h, srv, request{txid: newTxID()}, sch, rec, HairpinBindingTest, 0)
 	if !hb.answered {
 		return obs{}
 	}
@@ -466,11 +468,11 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	out := e.exchange(ctx, h, a, mappedA, req, anySource, true, once)
 	o := toObs(out, h, mappedA)
 	o.ran = true
-	p := probeOf("hairpin", o, req, out)
+	p := probeOf(HairpinTest, o, req, out)
 	if out.answered {
 		p.Note = fmt.Sprintf("arrived at %v from %v", a.effectiveLocal(), out.arrival.from)
 	}
-	rec.add("hairpin", 0, p)
+	rec.add(HairpinTest, 0, p)
 	return o
 }
 
@@ -490,14 +492,14 @@ func (c *Client) pathHop(ctx context.Context, dst netip.AddrPort, ttl int, wait 
 	}
 	defer pc.Close()
 	hop := traceHop(ctx, pc, dst, ttl, wait)
-	p := Probe{Test: "path", Local: localAddrPort(pc.LocalAddr()), Server: dst, Sent: 1, Answered: hop.IsValid()}
+	p := Evidence{Test: PathTest, Local: netcore.AddrPort(pc.LocalAddr()), Server: dst, Sent: 1, Answered: hop.IsValid()}
 	if hop.IsValid() {
 		p.From = netip.AddrPortFrom(hop, 0)
 		p.Note = fmt.Sprintf("TTL %d: time exceeded from %v", ttl, hop)
 	} else {
 		p.Note = fmt.Sprintf("TTL %d: no time exceeded", ttl)
 	}
-	rec.add("path", ttl, p)
+	rec.add(PathTest, ttl, p)
 	return hop
 }
 
@@ -517,8 +519,8 @@ func toObs(out outcome, s *socket, dst netip.AddrPort) obs {
 	return o
 }
 
-func probeOf(test string, o obs, req request, out outcome) Probe {
-	return Probe{
+func probeOf(test TestKind, o obs, req request, out outcome) Evidence {
+	return Evidence{
 		Test: test, Local: o.local, Server: o.server,
 		ChangeIP: req.changeIP, ChangePort: req.changePort,
 		Answered: o.answered, Mapped: o.mapped, From: o.from, Origin: o.origin, Other: o.other,
@@ -526,7 +528,8 @@ func probeOf(test string, o obs, req request, out outcome) Probe {
 	}
 }
 
-// recorder collects probes from concurrent tests and orders them by plan.
+// recorder collects evidence from concurrent tests and orders it by plan
+// (TestKind order, then order within a test).
 type recorder struct {
 	mu     sync.Mutex
 	probes []recorded
@@ -535,25 +538,19 @@ type recorder struct {
 type recorded struct {
 	rank  int
 	order int
-	p     Probe
+	p     Evidence
 }
 
-var testRank = map[string]int{
-	"resolve": -1, "binding": 0, "mapping-alt-ip": 1, "mapping-alt-ip-port": 2,
-	"verify-change-ip": 3, "filtering-change-ip-port": 3, "filtering-change-port": 4,
-	"hairpin-binding": 5, "hairpin": 6, "path": 7, "lifetime": 8,
-}
-
-func (r *recorder) add(test string, order int, p Probe) {
+func (r *recorder) add(test TestKind, order int, p Evidence) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.probes = append(r.probes, recorded{testRank[test], order, p})
+	r.probes = append(r.probes, recorded{int(test), order, p})
 }
 
-func (r *recorder) sorted() []Probe {
+func (r *recorder) sorted() []Evidence {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Probe, 0, len(r.probes))
+	out := make([]Evidence, 0, len(r.probes))
 	rs := slices.Clone(r.probes)
 	slices.SortStableFunc(rs, func(a, b recorded) int {
 		if a.rank != b.rank {

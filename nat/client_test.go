@@ -86,7 +86,7 @@ func TestProbeNoHairpin(t *testing.T) {
 		t.Errorf("hairpinning %v with NoHairpin", rep.Hairpinning)
 	}
 	for _, p := range rep.Probes {
-		if p.Test == "hairpin" || p.Test == "hairpin-binding" {
+		if p.Test == HairpinTest || p.Test == HairpinBindingTest {
 			t.Errorf("hairpin probe sent with NoHairpin: %+v", p)
 		}
 	}

@@ -73,9 +73,9 @@ func honest(req []byte, from netip.AddrPort, other netip.AddrPort, mutate func(m
 		mutate(&m)
 	}
 	m.WriteHeader()
-	m.Add(stun.AttrXORMappedAddress, encodeXORAddr(from, m.TransactionID))
+	addAddr(&m, stun.AttrXORMappedAddress, from)
 	if other.IsValid() {
-		m.Add(attrOtherAddress, encodeAddr(other))
+		addAddr(&m, stun.AttrOtherAddress, other)
 	}
 	return m.Raw
 }

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-reuseport"
+
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/natlab"
-	"github.com/libp2p/go-reuseport"
 )
 
 // Ports inside the lab's own Server namespace, where nothing else listens.
@@ -28,7 +29,7 @@ func labServer(t *testing.T, lab *natlab.Lab) netip.AddrPort {
 	t.Helper()
 	a1, a2 := lab.ServerAddrs()
 	s := &Server{Primary: netip.AddrPortFrom(a1, labPort), Alternate: netip.AddrPortFrom(a2, labAltPort)}
-	four := s.fourAddrs()
+	four := fourAddrs(s.Primary, s.Alternate)
 	var pcs [4]net.PacketConn
 	var lns [4]net.Listener
 	for i, a := range four {
@@ -299,7 +300,7 @@ func TestLabLifetime(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range rep.Probes {
-		if p.Test == "lifetime" && p.Note != "" {
+		if p.Test == LifetimeTest && p.Note != "" {
 			t.Log(p.Note)
 		}
 	}

@@ -123,7 +123,7 @@ func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm a
 // answer reaches X only while the mapping lives.
 func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []obs, rep *Report, rec *recorder) {
 	note := func(msg string) {
-		rec.add("lifetime", 0, Probe{Test: "lifetime", Note: msg})
+		rec.add(LifetimeTest, 0, Evidence{Test: LifetimeTest, Note: msg})
 	}
 	if p.rfc < 0 || rep.Server.RFC5780 != Supported {
 		note("needs an RFC 5780 server (RESPONSE-PORT)")
@@ -149,7 +149,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 		if err != nil {
 			return nil, err
 		}
-		b := c.bind(ctx, e, x, srv, request{txid: newTxID()}, sch, rec, "lifetime", 1)
+		b := c.bind(ctx, e, x, srv, request{txid: newTxID()}, sch, rec, LifetimeTest, 1)
 		if !b.answered {
 			return nil, errors.New("nat: lifetime: the server did not answer a new mapping")
 		}
@@ -159,7 +159,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 				if err != nil {
 					return false, err
 				}
-				yb := c.bind(ctx, e, y, srv, request{txid: newTxID()}, sch, rec, "lifetime", 2)
+				yb := c.bind(ctx, e, y, srv, request{txid: newTxID()}, sch, rec, LifetimeTest, 2)
 				if !yb.answered {
 					return false, errors.New("nat: lifetime: the server did not answer the checking socket")
 				}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 type txID = [stun.TransactionIDSize]byte
@@ -51,41 +53,27 @@ func parseMessage(b []byte) (message, error) {
 	case stun.ClassSuccessResponse:
 		msg.success = true
 	case stun.ClassErrorResponse:
-		if v, err := m.Get(stun.AttrErrorCode); err == nil && len(v) >= 4 {
-			msg.errorCode = int(v[2]&0x7)*100 + int(v[3])
+		var ec stun.ErrorCodeAttribute
+		if ec.GetFrom(&m) == nil {
+			msg.errorCode = int(ec.Code)
 		}
 		return msg, nil
 	default:
 		return msg, errNotSTUN
 	}
-	var plain netip.AddrPort
-	for _, a := range m.Attributes {
-		switch a.Type {
-		case stun.AttrXORMappedAddress:
-			if ap, ok := decodeXORAddr(a.Value, m.TransactionID); ok && !msg.mapped.IsValid() {
-				msg.mapped = ap
-			}
-		case stun.AttrMappedAddress:
-			if ap, ok := decodeAddr(a.Value); ok && !plain.IsValid() {
-				plain = ap
-			}
-		case attrResponseOrigin:
-			if ap, ok := decodeAddr(a.Value); ok && !msg.origin.IsValid() {
-				msg.origin = ap
-			}
-		case attrOtherAddress, stun.AttrChangedAddress:
-			// CHANGED-ADDRESS is the RFC 3489 name some servers still send.
-			if ap, ok := decodeAddr(a.Value); ok && (!msg.other.IsValid() || a.Type == attrOtherAddress) {
-				msg.other = ap
-			}
-		}
-	}
+	msg.mapped, _ = getAddr(&m, stun.AttrXORMappedAddress)
 	if !msg.mapped.IsValid() {
-		msg.mapped = plain
+		msg.mapped, _ = getAddr(&m, stun.AttrMappedAddress)
 	}
-	msg.mapped = unmap(msg.mapped)
-	msg.origin = unmap(msg.origin)
-	msg.other = unmap(msg.other)
+	msg.origin, _ = getAddr(&m, stun.AttrResponseOrigin)
+	msg.other, _ = getAddr(&m, stun.AttrOtherAddress)
+	if !msg.other.IsValid() {
+		// CHANGED-ADDRESS is the RFC 3489 name some servers still send.
+		msg.other, _ = getAddr(&m, stun.AttrChangedAddress)
+	}
+	msg.mapped = netcore.Canonical(msg.mapped)
+	msg.origin = netcore.Canonical(msg.origin)
+	msg.other = netcore.Canonical(msg.other)
 	if !msg.mapped.IsValid() {
 		// A success response without a usable mapped address tells us nothing.
 		return msg, errors.New("nat: binding response without a mapped address")

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // TestTraceHopHonoursCancel: the path test stops when the probe's ctx is
@@ -23,7 +25,7 @@ func TestTraceHopHonoursCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
-	hop := traceHop(ctx, pc, localAddrPort(silent.LocalAddr()), 1, 10*time.Second)
+	hop := traceHop(ctx, pc, netcore.AddrPort(silent.LocalAddr()), 1, 10*time.Second)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("traceHop returned %v after its ctx was cancelled", d-100*time.Millisecond)
 	}

@@ -11,6 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ErrServerClosed is returned by the Server's Serve methods after Close or Shutdown.
@@ -44,6 +48,11 @@ const maxMessage = 2048
 // at once, and a carrier-grade NAT puts many users behind one address.
 const maxConnsPerSource = 64
 
+// readErrorPause is how long a UDP reader waits after a passing read error
+// such as EMFILE before it reads again, so that a descriptor shortage does
+// not spin a core; it is the accept loop's first backoff.
+const readErrorPause = 5 * time.Millisecond
+
 // tcpIdleTimeout is how long a TCP connection may stay silent before the
 // server closes it; clients open one connection per probe, so a short
 // timeout costs nothing and frees descriptors.
@@ -67,18 +76,22 @@ const tcpIdleTimeout = 30 * time.Second
 // concurrent use. Close and Shutdown close every socket and listener the
 // server was given and wait for its goroutines.
 type Server struct {
-	// Primary is the address ListenAndServe listens on (UDP and TCP). Its IP
+	// Primary optionally specifies the primary address: ListenAndServe
+	// listens on it when called with an empty address, and TCP listeners
+	// given to Serve announce OTHER-ADDRESS from it and Alternate. Its IP
 	// must not be unspecified when Alternate is set.
 	Primary netip.AddrPort
 
 	// Alternate optionally specifies the second address of an RFC 5780
-	// server; it must differ from Primary in both IP and port. If it is the
-	// zero value, ListenAndServe runs a plain STUN server on Primary. Primary
-	// and Alternate also tell TCP listeners which OTHER-ADDRESS to announce.
+	// server; it must differ from the primary address in both IP and port.
+	// If it is the zero value, ListenAndServe runs a plain STUN server.
 	Alternate netip.AddrPort
 
 	// RateLimit is the most requests per second answered per source IP.
 	// Zero means DefaultRateLimit; a negative value disables the limit.
+	// Requests beyond it are dropped silently and counted in
+	// ServerStats.RateLimited; the bucket holds one second's worth, so a
+	// probe's burst of about twenty requests always passes.
 	RateLimit int
 
 	// Logger optionally specifies where to log; if nil, slog.Default() is used.
@@ -92,7 +105,8 @@ type Server struct {
 	conns     map[net.Conn]struct{}
 	perSrc    map[netip.Addr]int // open TCP connections per source IP
 	wg        sync.WaitGroup
-	limit     limiter
+	limitOnce sync.Once
+	limit     *netcore.KeyedLimiter[netip.Addr]
 	stats     serverCounters
 }
 
@@ -105,10 +119,11 @@ type ServerStats struct {
 	RateLimited uint64 // requests dropped by the per-source rate limit
 	TCPConns    uint64 // TCP connections accepted
 	TCPRejected uint64 // TCP connections closed at once: over the per-source cap
+	ReadErrors  uint64 // failed reads and accepts that did not stop serving (EMFILE, ICMP errors)
 }
 
 type serverCounters struct {
-	requests, responses, errors, dropped, rateLimited, tcpConns, tcpRejected atomic.Uint64
+	requests, responses, errors, dropped, rateLimited, tcpConns, tcpRejected, readErrors atomic.Uint64
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -121,6 +136,7 @@ func (s *Server) Stats() ServerStats {
 		RateLimited: s.stats.rateLimited.Load(),
 		TCPConns:    s.stats.tcpConns.Load(),
 		TCPRejected: s.stats.tcpRejected.Load(),
+		ReadErrors:  s.stats.readErrors.Load(),
 	}
 }
 
@@ -136,6 +152,20 @@ func (s *Server) rateLimit() int {
 		return DefaultRateLimit
 	}
 	return s.RateLimit
+}
+
+// allow reports whether one more request from a may be answered: a token
+// bucket per source IP (netcore.KeyedLimiter, bounded keys), built on first
+// use from RateLimit.
+func (s *Server) allow(a netip.Addr) bool {
+	s.limitOnce.Do(func() {
+		s.limit = &netcore.KeyedLimiter[netip.Addr]{}
+		if r := s.rateLimit(); r > 0 {
+			s.limit.Rate = rate.Limit(r)
+			s.limit.Burst = r
+		}
+	})
+	return s.limit.Allow(a)
 }
 
 // track registers closers under the server lock and counts the calling
@@ -173,6 +203,25 @@ func (s *Server) track(pcs []net.PacketConn, l net.Listener) error {
 	return nil
 }
 
+// untrack forgets closers when a Serve method returns, and closes them: a
+// Serve method closes what it was given on every return.
+func (s *Server) untrack(pcs []net.PacketConn, l net.Listener) {
+	s.mu.Lock()
+	for _, pc := range pcs {
+		delete(s.packets, pc)
+	}
+	if l != nil {
+		delete(s.listeners, l)
+	}
+	s.mu.Unlock()
+	for _, pc := range pcs {
+		pc.Close()
+	}
+	if l != nil {
+		l.Close()
+	}
+}
+
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -182,8 +231,10 @@ func (s *Server) isClosed() bool {
 // ServePacket runs a plain STUN server on conn until Close. It answers
 // Binding requests with XOR-MAPPED-ADDRESS, MAPPED-ADDRESS and
 // RESPONSE-ORIGIN; CHANGE-REQUEST is refused with 420, as RFC 5780 asks of a
-// server without an alternate address. It always returns a non-nil error,
-// ErrServerClosed after Close.
+// server without an alternate address. Read errors other than a closed
+// socket (EMFILE, ICMP-induced errors) are counted in ServerStats.ReadErrors
+// and do not stop it. It closes conn when it returns, and always returns a
+// non-nil error, ErrServerClosed after Close.
 func (s *Server) ServePacket(conn net.PacketConn) error {
 	return s.servePackets([]net.PacketConn{conn})
 }
@@ -193,9 +244,23 @@ func (s *Server) ServePacket(conn net.PacketConn) error {
 // port, ap on the alternate IP and primary port, aa on the alternate IP and
 // alternate port. Each must be bound to a specific IP (not a wildcard), since
 // the server announces the addresses in RESPONSE-ORIGIN and OTHER-ADDRESS.
-// It always returns a non-nil error, ErrServerClosed after Close.
+// It closes the four sockets when it returns (also when it refuses them),
+// and always returns a non-nil error, ErrServerClosed after Close.
 func (s *Server) ServeRFC5780(pp, pa, ap, aa net.PacketConn) error {
 	pcs := []net.PacketConn{pp, pa, ap, aa}
+	if err := checkFour(pcs); err != nil {
+		for _, pc := range pcs {
+			if pc != nil {
+				pc.Close()
+			}
+		}
+		return err
+	}
+	return s.servePackets(pcs)
+}
+
+// checkFour validates the sockets given to ServeRFC5780.
+func checkFour(pcs []net.PacketConn) error {
 	for i, pc := range pcs {
 		if pc == nil {
 			return fmt.Errorf("nat: ServeRFC5780: socket %d is nil", i)
@@ -203,7 +268,7 @@ func (s *Server) ServeRFC5780(pp, pa, ap, aa net.PacketConn) error {
 	}
 	var addrs [4]netip.AddrPort
 	for i, pc := range pcs {
-		addrs[i] = localAddrPort(pc.LocalAddr())
+		addrs[i] = netcore.AddrPort(pc.LocalAddr())
 		if !addrs[i].IsValid() || addrs[i].Addr().IsUnspecified() {
 			return fmt.Errorf("nat: ServeRFC5780: socket %d is bound to %v, not to a specific IP", i, pc.LocalAddr())
 		}
@@ -216,7 +281,7 @@ func (s *Server) ServeRFC5780(pp, pa, ap, aa net.PacketConn) error {
 	case addrs[0].Addr() == addrs[2].Addr() || addrs[0].Port() == addrs[1].Port():
 		return errors.New("nat: ServeRFC5780: the alternate address must differ from the primary in IP and port")
 	}
-	return s.servePackets(pcs)
+	return nil
 }
 
 func (s *Server) servePackets(pcs []net.PacketConn) error {
@@ -224,10 +289,11 @@ func (s *Server) servePackets(pcs []net.PacketConn) error {
 		return err
 	}
 	defer s.wg.Done()
+	defer s.untrack(pcs, nil)
 	g := &socketGroup{rfc5780: len(pcs) == 4}
 	for i, pc := range pcs {
 		g.conns[i] = pc
-		g.addrs[i] = localAddrPort(pc.LocalAddr())
+		g.addrs[i] = netcore.AddrPort(pc.LocalAddr())
 	}
 	// Several readers per socket: answering is a read and a write system
 	// call, so one reader leaves the other cores idle under load.
@@ -282,28 +348,34 @@ func (s *Server) readLoop(g *socketGroup, idx int) error {
 		} else {
 			var a net.Addr
 			n, a, err = pc.ReadFrom(buf)
-			from = localAddrPort(a)
+			from = netcore.AddrPort(a)
 		}
 		if err != nil {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if netcore.IsClosed(err) || (errors.As(err, &ne) && ne.Timeout()) {
 				return fmt.Errorf("nat: read: %w", err)
 			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("nat: read: %w", err)
-			}
-			// ICMP errors surface as read errors on some systems; keep serving.
+			// ICMP errors surface as read errors on some systems, and a
+			// process out of descriptors fails reads with EMFILE: count,
+			// pause a little for the latter, keep serving.
+			s.stats.readErrors.Add(1)
 			s.logger().Debug("nat: read error", "err", err)
+			if netcore.IsTemporary(err) {
+				select {
+				case <-time.After(readErrorPause):
+				case <-s.done:
+				}
+			}
 			continue
 		}
-		from = unmap(from)
+		from = netcore.Canonical(from)
 		if !from.IsValid() {
 			continue
 		}
-		if !s.limit.allow(from.Addr(), s.rateLimit(), time.Now()) {
+		if !s.allow(from.Addr()) {
 			s.stats.rateLimited.Add(1)
 			continue
 		}
@@ -324,18 +396,30 @@ func (s *Server) readLoop(g *socketGroup, idx int) error {
 	}
 }
 
-// ListenAndServe listens on Primary (and Alternate, see Server) over UDP and
-// TCP and serves until Close. It always returns a non-nil error,
-// ErrServerClosed after Close.
-func (s *Server) ListenAndServe() error {
-	if !s.Primary.IsValid() {
-		return errors.New("nat: ListenAndServe: Primary address not set")
+// ListenAndServe listens on addr ("IP:port"; empty means Primary) over UDP
+// and TCP and serves until Close. With Alternate set it is an RFC 5780
+// server on four addresses (both IPs × both ports; addr must then name a
+// specific IP); otherwise a plain STUN server on addr. A port that another
+// socket holds is an error (no SO_REUSEPORT: the kernel would otherwise
+// split the requests between the two servers). It always returns a non-nil
+// error, ErrServerClosed after Close.
+func (s *Server) ListenAndServe(addr string) error {
+	primary := s.Primary
+	if addr != "" {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return fmt.Errorf("nat: ListenAndServe: %w", err)
+		}
+		primary = netcore.Canonical(ap)
 	}
-	addrs := s.fourAddrs()
+	if !primary.IsValid() {
+		return errors.New("nat: ListenAndServe: no address (addr empty and Primary not set)")
+	}
+	addrs := fourAddrs(primary, s.Alternate)
 	n := 1
 	if s.Alternate.IsValid() {
 		n = 4
-		if err := checkPair(s.Primary, s.Alternate); err != nil {
+		if err := checkPair(primary, s.Alternate); err != nil {
 			return err
 		}
 	}
@@ -355,15 +439,19 @@ func (s *Server) ListenAndServe() error {
 		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addrs[i]))
 		if err != nil {
 			close()
-			return fmt.Errorf("nat: %w", err)
+			return fmt.Errorf("nat: listen: %w", err)
 		}
 		pcs = append(pcs, pc)
 		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addrs[i]))
 		if err != nil {
 			close()
-			return fmt.Errorf("nat: %w", err)
+			return fmt.Errorf("nat: listen: %w", err)
 		}
 		lns = append(lns, l)
+	}
+	var four *[4]netip.AddrPort
+	if n == 4 {
+		four = &addrs
 	}
 	errs := make(chan error, 1+len(lns))
 	var wg sync.WaitGroup
@@ -379,7 +467,7 @@ func (s *Server) ListenAndServe() error {
 	for _, l := range lns {
 		go func() {
 			defer wg.Done()
-			errs <- s.Serve(l)
+			errs <- s.serveTCP(l, four)
 		}()
 	}
 	err := <-errs
@@ -403,9 +491,9 @@ func checkPair(p, a netip.AddrPort) error {
 	return nil
 }
 
-// fourAddrs lists the RFC 5780 socket addresses from Primary and Alternate.
-func (s *Server) fourAddrs() [4]netip.AddrPort {
-	p, a := s.Primary, s.Alternate
+// fourAddrs lists the RFC 5780 socket addresses from a primary and an
+// alternate address.
+func fourAddrs(p, a netip.AddrPort) [4]netip.AddrPort {
 	return [4]netip.AddrPort{
 		p,
 		netip.AddrPortFrom(p.Addr(), a.Port()),
@@ -458,21 +546,4 @@ func (s *Server) closeAll() {
 	for c := range s.conns {
 		c.Close()
 	}
-}
-
-func localAddrPort(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		return unmap(a.AddrPort())
-	case *net.TCPAddr:
-		return unmap(a.AddrPort())
-	}
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return unmap(ap)
 }

@@ -8,12 +8,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/pion/stun/v3"
+
+	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/hairpin-go/hairpin/internal/netcore"
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 func TestMain(m *testing.M) {
@@ -116,7 +120,7 @@ func readAll(t *testing.T, c *net.UDPConn, wait time.Duration) []datagram {
 		if err != nil {
 			return got
 		}
-		got = append(got, datagram{unmap(from), buf[:n]})
+		got = append(got, datagram{netcore.Canonical(from), buf[:n]})
 		// One answer is all a correct server sends; wait a little for extras.
 		deadline = time.Now().Add(50 * time.Millisecond)
 	}
@@ -492,20 +496,6 @@ func TestServerTCPConnsPerSource(t *testing.T) {
 	}
 }
 
-// flakyListener fails its first Accept as a listener out of descriptors does.
-type flakyListener struct {
-	net.Listener
-	failed bool
-}
-
-func (l *flakyListener) Accept() (net.Conn, error) {
-	if !l.failed {
-		l.failed = true
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
-
 // TestServerTCPSurvivesEMFILE: running out of descriptors (which remote
 // clients can cause) pauses accepting; it must not stop the TCP server.
 func TestServerTCPSurvivesEMFILE(t *testing.T) {
@@ -514,8 +504,9 @@ func TestServerTCPSurvivesEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Server{}
+	fl := netcoretest.NewListener(l, 3)
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(&flakyListener{Listener: l}) }()
+	go func() { done <- s.Serve(fl) }()
 	t.Cleanup(func() { s.Close() })
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
@@ -525,17 +516,180 @@ func TestServerTCPSurvivesEMFILE(t *testing.T) {
 	if _, err := c.Write(rawRequest(t)); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := readFull(c, make([]byte, 20)); err != nil {
 		select {
 		case err := <-done:
-			t.Fatalf("Serve returned %v after one EMFILE", err)
+			t.Fatalf("Serve returned %v after EMFILE", err)
 		default:
-			t.Fatalf("no answer after one EMFILE: %v", err)
+			t.Fatalf("no answer after EMFILE: %v", err)
 		}
+	}
+	if fl.Failures.Load() != 3 || s.Stats().ReadErrors != 3 {
+		t.Errorf("%d EMFILE accepts, Stats().ReadErrors %d; want 3 and 3", fl.Failures.Load(), s.Stats().ReadErrors)
 	}
 	s.Close()
 	if err := <-done; !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve returned %v", err)
+	}
+}
+
+// TestServerUDPSurvivesEMFILE: a UDP read failing with EMFILE is counted and
+// serving goes on.
+func TestServerUDPSurvivesEMFILE(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every reader (one per CPU) may take some of the failures.
+	fp := netcoretest.NewPacketConn(pc, 5)
+	s := &Server{}
+	done := make(chan error, 1)
+	go func() { done <- s.ServePacket(fp) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("ServePacket returned %v", err)
+		}
+	})
+	dst := netcore.AddrPort(pc.LocalAddr())
+	var got []datagram
+	for try := 0; try < 20 && len(got) == 0; try++ {
+		_, got = exchange(t, dst, rawRequest(t), 250*time.Millisecond)
+	}
+	if len(got) == 0 {
+		t.Fatal("no answer after EMFILE reads")
+	}
+	if fp.Failures.Load() != 5 || s.Stats().ReadErrors != 5 {
+		t.Errorf("%d EMFILE reads, Stats().ReadErrors %d; want 5 and 5", fp.Failures.Load(), s.Stats().ReadErrors)
+	}
+}
+
+// TestListenAndServeBusyPort: an address another socket holds (UDP or TCP)
+// is an error, not a server that shares the port with it.
+func TestListenAndServeBusyPort(t *testing.T) {
+	t.Run("udp", func(t *testing.T) {
+		busy, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		s := &Server{}
+		err = s.ListenAndServe(busy.LocalAddr().String())
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("ListenAndServe on a busy UDP port: %v, want EADDRINUSE", err)
+		}
+	})
+	t.Run("tcp", func(t *testing.T) {
+		busy, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		s := &Server{}
+		err = s.ListenAndServe(busy.Addr().String())
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("ListenAndServe on a busy TCP port: %v, want EADDRINUSE", err)
+		}
+	})
+	t.Run("alternate", func(t *testing.T) {
+		busy, err := net.ListenPacket("udp4", "127.0.0.2:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		s := &Server{Alternate: netcore.AddrPort(busy.LocalAddr())}
+		p := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 1+s.Alternate.Port()%60000)
+		err = s.ListenAndServe(p.String())
+		if err == nil {
+			t.Fatal("ListenAndServe with a busy alternate address succeeded")
+		}
+	})
+}
+
+// TestListenAndServe serves a plain server on an address picked by the
+// system and answers on it; Close ends it with ErrServerClosed.
+func TestListenAndServe(t *testing.T) {
+	// A free port for both UDP and TCP: take a UDP one, and try TCP on it.
+	for range 20 {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		pc.Close()
+		s := &Server{}
+		done := make(chan error, 1)
+		go func() { done <- s.ListenAndServe(addr) }()
+		dst := netip.MustParseAddrPort(addr)
+		var got []datagram
+		for try := 0; try < 20 && len(got) == 0; try++ {
+			select {
+			case err := <-done:
+				t.Logf("port taken meanwhile (%v); trying another", err)
+				got = nil
+				try = 20
+				continue
+			default:
+			}
+			_, got = exchange(t, dst, rawRequest(t), 100*time.Millisecond)
+		}
+		if len(got) == 0 {
+			s.Close()
+			continue
+		}
+		s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("ListenAndServe returned %v, want ErrServerClosed", err)
+		}
+		return
+	}
+	t.Skip("no port free for both UDP and TCP")
+}
+
+// closeCounter counts Close calls.
+type closeCounter struct {
+	net.PacketConn
+	closed *atomic.Int32
+}
+
+func (c closeCounter) Close() error { c.closed.Add(1); return c.PacketConn.Close() }
+
+// TestServeClosesWhatItWasGiven: every Serve method closes its sockets on
+// return, also when it refuses them.
+func TestServeClosesWhatItWasGiven(t *testing.T) {
+	var closed atomic.Int32
+	open := func() net.PacketConn {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return closeCounter{pc, &closed}
+	}
+	s := &Server{}
+	// All four on one IP: refused, and all four closed.
+	if err := s.ServeRFC5780(open(), open(), open(), open()); err == nil {
+		t.Fatal("ServeRFC5780 accepted four sockets on one IP")
+	}
+	if n := closed.Load(); n != 4 {
+		t.Errorf("ServeRFC5780 refused its sockets and closed %d of 4", n)
+	}
+	// A listener whose Accept fails for good ends Serve, which closes it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // Accept fails at once with a non-temporary error
+	if err := s.Serve(l); err == nil || errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve on a closed listener: %v", err)
+	}
+	// After Close, serving closes what it is given at once.
+	s.Close()
+	closed.Store(0)
+	if err := s.ServePacket(open()); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("ServePacket after Close: %v", err)
+	}
+	if closed.Load() != 1 {
+		t.Error("ServePacket after Close left the socket open")
 	}
 }

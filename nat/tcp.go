@@ -2,55 +2,53 @@ package nat
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Serve answers STUN Binding requests over TCP (RFC 5389 framing: messages
 // back to back on the stream) on connections accepted from l, until Close.
 // If the listener's address is one of the four given by Primary and
-// Alternate, responses carry OTHER-ADDRESS too. It always returns a non-nil
-// error, ErrServerClosed after Close.
+// Alternate, responses carry OTHER-ADDRESS too. Passing accept errors
+// (EMFILE and the like) back off and do not stop it. It closes l when it
+// returns, and always returns a non-nil error, ErrServerClosed after Close.
 func (s *Server) Serve(l net.Listener) error {
+	var four *[4]netip.AddrPort
+	if s.Primary.IsValid() && s.Alternate.IsValid() {
+		a := fourAddrs(s.Primary, s.Alternate)
+		four = &a
+	}
+	return s.serveTCP(l, four)
+}
+
+// serveTCP is Serve with the RFC 5780 addresses (nil: a plain server).
+func (s *Server) serveTCP(l net.Listener, four *[4]netip.AddrPort) error {
 	if err := s.track(nil, l); err != nil {
 		return err
 	}
 	defer s.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			if retryAccept(err) {
-				// Temporary accept failure (EMFILE and the like): back off.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(delay):
-				case <-s.done:
-				}
-				continue
-			}
-			return fmt.Errorf("nat: accept: %w", err)
-		}
-		delay = 0
-		src := localAddrPort(c.RemoteAddr()).Addr()
+	defer s.untrack(nil, l)
+	counted := countErrors{Listener: l, n: &s.stats.readErrors}
+	err := netcore.AcceptLoop(counted, s.done, func(c net.Conn) {
+		src := netcore.Addr(c.RemoteAddr())
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
-			return ErrServerClosed
+			return
 		}
 		if s.perSrc[src] >= maxConnsPerSource {
 			s.mu.Unlock()
 			s.stats.tcpRejected.Add(1) // before Close: the client may look at once
+			s.logger().Debug("nat: tcp connection over the per-source cap", "from", src)
 			c.Close()
-			continue
+			return
 		}
 		s.perSrc[src]++
 		s.conns[c] = struct{}{}
@@ -59,7 +57,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.stats.tcpConns.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serveConn(c)
+			s.serveConn(c, four)
 			s.mu.Lock()
 			delete(s.conns, c)
 			if s.perSrc[src]--; s.perSrc[src] <= 0 {
@@ -68,35 +66,38 @@ func (s *Server) Serve(l net.Listener) error {
 			s.mu.Unlock()
 			c.Close()
 		}()
+	})
+	if err == nil || s.isClosed() {
+		return ErrServerClosed
 	}
+	return fmt.Errorf("nat: accept: %w", err)
 }
 
-// retryAccept reports whether an Accept error is passing: out of
-// descriptors or memory, a connection aborted before it was accepted, a
-// timeout. Remote clients can cause these, so they must not end serving.
-func retryAccept(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	// Temporary is deprecated for its vague meaning, but on accept errors it
-	// names exactly EMFILE, ENFILE, ECONNABORTED and the like (net/http
-	// uses it the same way).
-	var te interface{ Temporary() bool }
-	return errors.As(err, &te) && te.Temporary()
+// countErrors counts the listener's failed accepts (the loop retries the
+// passing ones).
+type countErrors struct {
+	net.Listener
+	n *atomic.Uint64
 }
 
-func (s *Server) serveConn(c net.Conn) {
-	local := localAddrPort(c.LocalAddr())
-	from := localAddrPort(c.RemoteAddr())
+func (c countErrors) Accept() (net.Conn, error) {
+	cn, err := c.Listener.Accept()
+	if err != nil && netcore.IsTemporary(err) {
+		c.n.Add(1)
+	}
+	return cn, err
+}
+
+func (s *Server) serveConn(c net.Conn, four *[4]netip.AddrPort) {
+	local := netcore.AddrPort(c.LocalAddr())
+	from := netcore.AddrPort(c.RemoteAddr())
 	var addrs [4]netip.AddrPort
 	idx := 0
 	rfc5780 := false
-	if s.Alternate.IsValid() {
-		four := s.fourAddrs()
+	if four != nil {
 		for i, a := range four {
 			if a == local {
-				addrs, idx, rfc5780 = four, i, true
+				addrs, idx, rfc5780 = *four, i, true
 			}
 		}
 	}
@@ -119,7 +120,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, buf[20:n]); err != nil {
 			return
 		}
-		if !s.limit.allow(from.Addr(), s.rateLimit(), time.Now()) {
+		if !s.allow(from.Addr()) {
 			s.stats.rateLimited.Add(1)
 			continue
 		}

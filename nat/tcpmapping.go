@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-reuseport"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 func (c *Client) dialTCP(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
@@ -94,11 +96,11 @@ func (c *Client) tcpRound(ctx context.Context, network string, dsts []netip.Addr
 	}()
 	for i := 0; i < len(dsts); i++ {
 		dst := dsts[i]
-		pr := Probe{Test: "tcp", Server: dst}
+		pr := Evidence{Test: TCPTest, Server: dst}
 		o, cn, err := c.tcpBinding(ctx, network, laddr, dst)
 		if cn != nil {
 			conns = append(conns, cn)
-			la := localAddrPort(cn.LocalAddr())
+			la := netcore.AddrPort(cn.LocalAddr())
 			pr.Local = la
 			if !bound {
 				bound = true

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // schedule is an RFC 5389 retransmission schedule: send at 0, rto, 3·rto,
@@ -98,7 +100,7 @@ func (e *engine) open(ctx context.Context) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{pc: pc, local: localAddrPort(pc.LocalAddr())}
+	s := &socket{pc: pc, local: netcore.AddrPort(pc.LocalAddr())}
 	if s.local.Addr().Is4() || s.local.Addr().Is4In6() {
 		s.p4 = ipv4.NewPacketConn(pc)
 		if s.p4.SetControlMessage(ipv4.FlagDst, true) != nil {
@@ -161,7 +163,7 @@ func (e *engine) read(s *socket) {
 			}
 			continue
 		}
-		from := localAddrPort(addr)
+		from := netcore.AddrPort(addr)
 		msg, err := parseMessage(buf[:n])
 		if err != nil {
 			continue
@@ -273,7 +275,7 @@ func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip
 
 // from returns an accept function for exactly the given sources.
 func from(srcs ...netip.AddrPort) func(netip.AddrPort, message) bool {
-	return func(a netip.AddrPort, _ message) bool { return slices.Contains(srcs, unmap(a)) }
+	return func(a netip.AddrPort, _ message) bool { return slices.Contains(srcs, netcore.Canonical(a)) }
 }
 
 func anySource(netip.AddrPort, message) bool { return true }

@@ -132,7 +132,7 @@ func (g *gateway) startNAT(ctx context.Context) error {
 	}
 	if srv := g.cfg.NAT.STUNServer(g.log.With("part", "stun")); srv != nil {
 		g.stun = srv
-		g.serve("stun", srv.ListenAndServe, nat.ErrServerClosed)
+		g.serve("stun", func() error { return srv.ListenAndServe("") }, nat.ErrServerClosed)
 		g.log.Info("stun server listening", "primary", srv.Primary.String(), "alternate", srv.Alternate.String())
 	}
 	g.prober = g.cfg.NAT.Client(g.log.With("part", "nat"))

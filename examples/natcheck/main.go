@@ -9,10 +9,9 @@
 // An RFC 5780 server (two IPs, two ports) is needed to measure filtering; with
 // plain servers the mapping behaviour comes from comparing their answers.
 //
-// By default it prints a table; -json prints the report as JSON with the keys
-// udp, public, behindNAT, mapping, filtering, hairpinning, portPreserved,
-// classic, mappingLifetime (with -lifetime), tcp (with -tcp) and probes, plus
-// a few more. Unknown answers are null.
+// By default it prints a table; -json prints the library's nat.Report as JSON
+// (encoding/json of the Report, so nat's JSON is the one documented format:
+// behaviours as text, unknown answers as null, durations in nanoseconds).
 //
 // Exit status: 0 when a report was made, 1 when no server answered, 2 for
 // usage errors.
@@ -104,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(jsonReport(rep, *lifetime)); err != nil {
+		if err := enc.Encode(rep); err != nil {
 			fmt.Fprintf(stderr, "natcheck: %v\n", err)
 			return 1
 		}
@@ -122,60 +121,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// report is the JSON form: the keys are documented and stable.
-type report struct {
-	UDP                   bool        `json:"udp"`
-	Public                string      `json:"public"`
-	BehindNAT             nat.Answer  `json:"behindNAT"`
-	Mapping               string      `json:"mapping"`
-	Filtering             string      `json:"filtering"`
-	Hairpinning           nat.Answer  `json:"hairpinning"`
-	PortPreserved         nat.Answer  `json:"portPreserved"`
-	MappingVariesByServer nat.Answer  `json:"mappingVariesByServer"`
-	CarrierGradeNAT       nat.Answer  `json:"carrierGradeNAT"`
-	DoubleNAT             nat.Answer  `json:"doubleNAT"`
-	Classic               string      `json:"classic"`
-	Server                serverCheck `json:"server"`
-	MappingLifetime       string      `json:"mappingLifetime,omitempty"`
-	MappingExpired        string      `json:"mappingExpired,omitempty"`
-	SuggestedKeepalive    string      `json:"suggestedKeepalive,omitempty"`
-	TCP                   *tcpReport  `json:"tcp,omitempty"`
-	Duration              string      `json:"duration"`
-	Probes                []probe     `json:"probes"`
-}
-
-type serverCheck struct {
-	Addr         string   `json:"addr"`
-	OtherAddress string   `json:"otherAddress,omitempty"`
-	RFC5780      string   `json:"rfc5780"`
-	Problems     []string `json:"problems,omitempty"`
-}
-
-type tcpReport struct {
-	Mapping       string     `json:"mapping"`
-	Public        string     `json:"public"`
-	PortPreserved nat.Answer `json:"portPreserved"`
-	Probes        []probe    `json:"probes"`
-}
-
-type probe struct {
-	Test       string   `json:"test"`
-	Local      string   `json:"local"`
-	Server     string   `json:"server"`
-	ChangeIP   bool     `json:"changeIP,omitempty"`
-	ChangePort bool     `json:"changePort,omitempty"`
-	Answered   bool     `json:"answered"`
-	Mapped     string   `json:"mapped,omitempty"`
-	From       string   `json:"from,omitempty"`
-	Origin     string   `json:"origin,omitempty"`
-	Other      string   `json:"other,omitempty"`
-	ErrorCode  int      `json:"errorCode,omitempty"`
-	Stray      []string `json:"stray,omitempty"`
-	Sent       int      `json:"sent"`
-	RTT        string   `json:"rtt,omitempty"`
-	Note       string   `json:"note,omitempty"`
-}
-
 func addr[T interface {
 	IsValid() bool
 	String() string
@@ -191,50 +136,6 @@ func dur(d time.Duration) string {
 		return ""
 	}
 	return d.String()
-}
-
-func probes(ps []nat.Probe) []probe {
-	out := make([]probe, 0, len(ps))
-	for _, p := range ps {
-		q := probe{
-			Test: p.Test, Local: addr(p.Local), Server: addr(p.Server),
-			ChangeIP: p.ChangeIP, ChangePort: p.ChangePort, Answered: p.Answered,
-			Mapped: addr(p.Mapped), From: addr(p.From), Origin: addr(p.Origin), Other: addr(p.Other),
-			ErrorCode: p.ErrorCode, Sent: p.Sent, RTT: dur(p.RTT), Note: p.Note,
-		}
-		for _, s := range p.Stray {
-			q.Stray = append(q.Stray, s.String())
-		}
-		out = append(out, q)
-	}
-	return out
-}
-
-func jsonReport(r *nat.Report, lifetime bool) report {
-	out := report{
-		UDP: r.UDP, Public: addr(r.Public), BehindNAT: r.BehindNAT,
-		Mapping: r.Mapping.String(), Filtering: r.Filtering.String(),
-		Hairpinning: r.Hairpinning, PortPreserved: r.PortPreserved,
-		MappingVariesByServer: r.MappingVariesByServer,
-		CarrierGradeNAT:       r.CarrierGradeNAT, DoubleNAT: r.DoubleNAT,
-		Classic: r.Classic,
-		Server: serverCheck{
-			Addr: addr(r.Server.Addr), OtherAddress: addr(r.Server.OtherAddress),
-			RFC5780: r.Server.RFC5780.String(), Problems: r.Server.Problems,
-		},
-		Duration: r.Duration.Round(time.Millisecond).String(),
-		Probes:   probes(r.Probes),
-	}
-	if lifetime {
-		out.MappingLifetime = dur(r.MappingLifetime)
-		out.MappingExpired = dur(r.MappingExpired)
-		out.SuggestedKeepalive = dur(r.SuggestedKeepalive)
-	}
-	if r.TCP != nil {
-		out.TCP = &tcpReport{Mapping: r.TCP.Mapping.String(), Public: addr(r.TCP.Public),
-			PortPreserved: r.TCP.PortPreserved, Probes: probes(r.TCP.Probes)}
-	}
-	return out
 }
 
 func printTable(w io.Writer, r *nat.Report, lifetime bool) {
@@ -281,9 +182,9 @@ func printTable(w io.Writer, r *nat.Report, lifetime bool) {
 	fmt.Fprintln(tw, "TEST\tLOCAL\tSERVER\tCHANGE\tANSWER\tMAPPED\tFROM\tRTT\tNOTE")
 	all := r.Probes
 	if r.TCP != nil {
-		all = append(append([]nat.Probe(nil), all...), r.TCP.Probes...)
+		all = append(append([]nat.Evidence(nil), all...), r.TCP.Probes...)
 	}
-	for _, p := range probes(all) {
+	for _, p := range all {
 		change := "-"
 		switch {
 		case p.ChangeIP && p.ChangePort:
@@ -301,10 +202,14 @@ func printTable(w io.Writer, r *nat.Report, lifetime bool) {
 		}
 		note := p.Note
 		if len(p.Stray) > 0 {
-			note = strings.TrimSpace(note + " ignored answers from " + strings.Join(p.Stray, ","))
+			var strays []string
+			for _, a := range p.Stray {
+				strays = append(strays, a.String())
+			}
+			note = strings.TrimSpace(note + " ignored answers from " + strings.Join(strays, ","))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Test, orDash(p.Local), orDash(p.Server), change, ans,
-			orDash(p.Mapped), orDash(p.From), orDash(p.RTT), note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Test, orDash(addr(p.Local)), orDash(addr(p.Server)), change, ans,
+			orDash(addr(p.Mapped)), orDash(addr(p.From)), orDash(dur(p.RTT)), note)
 	}
 	tw.Flush()
 }

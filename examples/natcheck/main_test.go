@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -73,8 +72,8 @@ func TestLab(t *testing.T) {
 			}
 			if k == natlab.PortRestricted {
 				// EIM: the lifetime search runs; the router forgets after 4 s.
-				life, err := time.ParseDuration(fmt.Sprint(got["mappingLifetime"]))
-				if err != nil || life <= 0 || life > 4*time.Second {
+				ns, _ := got["mappingLifetime"].(float64)
+				if life := time.Duration(ns); life <= 0 || life > 4*time.Second {
 					t.Errorf("mappingLifetime %v (router timeout 4s)\n%s", got["mappingLifetime"], out)
 				}
 			}
@@ -174,6 +173,24 @@ func TestJSON(t *testing.T) {
 	}
 	if tcp, _ := got["tcp"].(map[string]any); tcp["mapping"] != "endpoint-independent" {
 		t.Errorf("tcp %v", got["tcp"])
+	}
+	// The output is the library's Report, field for field: it decodes into
+	// one with no key left over, and encodes back to the same bytes.
+	dec := json.NewDecoder(bytes.NewReader(out.Bytes()))
+	dec.DisallowUnknownFields()
+	var rep nat.Report
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("natcheck -json is not a nat.Report: %v", err)
+	}
+	again, err := json.MarshalIndent(&rep, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(bytes.TrimSpace(again), bytes.TrimSpace(out.Bytes())) {
+		t.Errorf("re-encoded report differs:\n%s\nwant\n%s", again, out.String())
+	}
+	if rep.Mapping != nat.EndpointIndependent || rep.Server.RFC5780 != nat.Supported || len(rep.Probes) == 0 || rep.Probes[0].Test != nat.BindingTest {
+		t.Errorf("decoded report %+v", rep)
 	}
 }
 

@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.ListenAndServe() }()
+	go func() { done <- s.ListenAndServe("") }()
 	logger.Info("stunserver: serving", "primary", s.Primary, "alternate", s.Alternate)
 	select {
 	case err = <-done:
