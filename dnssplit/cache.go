@@ -373,8 +373,10 @@ func (c *cache) load() error {
 
 // forward answers q (a single-question query) for view v through the cache
 // and the upstreams; req supplies the DO and CD bits. It returns nil when
-// nothing, not even a stale answer, is available.
-func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg {
+// nothing, not even a stale answer, is available. When inline (the UDP
+// reader must not wait) and the answer needs an upstream, it returns
+// needsUpstream instead of asking.
+func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline bool) (m *dns.Msg, needsUpstream bool) {
 	qq := q.Question[0]
 	opt := req.IsEdns0()
 	k := cacheKey{Name: dns.CanonicalName(qq.Name), Type: qq.Qtype, Class: qq.Qclass,
@@ -395,11 +397,10 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 				}
 			}()
 		}
-		return cached
+		return cached, false
 	}
-	if ps, _ := ctx.Value(passKey{}).(*pass); ps != nil && ps.inline {
-		ps.blocked = true
-		return nil
+	if inline {
+		return nil, true
 	}
 	s.stats.cacheMisses.Add(1)
 	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
@@ -421,9 +422,9 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 	if st != cacheStale {
 		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(ctx) })
 		if err != nil {
-			return nil
+			return nil, false
 		}
-		return r
+		return r, false
 	}
 	// A stale answer is at hand: wait for the upstreams only so long
 	// (RFC 8767's client response timer), then answer stale and let the
@@ -443,13 +444,13 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg) *dns.Msg
 	select {
 	case r := <-ch:
 		if r != nil {
-			return r
+			return r, false
 		}
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	s.stats.staleServed.Add(1)
-	return cached
+	return cached, false
 }
 
 // errHeldNXDOMAIN marks an NXDOMAIN answer replaced by the last positive one.

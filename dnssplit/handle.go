@@ -10,6 +10,12 @@ import (
 
 // handle answers one raw query; nil means send nothing.
 func (s *Server) handle(ctx context.Context, b []byte, src netip.AddrPort, local netip.Addr, tcp bool) []byte {
+	out, _ := s.handlePass(ctx, b, src, local, tcp, pass{})
+	return out
+}
+
+// handlePass is handle with the UDP path's per-query state.
+func (s *Server) handlePass(ctx context.Context, b []byte, src netip.AddrPort, local netip.Addr, tcp bool, ps pass) ([]byte, outcome) {
 	req := new(dns.Msg)
 	if err := req.Unpack(b); err != nil {
 		s.stats.malformed.Add(1)
@@ -17,18 +23,18 @@ func (s *Server) handle(ctx context.Context, b []byte, src netip.AddrPort, local
 		// packet is a query; otherwise drop.
 		var h dns.Msg
 		if len(b) < 12 || b[2]&0x80 != 0 {
-			return nil
+			return nil, outcome{}
 		}
 		h.Id = binary.BigEndian.Uint16(b)
 		h.Response = true
 		h.Opcode = int(b[2]>>3) & 0xF
 		h.Rcode = dns.RcodeFormatError
 		out, _ := h.Pack()
-		return out
+		return out, outcome{}
 	}
-	m := s.Resolve(ctx, req, Client{Source: src.Addr(), Local: local}, tcp)
+	m, oc := s.resolve(ctx, req, Client{Source: src.Addr(), Local: local}, tcp, ps)
 	if m == nil {
-		return nil
+		return nil, oc
 	}
 	out, err := m.Pack()
 	if err != nil {
@@ -37,5 +43,5 @@ func (s *Server) handle(ctx context.Context, b []byte, src netip.AddrPort, local
 		m.SetRcode(req, dns.RcodeServerFailure)
 		out, _ = m.Pack()
 	}
-	return out
+	return out, oc
 }

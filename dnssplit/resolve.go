@@ -12,10 +12,32 @@ import (
 // whether the query came over a stream (no truncation, no rate limit). It is
 // the whole decision of the server without any socket, safe for concurrent use.
 func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp bool) *dns.Msg {
+	m, _ := s.resolve(ctx, req, client, tcp, pass{})
+	return m
+}
+
+// pass is the state of one query on the UDP path, given to resolve as a
+// parameter (never through the context).
+type pass struct {
+	inline  bool // answering on the reader goroutine: never wait on the network
+	charged bool // the rate limit was applied already
+}
+
+// outcome is what resolve reports besides the reply.
+type outcome struct {
+	// needsUpstream: an inline query whose answer must wait on an
+	// upstream. Nothing was answered; resolve it again off the reader
+	// goroutine, with charged carried over.
+	needsUpstream bool
+	charged       bool // the rate limit was applied to this query
+}
+
+// resolve is Resolve for the server's own pipelines.
+func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp bool, ps pass) (*dns.Msg, outcome) {
 	s.init()
-	ps, _ := ctx.Value(passKey{}).(*pass)
+	oc := outcome{charged: ps.charged}
 	if req.Response {
-		return nil
+		return nil, oc
 	}
 	reply := func(rcode int) *dns.Msg {
 		m := new(dns.Msg)
@@ -25,7 +47,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	}
 	if req.Opcode != dns.OpcodeQuery {
 		s.stats.count("", dns.RcodeNotImplemented)
-		return s.finish(req, reply(dns.RcodeNotImplemented), tcp)
+		return s.finish(req, reply(dns.RcodeNotImplemented), tcp), oc
 	}
 	if len(req.Question) != 1 || optCount(req) > 1 {
 		// More than one OPT is a format error too (RFC 6891 section
@@ -35,19 +57,19 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		m.SetRcodeFormatError(req)
 		m.Question = req.Question
 		m.Compress = true
-		return m
+		return m, oc
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
 		m := reply(dns.RcodeBadVers)
 		s.stats.count("", dns.RcodeBadVers)
-		return s.finish(req, m, tcp)
+		return s.finish(req, m, tcp), oc
 	}
 	cookie, verdict := s.checkCookie(req, client.Source)
 	if verdict == cookieBadForm {
 		m := new(dns.Msg)
 		m.SetRcodeFormatError(req)
 		s.stats.count("", dns.RcodeFormatError)
-		return s.finish(req, m, tcp)
+		return s.finish(req, m, tcp), oc
 	}
 	q := req.Question[0]
 	subnet, _ := clientSubnet(req)
@@ -59,19 +81,17 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		viewName = v.Name
 	}
 
-	if !tcp && s.limiter != nil && verdict != cookieValid && (ps == nil || !ps.charged) {
-		if ps != nil {
-			ps.charged = true
-		}
+	if !tcp && s.limiter != nil && verdict != cookieValid && !ps.charged {
+		oc.charged = true
 		switch s.limiter.allow(client.Source) {
 		case limitDrop:
 			s.stats.rateLimited.Add(1)
-			return nil
+			return nil, oc
 		case limitSlip:
 			s.stats.rateLimited.Add(1)
 			m := reply(dns.RcodeSuccess)
 			m.Truncated = true
-			return s.finish(req, m, tcp, cookieOpt(cookie)...)
+			return s.finish(req, m, tcp, cookieOpt(cookie)...), oc
 		}
 	}
 
@@ -79,9 +99,10 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	// to the last view by default gets its local data, never recursion, so
 	// a lone recursive "inside" view is not an open resolver.
 	recurse := v != nil && v.Recursion && choice.Reason != ReasonDefault
-	m, ede := s.answer(ctx, req, q, v, client.Source, recurse)
-	if ps != nil && ps.blocked {
-		return nil // to be answered again off the reader goroutine
+	m, ede, needsUpstream := s.answer(ctx, req, q, v, client.Source, recurse, ps.inline)
+	if needsUpstream {
+		oc.needsUpstream = true
+		return nil, oc // to be answered again off the reader goroutine
 	}
 	s.stats.count(viewName, m.Rcode)
 	if m.Rcode == dns.RcodeRefused {
@@ -92,7 +113,7 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	if ede != nil {
 		opts = append(opts, ede)
 	}
-	return s.finish(req, m, tcp, opts...)
+	return s.finish(req, m, tcp, opts...), oc
 }
 
 func cookieOpt(c *dns.EDNS0_COOKIE) []dns.EDNS0 {
@@ -111,8 +132,10 @@ func prohibited() *dns.EDNS0_EDE {
 
 // answer decides the reply to a well-formed single-question query from src
 // in view v; recurse says whether the client may have other names
-// forwarded. ede is an Extended DNS Error to add, or nil.
-func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse bool) (m *dns.Msg, ede *dns.EDNS0_EDE) {
+// forwarded; inline that it must not wait on the network. ede is an
+// Extended DNS Error to add, or nil; needsUpstream reports an inline query
+// left unanswered because it must wait on an upstream.
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse, inline bool) (m *dns.Msg, ede *dns.EDNS0_EDE, needsUpstream bool) {
 	m = new(dns.Msg)
 	m.SetReply(req)
 	// Clients of a recursive view may recurse, whatever this answer is;
@@ -120,7 +143,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 	m.RecursionAvailable = recurse && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		return m, nil
+		return m, nil, false
 	}
 	switch q.Qtype {
 	case dns.TypeIXFR:
@@ -130,19 +153,19 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if s.transferAllowed(src) && v != nil && v.Records != nil {
 			if soa, ok := v.Records.SOA(q.Name); ok {
 				m.Answer = []dns.RR{soa}
-				return m, nil
+				return m, nil, false
 			}
 		}
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited()
+		return m, prohibited(), false
 	case dns.TypeAXFR:
 		// Transfers run on TCP through serveTransfer; anything reaching here
 		// (UDP, or the dns.Handler path) is refused.
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited()
+		return m, prohibited(), false
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeMAILA, dns.TypeMAILB:
 		m.Rcode = dns.RcodeFormatError
-		return m, nil
+		return m, nil, false
 	}
 	var local Answer
 	splits := false
@@ -169,9 +192,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if !recurse {
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
-			return m, prohibited()
+			return m, prohibited(), false
 		}
-		return m, nil
+		return m, nil, false
 	}
 	if local.Referral && recurse && len(s.Upstreams) > 0 {
 		local = Answer{} // delegated away: a recursive client wants the child's answer
@@ -189,12 +212,16 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			if c, ok := m.Answer[n-1].(*dns.CNAME); ok {
 				sub := new(dns.Msg)
 				sub.SetQuestion(c.Target, q.Qtype)
-				if up := s.forward(ctx, v, sub, req); up != nil && up.Rcode == dns.RcodeSuccess {
+				up, wait := s.forward(ctx, v, sub, req, inline)
+				if wait {
+					return nil, nil, true
+				}
+				if up != nil && up.Rcode == dns.RcodeSuccess {
 					m.Answer = append(m.Answer, up.Answer...)
 				}
 			}
 		}
-		return m, nil
+		return m, nil, false
 	}
 	// Pass-through types for names in the local data are forwarded for every
 	// client: they concern our own names, so this is not open recursion.
@@ -204,25 +231,28 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 				m.Authoritative = !local.Referral
 				m.Rcode = local.Rcode
 				m.Answer, m.Ns, m.Extra = local.Answer, local.Ns, local.Extra
-				return m, nil
+				return m, nil, false
 			}
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil
+			return m, nil, false
 		}
-		up := s.forward(ctx, v, req, req)
+		up, wait := s.forward(ctx, v, req, req, inline)
+		if wait {
+			return nil, nil, true
+		}
 		if up == nil {
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil
+			return m, nil, false
 		}
 		m.Rcode = up.Rcode
 		m.Answer, m.Ns, m.Extra = up.Answer, up.Ns, up.Extra
 		// AD only for clients that asked for it (RFC 6840 section 5.8).
 		opt := req.IsEdns0()
 		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		return m, nil
+		return m, nil, false
 	}
 	m.Rcode = dns.RcodeRefused
-	return m, prohibited()
+	return m, prohibited(), false
 }
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.
@@ -290,14 +320,6 @@ func (s *Server) Explain(addr, local netip.Addr) Choice {
 	return SelectView(s.views(), s.TrustedProxies, Client{Source: addr, Local: local})
 }
 
-// pass carries per-query state through the context on the UDP fast path.
-type pass struct {
-	inline  bool // answering on the reader goroutine: never wait on the network
-	blocked bool // set when an inline query needs the network
-	charged bool // the rate limit was applied already
-}
-
-type passKey struct{}
 
 // optCount counts the OPT records of a message.
 func optCount(m *dns.Msg) int {

@@ -1,7 +1,6 @@
 package dnssplit
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -45,11 +44,8 @@ func (s *Server) servePackets(pio packetIO, pc net.PacketConn) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wp := new(pass)
-			wctx := context.WithValue(s.bgCtx, passKey{}, wp)
 			for p := range jobs {
-				*wp = pass{charged: p.charged}
-				p.out = s.handle(wctx, p.buf[:p.n], p.src, p.local, false)
+				p.out, _ = s.handlePass(s.bgCtx, p.buf[:p.n], p.src, p.local, false, pass{charged: p.charged})
 				if p.out == nil {
 					pool.Put(p)
 					continue
@@ -117,8 +113,6 @@ func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet)
 	// Queries answerable without the network (local data, fresh cache) are
 	// answered right here and their replies sent in one batch; only those
 	// that must wait for an upstream go to the workers.
-	ps := new(pass)
-	ictx := context.WithValue(s.bgCtx, passKey{}, ps)
 	out := make([]*packet, 0, batchSize)
 	var backoff time.Duration
 	for {
@@ -145,11 +139,11 @@ func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet)
 		backoff = 0
 		for i := range n {
 			p := batch[i]
-			*ps = pass{inline: true}
-			p.out = s.handle(ictx, p.buf[:p.n], p.src, p.local, false)
+			var oc outcome
+			p.out, oc = s.handlePass(s.bgCtx, p.buf[:p.n], p.src, p.local, false, pass{inline: true})
 			switch {
-			case ps.blocked:
-				p.out, p.charged = nil, ps.charged
+			case oc.needsUpstream:
+				p.out, p.charged = nil, oc.charged
 				jobs <- p
 			case p.out != nil:
 				out = append(out, p)
