@@ -320,7 +320,6 @@ func (s *Server) Explain(addr, local netip.Addr) Choice {
 	return SelectView(s.views(), s.TrustedProxies, Client{Source: addr, Local: local})
 }
 
-
 // optCount counts the OPT records of a message.
 func optCount(m *dns.Msg) int {
 	n := 0
