@@ -21,6 +21,7 @@ type rawClient struct {
 	nonce             string
 	key               []byte
 	relayed           netip.AddrPort
+	timeout           time.Duration // per read; 0 means 3 s
 }
 
 func dialRaw(t testing.TB, network, addr, user, pass string) *rawClient {
@@ -43,7 +44,11 @@ func (p peerAttr) AddTo(m *stun.Message) error {
 var udpTransport = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 
 func (c *rawClient) read() (*stun.Message, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	timeout := c.timeout
+	if timeout == 0 {
+		timeout = 3 * time.Second
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
 	var b []byte
 	if c.stream {
 		hdr := make([]byte, 20)

@@ -239,7 +239,7 @@ func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 	}
 	adv := g.advertise(bind)
 	for _, port := range g.ports(conf.RequestedPort) {
-		ln, err := reuseport.Listen(conf.Network, netip.AddrPortFrom(bind, port).String())
+		ln, err := listenRelayTCP(conf.Network, netip.AddrPortFrom(bind, port))
 		if err != nil {
 			continue
 		}

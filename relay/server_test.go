@@ -473,7 +473,6 @@ func TestZeroServerIsSTUNOnly(t *testing.T) {
 // TestTCPAllocationConnect covers the RFC 6062 path: Connect to a denied
 // peer is refused with 403; to an allowed one the relay dials it.
 func TestTCPAllocationConnect(t *testing.T) {
-	tcpTransport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{6, 0, 0, 0}}
 	peer, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -499,7 +498,7 @@ func TestTCPAllocationConnect(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := &Server{Users: map[string]string{"a": "pw"}, Peers: tt.policy}
 			c := dialRaw(t, "tcp", serve(t, s, "tcp"), "a", "pw")
-			if _, code := c.do(stun.MethodAllocate, tcpTransport); code != 0 {
+			if code := c.allocateTCP(); code != 0 {
 				t.Fatalf("TCP allocate: %d", code)
 			}
 			if _, code := c.do(stun.MethodConnect, peerAttr(peerAddr)); code != tt.want {
@@ -510,7 +509,11 @@ func TestTCPAllocationConnect(t *testing.T) {
 				if !ok {
 					t.Fatal("peer saw no connection")
 				}
-				pc.Close()
+				defer pc.Close()
+				// RFC 6062 §5.2: the relay dials from the relayed address.
+				if got := addrPortOf(pc.RemoteAddr()).Port(); got != c.relayed.Port() {
+					t.Errorf("peer connection from port %d, relayed port is %d", got, c.relayed.Port())
+				}
 			}
 		})
 	}
