@@ -175,22 +175,24 @@ func (d *dec) bytes(n int) []byte {
 func (d *dec) str() string { return string(d.bytes(int(d.u8()))) }
 
 func (d *dec) addr() netip.AddrPort {
-	var ip netip.Addr
-	switch n := d.u8(); n {
-	case 0:
-	case 4:
-		ip = netip.AddrFrom4([4]byte(d.bytes(4)))
-	case 16:
-		ip = netip.AddrFrom16([16]byte(d.bytes(16))).Unmap()
-	default:
+	n := d.u8()
+	if n != 0 && n != 4 && n != 16 {
 		d.fail(fmt.Sprintf("address length %d", n))
-		return netip.AddrPort{}
 	}
+	b := d.bytes(int(n))
 	p := d.bytes(2)
 	if d.err != nil {
 		return netip.AddrPort{}
 	}
-	if !ip.IsValid() {
+	if n == 0 {
+		if p[0]|p[1] != 0 {
+			d.fail("port without address")
+		}
+		return netip.AddrPort{}
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	if ip.Is4In6() {
+		d.fail("IPv4-mapped address") // sent as 4 bytes: one encoding per address
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(ip, binary.BigEndian.Uint16(p))
