@@ -18,6 +18,9 @@ type frameSource struct {
 	// authed is set by inspect once a request from this source carried
 	// valid credentials; streams lift their handshake deadline then.
 	authed bool
+	// verified says whether the frame inspect passed last carried valid
+	// credentials (not just an earlier one).
+	verified bool
 }
 
 // isChannelData reports whether b starts like a ChannelData message: the two
@@ -33,6 +36,7 @@ func isChannelData(b []byte) bool {
 // frame. ChannelData passes untouched: its peer was checked when the channel
 // was bound, and again on the relay socket.
 func (s *Server) inspect(b []byte, src *frameSource) bool {
+	src.verified = false
 	if isChannelData(b) {
 		return true
 	}
@@ -105,7 +109,7 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 			stun.NewRealm(s.auth.realm), stun.NewNonce(nonce.String())))
 		return false
 	}
-	src.authed = true
+	src.authed, src.verified = true, true
 	if len(cred.keys) > 1 {
 		s.auth.remember(user.String(), key)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -163,7 +164,11 @@ type streamConn struct {
 	store   []byte // read buffer; buf is its unread part
 	buf     []byte // unread bytes; owned by the reading goroutine
 	started bool   // authenticated request seen: deadline lifted
-	raw     bool   // after ConnectionBind the stream carries peer data
+	// raw is set once the engine answered an authenticated ConnectionBind
+	// with success: the stream carries peer data from then on. bindTID is
+	// that request's transaction ID while its answer is awaited.
+	raw     atomic.Bool
+	bindTID atomic.Pointer[[stun.TransactionIDSize]byte]
 
 	closeOnce sync.Once
 }
@@ -189,7 +194,7 @@ func frameLen(b []byte) (int, error) {
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
-	if c.raw {
+	if c.raw.Load() {
 		if len(c.buf) > 0 {
 			n := copy(p, c.buf)
 			c.buf = c.buf[n:]
@@ -223,8 +228,12 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		n := 0
 		if pass {
 			n = copy(p, frame)
-			if !isChannelData(frame) && binary.BigEndian.Uint16(frame[0:2]) == uint16(stun.NewType(stun.MethodConnectionBind, stun.ClassRequest).Value()) {
-				c.raw = true
+			if c.src.verified && binary.BigEndian.Uint16(frame[0:2]) == connectionBindRequest {
+				// Raw only after the engine accepts it: it checks that
+				// the connection ID is live and the same user's.
+				var tid [stun.TransactionIDSize]byte
+				copy(tid[:], frame[8:20])
+				c.bindTID.Store(&tid)
 			}
 		}
 		c.buf = c.buf[need:]
@@ -254,6 +263,25 @@ func (c *streamConn) fill() error {
 		return err
 	}
 	return nil
+}
+
+// Message types of ConnectionBind (method 0x00B, RFC 6062 §6.2) as the
+// first two bytes of a frame: request and success response.
+const (
+	connectionBindRequest = 0x000B
+	connectionBindSuccess = 0x010B
+)
+
+// Write sends the engine's frames to the client. The success answer to an
+// authenticated ConnectionBind turns the stream into raw peer data; the
+// engine reads it only after that write.
+func (c *streamConn) Write(b []byte) (int, error) {
+	if tid := c.bindTID.Load(); tid != nil && len(b) >= 20 &&
+		binary.BigEndian.Uint16(b[0:2]) == connectionBindSuccess && [stun.TransactionIDSize]byte(b[8:20]) == *tid {
+		c.raw.Store(true)
+		c.bindTID.Store(nil)
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *streamConn) reply(b []byte) {

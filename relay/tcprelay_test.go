@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -96,5 +97,115 @@ func TestTCPRelayAddressHasOneOwner(t *testing.T) {
 	}
 	if got := victim.connectionAttempts(time.Second); got != conns {
 		t.Errorf("victim was told of %d of %d peer connections", got, conns)
+	}
+}
+
+// TestConnectionBindNeedsCredentials: a ConnectionBind without credentials
+// (or naming no live connection) must not switch a TCP connection to raw
+// data: before the fix, one such request turned the filter off for the rest
+// of the connection, so password guesses went unbudgeted and permissions past
+// the per-allocation cap were granted.
+func TestConnectionBindNeedsCredentials(t *testing.T) {
+	s := &Server{Users: map[string]string{"a": "pw"}, Peers: loopbackOnly,
+		Limits: Limits{PermissionsPerAllocation: 2}}
+	addr := serve(t, s, "tcp")
+	c := dialRaw(t, "tcp", addr, "a", "pw")
+	if code := c.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	bind := func(withCredentials bool) int {
+		m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodConnectionBind, stun.ClassRequest),
+			stun.RawAttribute{Type: stun.AttrConnectionID, Value: []byte{0, 0, 0, 42}}, stun.Fingerprint)
+		if withCredentials {
+			m = stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodConnectionBind, stun.ClassRequest),
+				stun.RawAttribute{Type: stun.AttrConnectionID, Value: []byte{0, 0, 0, 42}},
+				stun.NewUsername(c.user), stun.NewRealm(c.realm), stun.NewNonce(c.nonce), stun.MessageIntegrity(c.key), stun.Fingerprint)
+		}
+		if _, err := c.conn.Write(m.Raw); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			res, err := c.read()
+			if err != nil {
+				t.Fatalf("ConnectionBind: %v", err)
+			}
+			if res.TransactionID != m.TransactionID {
+				continue
+			}
+			var ec stun.ErrorCodeAttribute
+			if ec.GetFrom(res) != nil {
+				return 0
+			}
+			return int(ec.Code)
+		}
+	}
+	if code := bind(false); code != 401 {
+		t.Fatalf("ConnectionBind without credentials: %d, want 401", code)
+	}
+	if code := bind(true); code != 400 {
+		t.Fatalf("ConnectionBind naming no connection: %d, want 400", code)
+	}
+	p := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(i)}), 9) }
+	if c.permit(p(1)) != 0 || c.permit(p(2)) != 0 {
+		t.Fatal("permissions within the cap refused")
+	}
+	if code := c.permit(p(3)); code != 508 {
+		t.Errorf("third permission after a failed ConnectionBind: %d, want 508 (filter still on)", code)
+	}
+	before := s.Stats().AuthFailures
+	wrong := *c
+	wrong.pass = "guess"
+	if _, code := wrong.do(stun.MethodRefresh); code != 401 {
+		t.Errorf("wrong password: %d, want 401", code)
+	}
+	if got := s.Stats().AuthFailures; got != before+1 {
+		t.Errorf("AuthFailures %d after a wrong password, want %d (checked by the filter)", got, before+1)
+	}
+}
+
+// TestConnectionBindRelaysData: the RFC 6062 path end to end. A peer
+// connects to the relayed address, the client hears of it, binds a new data
+// connection with its credentials, and bytes flow both ways unframed.
+func TestConnectionBindRelaysData(t *testing.T) {
+	s := &Server{Users: map[string]string{"a": "pw"}, Peers: loopbackOnly}
+	addr := serve(t, s, "tcp")
+	ctl := dialRaw(t, "tcp", addr, "a", "pw")
+	if code := ctl.allocateTCP(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	if code := ctl.permit(netip.MustParseAddrPort("127.0.0.1:1")); code != 0 {
+		t.Fatalf("permit: %d", code)
+	}
+	peer, err := net.Dial("tcp", ctl.relayed.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	m, err := ctl.read()
+	if err != nil || m.Type != stun.NewType(stun.MethodConnectionAttempt, stun.ClassIndication) {
+		t.Fatalf("want ConnectionAttempt, got %v, %v", m, err)
+	}
+	id, err := m.Get(stun.AttrConnectionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := dialRaw(t, "tcp", addr, "a", "pw")
+	if _, code := data.do(stun.MethodConnectionBind, stun.RawAttribute{Type: stun.AttrConnectionID, Value: id}); code != 0 {
+		t.Fatalf("ConnectionBind: %d", code)
+	}
+	if _, err := data.conn.Write([]byte("to peer")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := io.ReadAtLeast(peer, buf, 7); err != nil || string(buf[:n]) != "to peer" {
+		t.Fatalf("peer got %q, %v", buf[:n], err)
+	}
+	if _, err := peer.Write([]byte("to client")); err != nil {
+		t.Fatal(err)
+	}
+	_ = data.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := io.ReadAtLeast(data.conn, buf, 9); err != nil || string(buf[:n]) != "to client" {
+		t.Fatalf("client got %q, %v", buf[:n], err)
 	}
 }
