@@ -153,7 +153,7 @@ func TestRelayServe(t *testing.T) {
 
 // TestRelayExampleFile keeps examples/turnserver/turnserver.yaml valid.
 func TestRelayExampleFile(t *testing.T) {
-	f, err := Load("../../examples/turnserver/turnserver.yaml")
+	f, err := Load("../../turnserver/turnserver.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
