@@ -79,3 +79,59 @@ func BenchmarkConn(b *testing.B) {
 		c.Close()
 	}
 }
+
+// BenchmarkBulk measures one 64 MiB download through the proxy (the backend
+// writes, the client reads): the spliced path, and the idle-timeout and
+// half-close machinery around it.
+func BenchmarkBulk(b *testing.B) {
+	const size = 64 << 20
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 256<<10)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				hello := make([]byte, 1)
+				if _, err := c.Read(hello); err != nil {
+					return
+				}
+				for left := size; left > 0; left -= len(buf) {
+					if _, err := c.Write(buf[:min(left, len(buf))]); err != nil {
+						return
+					}
+				}
+				// Close after the client: unread hello bytes would reset.
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	defer func() { l.Close(); <-done }()
+	p := &Proxy{MaxPeeksPerSource: -1}
+	must(b, p.AddSNIRoute("bench.test", &Pool{Backends: []string{l.Addr().String()}, HealthCheck: HealthCheck{Interval: -1}}))
+	addr := serve(b, p)
+	hello := makeHello(b, &tls.Config{ServerName: "bench.test"})
+	b.SetBytes(size)
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(hello)
+		n, _ := io.Copy(io.Discard, c)
+		c.(*net.TCPConn).CloseWrite()
+		c.Close()
+		if n != size {
+			b.Fatalf("read %d of %d bytes", n, size)
+		}
+	}
+}

@@ -195,10 +195,11 @@ func replyHTTP(c net.Conn, r Reason) {
 		strconv.Itoa(len(status)+1)+"\r\n\r\n"+status+"\n")
 }
 
-// prefixConn reads the peeked bytes, then the connection.
+// prefixConn reads the peeked bytes, then the connection (through r if set).
 type prefixConn struct {
 	buf []byte
-	c   net.Conn
+	c   net.Conn  // for deadlines
+	r   io.Reader // reads after buf; nil: c
 }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
@@ -207,7 +208,14 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 		p.buf = p.buf[n:]
 		return n, nil
 	}
-	return p.c.Read(b)
+	return p.reader().Read(b)
+}
+
+func (p *prefixConn) reader() io.Reader {
+	if p.r != nil {
+		return p.r
+	}
+	return p.c
 }
 
 // forwardHTTP copies requests from src to dst one head at a time, asking
@@ -275,7 +283,7 @@ func copyRaw(dst io.Writer, br *bufio.Reader, src *prefixConn) error {
 		}
 		src.buf = nil
 	}
-	_, err := io.Copy(dst, src.c)
+	_, err := io.Copy(dst, src.reader())
 	return err
 }
 

@@ -94,6 +94,22 @@ type Proxy struct {
 	// peek so that Linux splice stays in use.
 	UserTimeout time.Duration
 
+	// IdleTimeout optionally bounds how long a routed connection may carry
+	// no data in either direction before it is closed, so that two silent
+	// but alive peers cannot hold a slot for ever; if zero, 1 h (long
+	// enough for an idle SSH or IMAP IDLE session behind it, short enough
+	// that abandoned slots come back). Negative: no idle timeout. It is
+	// checked by a timer against the kernel's last-data times (TCP_INFO on
+	// Linux), not with read deadlines, so splice stays in use.
+	IdleTimeout time.Duration
+
+	// HalfCloseTimeout optionally bounds how long the other direction of a
+	// routed connection may stay open after one side finished (a client
+	// that went away while the backend never answers, or a backend that is
+	// done while the client never closes); if zero, 60 s, HAProxy's usual
+	// "timeout client-fin"/"server-fin" order. Negative: no bound.
+	HalfCloseTimeout time.Duration
+
 	// HTTPIdleTimeout optionally bounds, on a kept-alive plain HTTP
 	// connection, the wait for each request head after the first; if zero,
 	// 2 min (a browser keeps idle connections for about that long).
