@@ -14,11 +14,11 @@ import (
 // responses before a misdirected request once we half-closed it.
 const misdirectedDrain = 30 * time.Second
 
-// defaultIdleTimeout and defaultHalfClose are documented on
+// defaultIdleTimeout and halfCloseTimeout are documented on
 // Proxy.IdleTimeout and Proxy.HalfCloseTimeout.
 const (
 	defaultIdleTimeout = time.Hour
-	defaultHalfClose   = time.Minute
+	halfCloseTimeout   = time.Minute
 )
 
 func (p *Proxy) idleTimeout() time.Duration {
@@ -30,7 +30,7 @@ func (p *Proxy) idleTimeout() time.Duration {
 
 func (p *Proxy) halfCloseTimeout() time.Duration {
 	if p == nil || p.HalfCloseTimeout == 0 {
-		return defaultHalfClose
+		return halfCloseTimeout
 	}
 	return p.HalfCloseTimeout
 }
