@@ -131,7 +131,7 @@ func closeWrite(c net.Conn) {
 // kernel (kernel non-nil) or from the copies' reads.
 type activity struct {
 	kernel func() (time.Duration, bool) // time since data last arrived on either socket
-	last   atomic.Int64                  // unix nanos of the last read with data, without kernel
+	last   atomic.Int64                 // unix nanos of the last read with data, without kernel
 }
 
 func newActivity(a, b net.Conn) *activity {
