@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Target receives connections a [Route] matched. [*Pool] is the usual one.
@@ -80,6 +82,15 @@ type Proxy struct {
 	// connection. Negative: no limit.
 	MaxConns int
 
+	// MaxConnsPerSource optionally bounds the routed connections one
+	// client address may have open at once, over all routes; if zero, 256
+	// (a browser opens about 6 per name, and a carrier-grade NAT address
+	// shared by dozens of households stays below this). Negative: no limit.
+	// The source is the one a trusted PROXY header names; a trusted front
+	// proxy that sends none is exempt. A [Route] may set a lower cap of its
+	// own.
+	MaxConnsPerSource int
+
 	// KeepAlive optionally configures TCP keepalive on client and backend
 	// connections; if zero, probes start after 60 s idle, every 15 s, 4
 	// times. Set Enable false with Idle negative to disable.
@@ -133,6 +144,7 @@ type Proxy struct {
 	helloCfg *tls.Config // shared by the ClientHello parses
 	loops    loopGuard
 	limits   limiter
+	bySource netcore.ConnCounter // routed connections per source; PerAddr set by the first Serve
 	stats    counters
 
 	mu         sync.Mutex
@@ -331,6 +343,9 @@ func (p *Proxy) ServeProtocol(l net.Listener, proto Protocol) error {
 	p.serveWG.Add(1)
 	defer p.serveWG.Done()
 	first := !p.serving
+	if first {
+		p.bySource.PerAddr = max(p.maxConnsPerSource(), 0)
+	}
 	p.serving = true
 	p.mu.Unlock()
 	if first {
@@ -518,12 +533,49 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 		p.rejected(c, pk.hello, reason, nil)
 		return
 	}
+	if release, ok := p.admitRouted(r, pk.hello, src); !ok {
+		if isHTTP {
+			replyHTTP(c, ReasonLimit)
+		}
+		p.rejected(c, pk.hello, ReasonLimit, nil)
+		return
+	} else {
+		defer release()
+	}
 	p.stats.routed.Add(1)
 	if log := p.logger(); log.Enabled(p.hardCtx, slog.LevelDebug) {
 		log.Debug("proxy: routed", "src", pk.hello.Source, "name", pk.hello.ServerName,
 			"proto", pk.hello.Protocol, "route", r.Host)
 	}
 	r.Target.HandleConn(p.hardCtx, &Conn{Conn: c, Hello: *pk.hello, Peeked: pk.buf, route: r, proxy: p})
+}
+
+// defaultMaxConnsPerSource is documented on Proxy.MaxConnsPerSource.
+const defaultMaxConnsPerSource = 256
+
+func (p *Proxy) maxConnsPerSource() int {
+	return limitOr(p.MaxConnsPerSource, defaultMaxConnsPerSource)
+}
+
+// admitRouted counts a routed connection against the per-source caps of
+// the proxy and of r; release undoes it. conn is the connection's own
+// remote address (a trusted front proxy without a PROXY header is exempt).
+func (p *Proxy) admitRouted(r *route, h *Hello, conn netip.AddrPort) (release func(), ok bool) {
+	src := h.Source.Addr()
+	if h.Source == conn && p.trusted(src) {
+		return func() {}, true
+	}
+	if p.bySource.Acquire(src) != netcore.Allowed {
+		return nil, false
+	}
+	if r.bySource == nil {
+		return func() { p.bySource.Release(src) }, true
+	}
+	if r.bySource.Acquire(src) != netcore.Allowed {
+		p.bySource.Release(src)
+		return nil, false
+	}
+	return func() { r.bySource.Release(src); p.bySource.Release(src) }, true
 }
 
 // rejected counts, logs and reports the rejection, then closes c: a client

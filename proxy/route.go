@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"golang.org/x/net/idna"
 )
 
@@ -78,6 +79,11 @@ type Route struct {
 	// Match optionally adds a predicate, called only when everything else
 	// matched. It must not block.
 	Match func(*Hello) bool
+	// MaxConnsPerSource optionally bounds the connections one client
+	// address may have open on this route, below [Proxy.MaxConnsPerSource]
+	// (which counts all routes); if zero or negative, only the proxy's
+	// limit applies. The count starts afresh when the routes are replaced.
+	MaxConnsPerSource int
 	// Target receives the connection. Required.
 	Target Target
 }
@@ -85,8 +91,9 @@ type Route struct {
 // route is the validated, normalized form of a Route.
 type route struct {
 	Route
-	pattern string // normalized Host: "name", ".suffix" for wildcards, "" default
-	allow   []netip.Prefix
+	pattern  string // normalized Host: "name", ".suffix" for wildcards, "" default
+	allow    []netip.Prefix
+	bySource *netcore.ConnCounter // nil without a per-route cap
 }
 
 func (r *route) allowed(src netip.Addr) bool {
@@ -194,6 +201,9 @@ func compileRoute(r Route) (*route, error) {
 		errs = append(errs, err)
 	}
 	nr := &route{Route: r, pattern: pattern}
+	if r.MaxConnsPerSource > 0 {
+		nr.bySource = &netcore.ConnCounter{PerAddr: r.MaxConnsPerSource}
+	}
 	nr.ALPN = slices.Clone(r.ALPN)
 	for _, p := range r.Allow {
 		if !p.IsValid() {
