@@ -1,7 +1,6 @@
 package dnssplit
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,6 +114,13 @@ func (c *cache) maxEntries() int {
 	return defaultMaxEntries
 }
 
+func (c *cache) maxTTL() time.Duration {
+	if c.cfg.MaxTTL > 0 {
+		return c.cfg.MaxTTL
+	}
+	return defaultMaxTTL
+}
+
 func (c *cache) staleFor() time.Duration {
 	switch {
 	case c.cfg.StaleFor < 0:
@@ -200,11 +206,7 @@ func (c *cache) ttlOf(m *dns.Msg) (time.Duration, bool) {
 		if ttl < c.cfg.MinTTL {
 			ttl = c.cfg.MinTTL
 		}
-		maxTTL := c.cfg.MaxTTL
-		if maxTTL <= 0 {
-			maxTTL = defaultMaxTTL
-		}
-		return min(ttl, maxTTL), true
+		return min(ttl, c.maxTTL()), true
 	}
 	if m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError {
 		return 0, false
@@ -369,96 +371,4 @@ func (c *cache) load() error {
 			positive: m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0}
 	}
 	return nil
-}
-
-// forward answers q (a single-question query) for view v through the cache
-// and the upstreams; req supplies the DO and CD bits. It returns nil when
-// nothing, not even a stale answer, is available. When inline (the UDP
-// reader must not wait) and the answer needs an upstream, it returns
-// needsUpstream instead of asking.
-func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline bool) (m *dns.Msg, needsUpstream bool) {
-	qq := q.Question[0]
-	opt := req.IsEdns0()
-	k := cacheKey{Name: dns.CanonicalName(qq.Name), Type: qq.Qtype, Class: qq.Qclass,
-		DO: opt != nil && opt.Do(), CD: req.CheckingDisabled}
-	if v != nil {
-		k.View = v.Name
-	}
-	cached, st, positive, prefetch := s.cache.get(k)
-	if st == cacheFresh {
-		s.stats.cacheHits.Add(1)
-		if prefetch {
-			s.bgWG.Add(1)
-			go func() {
-				defer s.bgWG.Done()
-				defer s.cache.done(k)
-				if r, err := s.fwd.exchange(s.bgCtx, qq, k.DO, k.CD); err == nil {
-					s.cache.put(k, r)
-				}
-			}()
-		}
-		return cached, false
-	}
-	if inline {
-		return nil, true
-	}
-	s.stats.cacheMisses.Add(1)
-	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
-	// a name with a (stale) positive answer may be held back.
-	fetch := func(ctx context.Context) (*dns.Msg, error) {
-		r, err := s.fwd.exchange(ctx, qq, k.DO, k.CD)
-		if err != nil {
-			s.stats.upstreamFailures.Add(1)
-			s.logger().Debug("dnssplit: forward", "name", qq.Name, "err", err)
-			return nil, err
-		}
-		if r.Rcode == dns.RcodeNameError && st == cacheStale && positive && s.Cache.HoldNXDOMAIN {
-			s.stats.heldNXDOMAIN.Add(1)
-			return nil, errHeldNXDOMAIN
-		}
-		s.cache.put(k, r)
-		return r, nil
-	}
-	if st != cacheStale {
-		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(ctx) })
-		if err != nil {
-			return nil, false
-		}
-		return r, false
-	}
-	// A stale answer is at hand: wait for the upstreams only so long
-	// (RFC 8767's client response timer), then answer stale and let the
-	// refresh finish in the background.
-	ch := make(chan *dns.Msg, 1)
-	s.bgWG.Add(1)
-	go func() {
-		defer s.bgWG.Done()
-		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(s.bgCtx) })
-		if err != nil {
-			r = nil
-		}
-		ch <- r
-	}()
-	t := time.NewTimer(s.Cache.staleAnswerTimeout())
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		if r != nil {
-			return r, false
-		}
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	s.stats.staleServed.Add(1)
-	return cached, false
-}
-
-// errHeldNXDOMAIN marks an NXDOMAIN answer replaced by the last positive one.
-var errHeldNXDOMAIN = errors.New("dnssplit: sudden NXDOMAIN held back")
-
-func (c CacheConfig) staleAnswerTimeout() time.Duration {
-	if c.StaleAnswerTimeout > 0 {
-		return c.StaleAnswerTimeout
-	}
-	return defaultStaleAnswerTimeout
 }

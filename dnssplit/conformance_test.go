@@ -295,7 +295,7 @@ func conformanceServer(t *testing.T, zoneFile string) string {
 	// and the per-source connection cap (BIND and Knot have neither on by
 	// default) are not what is compared here.
 	return start(t, &Server{Views: []*View{{Name: "all", Records: rec}}, MaxTCPConnsPerSource: -1,
-		RateLimit: &RateLimit{Disabled: true}})
+		MaxTCPConnsPerNetwork: -1, RateLimit: &RateLimit{Disabled: true}})
 }
 
 // describe renders every compared field of a reply, one line per item, with

@@ -2,386 +2,161 @@ package dnssplit
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"net/netip"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-// Upstream is a resolver names are forwarded to.
-type Upstream struct {
-	// Addr is the upstream's address and port.
-	Addr netip.AddrPort
+// dohCanary is the name Firefox asks before it turns DNS over HTTPS on by
+// itself: NXDOMAIN (or no address) means "this network filters or splits
+// DNS, keep using it".
+const dohCanary = "use-application-dns.net."
 
-	// TLS selects DNS over TLS (RFC 7858) instead of UDP with TCP fallback.
-	TLS bool
-
-	// ServerName optionally names the TLS certificate to expect; if empty
-	// with TLS, the certificate must be valid for the address.
-	ServerName string
-
-	// TLSConfig optionally replaces the TLS configuration (roots, client
-	// certificates); ServerName still fills its ServerName if that is empty.
-	TLSConfig *tls.Config
-}
-
-func (u Upstream) String() string {
-	if u.TLS {
-		return "tls://" + u.Addr.String()
-	}
-	return u.Addr.String()
-}
-
-// Policy chooses the order upstreams are tried in.
-type Policy int
-
-// Policies.
-const (
-	PolicyUnknown  Policy = iota
-	PolicyFailover        // in the order given, healthy ones first
-	PolicyFastest         // healthy ones by smoothed round-trip time
-)
-
-func (p Policy) String() string {
-	switch p {
-	case PolicyFailover:
-		return "failover"
-	case PolicyFastest:
-		return "fastest"
-	}
-	return "unknown"
-}
-
-// ParsePolicy parses the String form of a Policy.
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "failover", "":
-		return PolicyFailover, nil
-	case "fastest":
-		return PolicyFastest, nil
-	}
-	return PolicyUnknown, fmt.Errorf("dnssplit: unknown policy %q (want failover or fastest)", s)
-}
-
-const (
-	defaultUpstreamTimeout = 2 * time.Second
-	defaultHealthInterval  = 5 * time.Second
-	// downAfter consecutive failures mark an upstream down: one lost UDP
-	// packet should not, a dead server should.
-	downAfter = 2
-	// upstreamUDPSize is the EDNS size we advertise upstream (see defaultUDPSize).
-	upstreamUDPSize = 1232
-)
-
-// errBadAnswer marks an upstream answer that failed validation.
-var errBadAnswer = errors.New("dnssplit: upstream answer failed validation")
-
-type upstreamState struct {
-	Upstream
-	mu    sync.Mutex
-	fails int
-	rtt   time.Duration // smoothed
-	down  bool
-	stats UpstreamStats
-}
-
-// DialFunc dials a network address, like net.Dialer.DialContext.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
-
-type forwarder struct {
-	dial     DialFunc
-	ups      []*upstreamState
-	policy   Policy
-	timeout  time.Duration
-	interval time.Duration
-}
-
-func newForwarder(ups []Upstream, p Policy, timeout, interval time.Duration, dial DialFunc) *forwarder {
-	f := &forwarder{policy: p, timeout: timeout, interval: interval, dial: dial}
-	if f.dial == nil {
-		f.dial = new(net.Dialer).DialContext
-	}
-	if f.timeout <= 0 {
-		f.timeout = defaultUpstreamTimeout
-	}
-	if f.interval <= 0 {
-		f.interval = defaultHealthInterval
-	}
-	for _, u := range ups {
-		f.ups = append(f.ups, &upstreamState{Upstream: u})
-	}
-	return f
-}
-
-// order returns the upstreams in the order to try: healthy ones by policy,
-// then the ones marked down (still worth a try when nothing else answers).
-func (f *forwarder) order() []*upstreamState {
-	var up, down []*upstreamState
-	for _, u := range f.ups {
-		u.mu.Lock()
-		d := u.down
-		u.mu.Unlock()
-		if d {
-			down = append(down, u)
-		} else {
-			up = append(up, u)
+// forward answers q (a single-question query) for view v through the cache
+// and the upstreams; req supplies the DO and CD bits. It returns nil when
+// nothing, not even a stale answer, is available; stale reports that the
+// answer is a stale one (RFC 8767), for the Extended DNS Error Stale Answer.
+// When inline (the UDP reader must not wait) and the answer needs an
+// upstream, it returns needsUpstream instead of asking. The returned message
+// is shared: callers must not modify it.
+func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline bool) (m *dns.Msg, stale, needsUpstream bool) {
+	qq := q.Question[0]
+	opt := req.IsEdns0()
+	k := cacheKey{Name: dns.CanonicalName(qq.Name), Type: qq.Qtype, Class: qq.Qclass,
+		DO: opt != nil && opt.Do(), CD: req.CheckingDisabled}
+	if v != nil {
+		k.View = v.Name
+		if v.Recursion && !s.ForwardDoHCanary && k.Name == dohCanary {
+			return canaryAnswer(qq), false, false
 		}
 	}
-	if f.policy == PolicyFastest {
-		rtt := func(u *upstreamState) time.Duration {
-			u.mu.Lock()
-			defer u.mu.Unlock()
-			return u.rtt
+	cached, st, positive, prefetch := s.cache.get(k)
+	if st == cacheFresh {
+		s.stats.cacheHits.Add(1)
+		if prefetch {
+			s.bgWG.Add(1)
+			go func() {
+				defer s.bgWG.Done()
+				defer s.cache.done(k)
+				if r, err := s.upstream(s.bgCtx, v, qq, k.DO, k.CD); err == nil {
+					s.cache.put(k, r)
+				}
+			}()
 		}
-		slices.SortStableFunc(up, func(a, b *upstreamState) int { return int(rtt(a) - rtt(b)) })
+		return cached, false, false
 	}
-	return append(up, down...)
+	if inline {
+		return nil, false, true
+	}
+	s.stats.cacheMisses.Add(1)
+	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
+	// a name with a (stale) positive answer may be held back.
+	fetch := func(ctx context.Context) (*dns.Msg, error) {
+		r, err := s.upstream(ctx, v, qq, k.DO, k.CD)
+		if err != nil {
+			s.stats.upstreamFailures.Add(1)
+			s.logger().Debug("dnssplit: forward", "name", qq.Name, "err", err)
+			return nil, err
+		}
+		if r.Rcode == dns.RcodeNameError && st == cacheStale && positive && s.Cache.HoldNXDOMAIN {
+			s.stats.heldNXDOMAIN.Add(1)
+			return nil, errHeldNXDOMAIN
+		}
+		s.cache.put(k, r)
+		return r, nil
+	}
+	if st != cacheStale {
+		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(ctx) })
+		if err != nil {
+			return nil, false, false
+		}
+		return r, false, false
+	}
+	// A stale answer is at hand: wait for the upstreams only so long
+	// (RFC 8767's client response timer), then answer stale and let the
+	// refresh finish in the background.
+	ch := make(chan *dns.Msg, 1)
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(s.bgCtx) })
+		if err != nil {
+			r = nil
+		}
+		ch <- r
+	}()
+	t := time.NewTimer(s.Cache.staleAnswerTimeout())
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		if r != nil {
+			return r, false, false
+		}
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.stats.staleServed.Add(1)
+	return cached, true, false
 }
 
-func (u *upstreamState) result(rtt time.Duration, err error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err != nil {
-		u.fails++
-		u.stats.Failures++
-		if u.fails >= downAfter {
-			u.down = true
-		}
-		return
-	}
-	u.stats.Answers++
-	u.fails, u.down = 0, false
-	if u.rtt == 0 {
-		u.rtt = rtt
-	} else {
-		u.rtt = (7*u.rtt + rtt) / 8
-	}
-}
-
-// exchange asks the upstreams for q in order and returns the first valid
-// answer. SERVFAIL, REFUSED and answers that fail validation move on to the
-// next upstream.
-func (f *forwarder) exchange(ctx context.Context, q dns.Question, do, cd bool) (*dns.Msg, error) {
-	if len(f.ups) == 0 {
-		return nil, errors.New("dnssplit: no upstreams")
-	}
-	var errs []error
-	for _, u := range f.order() {
-		if ctx.Err() != nil {
-			errs = append(errs, ctx.Err())
-			break
-		}
-		start := time.Now()
-		r, err := f.try(ctx, u, q, do, cd)
-		u.result(time.Since(start), err)
-		if err == nil {
-			return r, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
-	}
-	return nil, fmt.Errorf("dnssplit: all upstreams failed: %w", errors.Join(errs...))
-}
-
-func (f *forwarder) try(ctx context.Context, u *upstreamState, q dns.Question, do, cd bool) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	m := new(dns.Msg)
-	m.SetQuestion(q.Name, q.Qtype)
-	m.Question[0].Qclass = q.Qclass
-	m.CheckingDisabled = cd
-	m.SetEdns0(upstreamUDPSize, do)
-	r, err := f.exchangeOn(ctx, u, m, "udp")
-	if err == nil && r.Truncated && !u.TLS {
-		r, err = f.exchangeOn(ctx, u, m, "tcp")
-	}
+// upstream asks the upstreams for q (whose answers are scrubbed: only the
+// answer chain of q, TTLs capped as the cache caps them) and stops the chain
+// where it enters view v's own data, completing it from there, so that no
+// upstream speaks for a local name.
+func (s *Server) upstream(ctx context.Context, v *View, q dns.Question, do, cd bool) (*dns.Msg, error) {
+	r, err := s.fwd.exchange(ctx, q, do, cd)
 	if err != nil {
 		return nil, err
 	}
-	if err := validate(m, r); err != nil {
-		return nil, err
+	if v != nil && v.Records != nil {
+		r = s.keepLocal(v, q, r)
 	}
 	return r, nil
 }
 
-// exchangeOn sends m to u over network ("udp" or "tcp"; TLS upstreams always
-// use TLS over TCP) on a connection from f.dial.
-func (f *forwarder) exchangeOn(ctx context.Context, u *upstreamState, m *dns.Msg, network string) (*dns.Msg, error) {
-	if u.TLS {
-		network = "tcp"
+// keepLocal cuts an upstream answer chain at the first name the view answers
+// itself (local data of a type the view splits) and completes it from the
+// local data: an upstream CNAME into a local zone does not override the
+// local answer.
+func (s *Server) keepLocal(v *View, q dns.Question, r *dns.Msg) *dns.Msg {
+	if !v.splits(q.Qtype) {
+		return r // this type of local names is forwarded anyway
 	}
-	conn, err := f.dial(ctx, network, u.Addr.String())
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	if u.TLS {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if u.TLSConfig != nil {
-			cfg = u.TLSConfig.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.ServerName
-			if cfg.ServerName == "" {
-				cfg.ServerName = u.Addr.Addr().String()
-			}
-		}
-		tc := tls.Client(conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, err
-		}
-		conn = tc
-	}
-	if network == "udp" {
-		return udpExchange(ctx, conn, m, f.timeout)
-	}
-	c := &dns.Client{Net: network, UDPSize: upstreamUDPSize, Timeout: f.timeout}
-	r, _, err := c.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn, UDPSize: upstreamUDPSize})
-	return r, err
-}
-
-// udpExchange sends m on the connected UDP conn and waits for the reply with
-// m's ID until timeout (or ctx) ends. If nothing came back after half the
-// timeout, the query is sent once more: one lost datagram then costs half a
-// timeout instead of a failed attempt. Replies with other IDs (late answers
-// to earlier queries, or spoofing attempts) are skipped.
-func udpExchange(ctx context.Context, conn net.Conn, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
-	out, err := m.Pack()
-	if err != nil {
-		return nil, err
-	}
-	end := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(end) {
-		end = d
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	resend := time.Now().Add(time.Until(end) / 2)
-	if _, err := conn.Write(out); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, dns.MaxMsgSize)
-	for {
-		wait := end
-		if !resend.IsZero() {
-			wait = resend
-		}
-		conn.SetReadDeadline(wait)
-		n, err := conn.Read(buf)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !resend.IsZero() && ctx.Err() == nil {
-				resend = time.Time{}
-				if _, err := conn.Write(out); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, err
-		}
-		if n >= 2 && binary.BigEndian.Uint16(buf) != m.Id {
+	for i, rr := range r.Answer {
+		c, ok := rr.(*dns.CNAME)
+		if !ok {
 			continue
 		}
-		r := new(dns.Msg)
-		if err := r.Unpack(buf[:n]); err != nil {
-			return nil, fmt.Errorf("%w: %v", errBadAnswer, err) // garbage: fail over at once
+		local := v.Records.Lookup(c.Target, q.Qtype)
+		if !local.Local || local.Referral {
+			continue
 		}
-		return r, nil
+		s.stats.upstreamLocal.Add(1)
+		out := r.Copy()
+		out.Answer = append(out.Answer[:i+1:i+1], local.Answer...)
+		out.Rcode, out.Ns, out.Extra = local.Rcode, local.Ns, nil
+		out.AuthenticatedData = false
+		return out
 	}
+	return r
 }
 
-// validate checks an upstream answer against the query: ID, question,
-// usable rcode, and answer records that belong to the name asked (or to the
-// CNAME chain from it).
-func validate(q, r *dns.Msg) error {
-	if r.Id != q.Id || !r.Response {
-		return fmt.Errorf("%w: id or response flag", errBadAnswer)
-	}
-	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
-		r.Question[0].Qtype != q.Question[0].Qtype || r.Question[0].Qclass != q.Question[0].Qclass {
-		return fmt.Errorf("%w: question differs", errBadAnswer)
-	}
-	switch r.Rcode {
-	case dns.RcodeSuccess, dns.RcodeNameError:
-	default:
-		return fmt.Errorf("%w: rcode %s", errBadAnswer, dns.RcodeToString[r.Rcode])
-	}
-	names := map[string]bool{dns.CanonicalName(q.Question[0].Name): true}
-	for _, rr := range r.Answer {
-		h := rr.Header()
-		n := dns.CanonicalName(h.Name)
-		if !names[n] {
-			return fmt.Errorf("%w: answer for %s, which was not asked", errBadAnswer, h.Name)
-		}
-		switch rr := rr.(type) {
-		case *dns.CNAME:
-			names[dns.CanonicalName(rr.Target)] = true
-		case *dns.DNAME:
-			// A DNAME comes with its synthesized CNAME; accept names under its target.
-			names[dns.CanonicalName(rr.Target)] = true
-		}
-	}
-	return nil
+// canaryAnswer is the NXDOMAIN that keeps Firefox on the network's resolver.
+func canaryAnswer(q dns.Question) *dns.Msg {
+	m := new(dns.Msg)
+	m.Question = []dns.Question{q}
+	m.Response = true
+	m.Rcode = dns.RcodeNameError
+	return m
 }
 
-// healthLoop probes upstreams marked down, so they come back when they recover.
-func (f *forwarder) healthLoop(ctx context.Context, log *slog.Logger) {
-	t := time.NewTicker(f.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for _, u := range f.ups {
-			u.mu.Lock()
-			down := u.down
-			u.mu.Unlock()
-			if !down {
-				continue
-			}
-			start := time.Now()
-			_, err := f.try(ctx, u, dns.Question{Name: ".", Qtype: dns.TypeNS, Qclass: dns.ClassINET}, false, false)
-			if errors.Is(err, errBadAnswer) {
-				err = nil // it answers: alive, even if it cannot resolve the root
-			}
-			u.result(time.Since(start), err)
-			if err == nil {
-				log.Info("dnssplit: upstream is back", "upstream", u.String())
-			}
-		}
-	}
-}
+// errHeldNXDOMAIN marks an NXDOMAIN answer replaced by the last positive one.
+var errHeldNXDOMAIN = errors.New("dnssplit: sudden NXDOMAIN held back")
 
-// UpstreamStats counts one upstream's results.
-type UpstreamStats struct {
-	Addr     string
-	Answers  uint64
-	Failures uint64
-	Down     bool
-	RTT      time.Duration
-}
-
-func (f *forwarder) stats() []UpstreamStats {
-	out := make([]UpstreamStats, 0, len(f.ups))
-	for _, u := range f.ups {
-		u.mu.Lock()
-		st := u.stats
-		st.Addr, st.Down, st.RTT = u.String(), u.down, u.rtt
-		u.mu.Unlock()
-		out = append(out, st)
+func (c CacheConfig) staleAnswerTimeout() time.Duration {
+	if c.StaleAnswerTimeout > 0 {
+		return c.StaleAnswerTimeout
 	}
-	return out
+	return defaultStaleAnswerTimeout
 }

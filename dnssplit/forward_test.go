@@ -22,7 +22,7 @@ import (
 // tlsUpstream runs a DNS-over-TLS server on loopback with a fresh
 // self-signed certificate for "dot.test" and returns its address and a
 // client configuration trusting it.
-func tlsUpstream(t *testing.T, h dns.HandlerFunc) (netip.AddrPort, *tls.Config) {
+func tlsUpstream(t testing.TB, h dns.HandlerFunc) (netip.AddrPort, *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

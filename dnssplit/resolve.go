@@ -212,7 +212,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			if c, ok := m.Answer[n-1].(*dns.CNAME); ok {
 				sub := new(dns.Msg)
 				sub.SetQuestion(c.Target, q.Qtype)
-				up, wait := s.forward(ctx, v, sub, req, inline)
+				up, _, wait := s.forward(ctx, v, sub, req, inline)
 				if wait {
 					return nil, nil, true
 				}
@@ -236,7 +236,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			m.Rcode = dns.RcodeServerFailure
 			return m, nil, false
 		}
-		up, wait := s.forward(ctx, v, req, req, inline)
+		up, stale, wait := s.forward(ctx, v, req, req, inline)
 		if wait {
 			return nil, nil, true
 		}
@@ -244,12 +244,16 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			m.Rcode = dns.RcodeServerFailure
 			return m, nil, false
 		}
+		if stale {
+			// RFC 8914 Stale Answer, as unbound marks serve-stale replies.
+			ede = &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeStaleAnswer}
+		}
 		m.Rcode = up.Rcode
 		m.Answer, m.Ns, m.Extra = up.Answer, up.Ns, up.Extra
 		// AD only for clients that asked for it (RFC 6840 section 5.8).
 		opt := req.IsEdns0()
 		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		return m, nil, false
+		return m, ede, false
 	}
 	m.Rcode = dns.RcodeRefused
 	return m, prohibited(), false

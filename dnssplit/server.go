@@ -136,6 +136,15 @@ type Server struct {
 	// made at start.
 	CookieSecret []byte
 
+	// ForwardDoHCanary, if set, forwards use-application-dns.net like any
+	// other name. By default clients of a view with Recursion get NXDOMAIN
+	// for it: Firefox asks that name before it turns on DNS over HTTPS to
+	// its own resolver by itself, and NXDOMAIN tells it this network's DNS
+	// matters. Without it, Firefox on the LAN would resolve blog.example.com
+	// through a public resolver, get the public address, and hit the
+	// missing NAT loopback this package exists to avoid.
+	ForwardDoHCanary bool
+
 	// Logger optionally receives the server's log; if nil, slog.Default() is used.
 	Logger *slog.Logger
 
@@ -229,6 +238,7 @@ func (s *Server) init() {
 			s.logger().Warn("dnssplit: loading persisted cache", "path", s.Cache.PersistPath, "err", err)
 		}
 		s.fwd = newForwarder(s.Upstreams, s.Policy, s.UpstreamTimeout, s.HealthInterval, s.Dial)
+		s.fwd.maxTTL = s.cache.maxTTL()
 		s.limiter = s.newLimiter()
 		s.done = make(chan struct{})
 		s.listeners = map[net.Listener]struct{}{}
@@ -357,6 +367,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	<-done
 	s.bgWG.Wait()
+	s.fwd.close()
 	if perr := s.cache.save(); perr != nil {
 		err = errors.Join(err, perr)
 	}

@@ -22,6 +22,8 @@ type Stats struct {
 	CacheMisses      uint64 // forwarded names that went upstream
 	CacheEntries     int    // answers in the cache now
 	UpstreamFailures uint64 // queries no upstream answered
+	UpstreamScrubbed uint64 // upstream records dropped: outside the question's answer chain, out of bailiwick, additional
+	UpstreamLocal    uint64 // upstream answers whose chain entered the view's own data, completed from it
 	StaleServed      uint64 // stale answers served (RFC 8767)
 	HeldNXDOMAIN     uint64 // sudden NXDOMAIN answers replaced by the last positive answer
 	RateLimited      uint64 // UDP queries dropped or slipped by the rate limit
@@ -42,6 +44,7 @@ type stats struct {
 	cacheHits, cacheMisses, upstreamFailures, staleServed, heldNXDOMAIN atomic.Uint64
 	rateLimited, malformed, tcpRejected, tcpEvicted                     atomic.Uint64
 	transfersServed, transfersRefused, notifiesSent                     atomic.Uint64
+	upstreamLocal                                                       atomic.Uint64
 
 	refusals refusals
 }
@@ -127,6 +130,8 @@ func (s *Server) Stats() Stats {
 		CacheMisses:      s.stats.cacheMisses.Load(),
 		CacheEntries:     s.cache.len(),
 		UpstreamFailures: s.stats.upstreamFailures.Load(),
+		UpstreamScrubbed: s.fwd.scrubbed.Load(),
+		UpstreamLocal:    s.stats.upstreamLocal.Load(),
 		StaleServed:      s.stats.staleServed.Load(),
 		HeldNXDOMAIN:     s.stats.heldNXDOMAIN.Load(),
 		RateLimited:      s.stats.rateLimited.Load(),
