@@ -135,6 +135,23 @@ func (a *authenticator) lookup(username, realm string) (credential, error) {
 	return c, nil
 }
 
+// maxUserKey bounds the user names the failure budget keys by: a request
+// may claim any username up to the STUN limit of 509 bytes.
+const maxUserKey = 128
+
+// userKey is the name a request's failure budget and limits are kept under:
+// the user part of a TURN REST username, a static user's name, or (for names
+// that are neither) the name itself, cut to maxUserKey bytes.
+func (a *authenticator) userKey(username string) string {
+	if _, ok := a.users[username]; ok {
+		return username
+	}
+	if _, id, ok := parseRESTUsername(username); ok {
+		return id
+	}
+	return username[:min(len(username), maxUserKey)]
+}
+
 func (a *authenticator) remember(username string, key []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -73,7 +73,7 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 	}
 	if !m.Contains(stun.AttrMessageIntegrity) {
 		// The engine answers with a 401 challenge carrying a nonce.
-		if !s.unauth.allow(src.client.Addr(), s.now()) {
+		if !s.unauth.Allow(src.client.Addr()) {
 			s.counters.unauthDrops.Add(1)
 			return false
 		}
@@ -84,6 +84,24 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 	var realm stun.Realm
 	_ = user.GetFrom(m)
 	_ = realm.GetFrom(m)
+	k := allocKey{client: src.client, server: src.server}
+	// A live allocation's own 5-tuple is exempt from the failure budgets:
+	// a guesser behind the same address must not end it.
+	live := s.allocs.exists(k)
+	userKey := s.auth.userKey(user.String())
+	if !live {
+		if s.failSrc.Tokens(src.client.Addr()) < 1 {
+			s.counters.failureDrops.Add(1)
+			s.logger().Debug("relay: failure budget spent, request dropped", "client", src.client, "transport", src.transport)
+			return false
+		}
+		if s.failUser.Tokens(userKey) < 1 {
+			s.counters.userFailureDrops.Add(1)
+			s.logger().Debug("relay: user's failure budget spent, request dropped", "client", src.client,
+				"transport", src.transport, "user", userKey)
+			return false
+		}
+	}
 	cred, err := s.auth.lookup(user.String(), realm.String())
 	var key []byte
 	if err == nil {
@@ -97,9 +115,13 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 	}
 	if err != nil {
 		s.counters.authFailures.Add(1)
+		if !live {
+			s.failSrc.Allow(src.client.Addr())
+			s.failUser.Allow(userKey)
+		}
 		s.logger().Debug("relay: credentials refused", "client", src.client, "transport", src.transport,
 			"username", user.String(), "err", err)
-		if !s.unauth.allow(src.client.Addr(), s.now()) {
+		if !s.unauth.Allow(src.client.Addr()) {
 			s.counters.unauthDrops.Add(1)
 			return false
 		}
@@ -113,7 +135,6 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 	if len(cred.keys) > 1 {
 		s.auth.remember(user.String(), key)
 	}
-	k := allocKey{client: src.client, server: src.server}
 	switch method {
 	case stun.MethodAllocate:
 		if s.draining.Load() && !s.allocs.exists(k) {

@@ -2,8 +2,12 @@ package relay
 
 import (
 	"math"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
+	"golang.org/x/time/rate"
 )
 
 // Limits bound what clients may use. Zero fields take the documented
@@ -41,6 +45,27 @@ type Limits struct {
 	UnauthorizedBurst int
 	UnauthorizedRate  float64
 
+	// FailureBurst and FailureRate are one source address's failure
+	// budget: requests with wrong credentials it may send at once, and per
+	// second after that. Once it is spent, the source's requests that carry
+	// credentials are dropped unchecked (Stats.FailureDrops) until it
+	// refills, so passwords cannot be guessed at line rate. Defaults 32 and
+	// 1 per second: a client with a stale password fails a few times, not
+	// thirty-two times in a burst. Requests from the 5-tuple of a live
+	// allocation are exempt, so a guesser behind the same NAT address does
+	// not end its neighbours' allocations.
+	FailureBurst int
+	FailureRate  float64
+
+	// UserFailureBurst and UserFailureRate are the same budget per user
+	// name (the user part of a TURN REST username), shared by every source,
+	// so many sources cannot grind one account (Stats.UserFailureDrops).
+	// Defaults 64 and 0.5 per second. While the budget is spent, new
+	// allocations of that user are refused too: the price of stopping a
+	// botnet; live allocations are exempt as above.
+	UserFailureBurst int
+	UserFailureRate  float64
+
 	// HandshakeTimeout bounds a TCP or TLS client's time to complete the TLS
 	// handshake and send its first request with valid credentials; a
 	// connection that sends only Binding requests, unauthenticated requests
@@ -66,13 +91,35 @@ func pick[T int | int64 | float64 | time.Duration](v, def T) T {
 	return v
 }
 
-func (l *Limits) allocationsPerUser() int  { return pick(l.AllocationsPerUser, 64) }
-func (l *Limits) allocations() int         { return pick(l.Allocations, 4096) }
-func (l *Limits) permissions() int         { return pick(l.PermissionsPerAllocation, 64) }
-func (l *Limits) bandwidth() int64         { return pick(l.Bandwidth, 2_000_000) }
-func (l *Limits) lifetime() time.Duration  { return pick(l.Lifetime, 10*time.Minute) }
-func (l *Limits) unauthBurst() int         { return pick(l.UnauthorizedBurst, 256) }
-func (l *Limits) unauthRate() float64      { return pick(l.UnauthorizedRate, 64) }
+func (l *Limits) allocationsPerUser() int { return pick(l.AllocationsPerUser, 64) }
+func (l *Limits) allocations() int        { return pick(l.Allocations, 4096) }
+func (l *Limits) permissions() int        { return pick(l.PermissionsPerAllocation, 64) }
+func (l *Limits) bandwidth() int64        { return pick(l.Bandwidth, 2_000_000) }
+func (l *Limits) lifetime() time.Duration { return pick(l.Lifetime, 10*time.Minute) }
+
+// keyed returns a per-key token bucket of rate and burst, each defaulting
+// when zero; a negative rate or burst removes the limit (rate 0).
+func keyed[K comparable](burst int, r float64, defBurst int, defRate float64, now func() time.Time) *netcore.KeyedLimiter[K] {
+	if burst < 0 || r < 0 {
+		return &netcore.KeyedLimiter[K]{}
+	}
+	return &netcore.KeyedLimiter[K]{Rate: rate.Limit(pick(r, defRate)), Burst: pick(burst, defBurst), Now: now}
+}
+
+// unauthLimiter rations 401 replies per source address.
+func (l *Limits) unauthLimiter(now func() time.Time) *netcore.KeyedLimiter[netip.Addr] {
+	return keyed[netip.Addr](l.UnauthorizedBurst, l.UnauthorizedRate, 256, 64, now)
+}
+
+// failureLimiter is the failure budget per source address.
+func (l *Limits) failureLimiter(now func() time.Time) *netcore.KeyedLimiter[netip.Addr] {
+	return keyed[netip.Addr](l.FailureBurst, l.FailureRate, 32, 1, now)
+}
+
+// userFailureLimiter is the failure budget per user.
+func (l *Limits) userFailureLimiter(now func() time.Time) *netcore.KeyedLimiter[string] {
+	return keyed[string](l.UserFailureBurst, l.UserFailureRate, 64, 0.5, now)
+}
 func (l *Limits) handshake() time.Duration { return pick(l.HandshakeTimeout, 10*time.Second) }
 func (l *Limits) connsPerSource() int      { return pick(l.ConnsPerSource, 64) }
 func (l *Limits) trackedUsers() int        { return pick(l.TrackedUsers, 256) }

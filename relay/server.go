@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/pion/turn/v5"
 )
 
@@ -93,7 +94,9 @@ type Server struct {
 	initOnce sync.Once
 	auth     *authenticator
 	policy   PeerPolicy
-	unauth   budget
+	unauth   *netcore.KeyedLimiter[netip.Addr] // 401 replies per source
+	failSrc  *netcore.KeyedLimiter[netip.Addr] // failure budget per source
+	failUser *netcore.KeyedLimiter[string]     // failure budget per user
 	users    userTable
 	allocs   allocTable
 	reg      registry
@@ -138,7 +141,9 @@ func (s *Server) init() {
 			maxLife: maxLife, now: s.now}
 		s.policy = PeerPolicy{Allow: append([]netip.Prefix(nil), s.Peers.Allow...),
 			Deny: append([]netip.Prefix(nil), s.Peers.Deny...)}
-		s.unauth = budget{rate: s.Limits.unauthRate(), burst: float64(s.Limits.unauthBurst())}
+		s.unauth = s.Limits.unauthLimiter(s.now)
+		s.failSrc = s.Limits.failureLimiter(s.now)
+		s.failUser = s.Limits.userFailureLimiter(s.now)
 		s.users.limit = s.Limits.trackedUsers()
 		if s.public.Load() == nil {
 			p := s.Public
@@ -387,6 +392,8 @@ func (s *Server) Stats() Stats {
 		AuthFailures:      c.authFailures.Load(),
 		Challenges:        c.challenges.Load(),
 		UnauthorizedDrops: c.unauthDrops.Load(),
+		FailureDrops:      c.failureDrops.Load(),
+		UserFailureDrops:  c.userFailureDrops.Load(),
 		PeerDenials:       c.peerDenials.Load(),
 		QuotaRejections:   c.quotaRejections.Load(),
 		BandwidthDrops:    c.bandwidthDrops.Load(),

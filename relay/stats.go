@@ -16,6 +16,8 @@ type Stats struct {
 	AuthFailures      uint64 // requests refused with 401 for bad credentials
 	Challenges        uint64 // 401 challenges (requests without credentials)
 	UnauthorizedDrops uint64 // 401 replies not sent: per-source budget spent
+	FailureDrops      uint64 // requests dropped unchecked: the source's failure budget is spent
+	UserFailureDrops  uint64 // requests dropped unchecked: the user's failure budget is spent
 	PeerDenials       uint64 // requests or packets refused by the peer policy
 	QuotaRejections   uint64 // allocations or permissions refused by a limit
 	BandwidthDrops    uint64 // packets dropped by the per-allocation bandwidth cap
@@ -39,7 +41,7 @@ type UserStats struct {
 }
 
 type counters struct {
-	allocationsTotal, authFailures, challenges, unauthDrops, peerDenials,
+	allocationsTotal, authFailures, challenges, unauthDrops, failureDrops, userFailureDrops, peerDenials,
 	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess atomic.Uint64
 }
 
