@@ -93,11 +93,14 @@ var (
 	nat64WellKnown = netip.MustParsePrefix("64:ff9b::/96")
 	sixToFour      = netip.MustParsePrefix("2002::/16")
 	ipv4Compatible = netip.MustParsePrefix("::/96")
+	// ipv4Translated is RFC 2765's IPv4-translated form ::ffff:0:a.b.c.d.
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
 )
 
 // Canonical returns the address a peer address really designates: the IPv4
-// address embedded in IPv4-mapped, IPv4-compatible, NAT64 (64:ff9b::/96) and
-// 6to4 (2002::/16) IPv6 forms, or addr itself. The zone is dropped.
+// address embedded in IPv4-mapped, IPv4-compatible, IPv4-translated
+// (::ffff:0:0:0/96, RFC 2765), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
+// IPv6 forms, or addr itself. The zone is dropped.
 func Canonical(addr netip.Addr) netip.Addr {
 	addr = addr.WithZone("")
 	if addr.Is4In6() {
@@ -108,7 +111,7 @@ func Canonical(addr netip.Addr) netip.Addr {
 	}
 	b := addr.As16()
 	switch {
-	case nat64WellKnown.Contains(addr):
+	case nat64WellKnown.Contains(addr), ipv4Translated.Contains(addr):
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 	case sixToFour.Contains(addr):
 		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})

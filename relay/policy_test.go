@@ -18,6 +18,8 @@ func TestCanonical(t *testing.T) {
 		{"::", "::"},
 		{"fe80::1%eth0", "fe80::1"},
 		{"2606:4700::1111", "2606:4700::1111"},
+		{"::ffff:0:127.0.0.1", "127.0.0.1"}, // IPv4-translated (RFC 2765)
+		{"::ffff:0:a9fe:a9fe", "169.254.169.254"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -25,6 +27,17 @@ func TestCanonical(t *testing.T) {
 				t.Errorf("Canonical(%s) = %s, want %s", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPeerPolicyTranslatedForm: the RFC 2765 IPv4-translated form
+// ::ffff:0:a.b.c.d passed the default policy as a global address.
+func TestPeerPolicyTranslatedForm(t *testing.T) {
+	var p PeerPolicy
+	for _, a := range []string{"::ffff:0:127.0.0.1", "::ffff:0:10.0.0.1", "::ffff:0:169.254.169.254"} {
+		if d := p.Check(netip.MustParseAddr(a)); d == "" {
+			t.Errorf("Check(%s) allowed", a)
+		}
 	}
 }
 
