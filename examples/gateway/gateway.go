@@ -7,8 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"reflect"
-	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/hairpin-go/hairpin/proxy"
 	"github.com/hairpin-go/hairpin/relay"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // relayDrain is how long a shutdown waits for TURN allocations to end; calls
@@ -36,31 +36,37 @@ type gateway struct {
 	// lifetime is the report of the mapping lifetime search, nil until done.
 	lifetime *nat.Report
 
-	dns          *dnssplit.Server
-	dnsSetPublic func(netip.Addr) error
-	dnsAddrs     []net.Addr
+	dns      *dnsPart
+	dnsAddrs []net.Addr
 
 	proxy      *proxy.Proxy
 	proxyAddrs []net.Addr
 
 	relay          *relay.Server
 	relaySetPublic func(netip.Addr)
+	relayAddrs     []net.Addr
+	creds          *credentialsServer
 
-	prober  *nat.Client
+	prober  *nat.Client // guarded by mu: a reload may replace it
 	stun    *nat.Server
 	demo    *demo
 	metrics *metricsServer
 
+	runCtx context.Context
 	cancel context.CancelFunc // stops the probe loop and the relay
 	wg     sync.WaitGroup     // every goroutine the gateway started
 	health error              // first serving error, for /healthz; guarded by mu
+	// failed receives the first serving error: a part that stops serving
+	// ends the process with a non-zero status, so systemd or Kubernetes
+	// restart it instead of leaving it half up.
+	failed chan error
 }
 
 // start brings every configured part up. On error, whatever had started is
 // shut down again.
 func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g := &gateway{log: log, cfg: cfg, cancel: cancel}
+	g := &gateway{log: log, cfg: cfg, runCtx: runCtx, cancel: cancel, failed: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
@@ -88,23 +94,31 @@ func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway,
 		}
 	}
 	if cfg.Relay != nil {
-		if err := g.startRelay(runCtx); err != nil {
+		if err := g.startRelay(); err != nil {
+			return g, err
+		}
+	}
+	if cfg.Relay != nil && cfg.Relay.Credentials != nil {
+		if g.creds, err = g.startCredentials(cfg.Relay); err != nil {
 			return g, err
 		}
 	}
 	if cfg.Metrics != "" {
 		reg := prometheus.NewRegistry()
+		// What every Prometheus user expects next to ours: go_* (goroutines,
+		// GC, memory) and process_* (CPU, open descriptors, resident memory).
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		g.register(reg)
 		if g.metrics, err = startMetrics(cfg.Metrics, reg, g.healthy, log); err != nil {
 			return g, fmt.Errorf("gateway: metrics: %w", err)
 		}
 		log.Info("metrics listening", "addr", g.metrics.addr.String())
 	}
-	if g.prober != nil {
+	if cfg.NAT != nil {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			g.probeLoop(runCtx, cfg.NAT.ProbeInterval())
+			g.probeLoop(runCtx)
 		}()
 	}
 	if cfg.NAT == nil {
@@ -139,6 +153,11 @@ func (g *gateway) startNAT(ctx context.Context) error {
 	if g.prober == nil {
 		return nil
 	}
+	if _, fixed := g.cfg.NAT.PublicAddr(); fixed {
+		// The address is known; the periodic probe reports the NAT's
+		// behaviour without holding up the start.
+		return nil
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	g.probe(pctx)
@@ -148,7 +167,13 @@ func (g *gateway) startNAT(ctx context.Context) error {
 // probe runs one NAT probe, reports what it means to the operator and, when
 // the public address changed (and is not fixed), announces the new one.
 func (g *gateway) probe(ctx context.Context) {
-	r, err := g.prober.Probe(ctx)
+	g.mu.Lock()
+	prober := g.prober
+	g.mu.Unlock()
+	if prober == nil {
+		return
+	}
+	r, err := prober.Probe(ctx)
 	if err != nil {
 		g.log.Warn("NAT probe failed; keeping the last known public address", "err", err)
 		return
@@ -195,27 +220,36 @@ func (g *gateway) measureLifetime(ctx context.Context, c *nat.Client) {
 // relay's announcement wait for it, so "every" (minutes) is too long.
 const retryUnknown = 30 * time.Second
 
-func (g *gateway) probeLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTimer(g.nextProbe(every))
-	defer t.Stop()
+// probeLoop probes again every nat.interval (read at each round, so a
+// reload changes it); with a fixed public address and no STUN servers it
+// only waits.
+func (g *gateway) probeLoop(ctx context.Context) {
+	first := true
 	for {
+		t := time.NewTimer(g.nextProbe(first))
+		first = false
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			g.probe(pctx)
 			cancel()
-			t.Reset(g.nextProbe(every))
 		}
 	}
 }
 
-func (g *gateway) nextProbe(every time.Duration) time.Duration {
+func (g *gateway) nextProbe(first bool) time.Duration {
 	g.mu.Lock()
 	known := g.public.IsValid()
+	every := g.cfg.NAT.ProbeInterval()
+	_, fixed := g.cfg.NAT.PublicAddr()
 	g.mu.Unlock()
-	if known {
+	switch {
+	case first && fixed:
+		return time.Second // the start did not probe: report the NAT soon
+	case known:
 		return every
 	}
 	return min(every, retryUnknown)
@@ -225,11 +259,10 @@ func (g *gateway) nextProbe(every time.Duration) time.Duration {
 func (g *gateway) setPublic(a netip.Addr) {
 	g.mu.Lock()
 	g.public = a
-	dnsSetPublic := g.dnsSetPublic
 	g.mu.Unlock()
-	if dnsSetPublic != nil {
-		if err := dnsSetPublic(a); err != nil {
-			g.log.Error("dns: cannot set the public address in records", "err", err)
+	if g.dns != nil {
+		if err := g.dns.setPublicAddr(a); err != nil {
+			g.log.Error("gateway: dns: cannot set the public address in records", "err", err)
 		}
 	}
 	if g.proxy != nil {
@@ -241,31 +274,27 @@ func (g *gateway) setPublic(a netip.Addr) {
 }
 
 func (g *gateway) startDNS() error {
-	srv, setPublic, err := g.cfg.DNS.Build(g.log.With("part", "dns"))
+	log := g.log.With("part", "dns")
+	srv, setPublic, err := g.cfg.DNS.Build(log)
 	if err != nil {
 		return err
 	}
-	g.dns, g.dnsSetPublic = srv, setPublic
+	d := &dnsPart{log: log, fail: g.failPart, stop: g.runCtx, cfg: g.cfg.DNS, srv: srv, setPublic: setPublic}
+	g.dns = d
 	if g.public.IsValid() {
 		if err := setPublic(g.public); err != nil {
 			return err
 		}
 	}
-	for _, a := range g.cfg.DNS.Listen {
-		pc, err := net.ListenPacket("udp", a)
-		if err != nil {
-			return fmt.Errorf("gateway: dns: %w", err)
-		}
-		// TCP on the same address and port as UDP, also when the port was 0.
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			return fmt.Errorf("gateway: dns: %w", err)
-		}
-		g.dnsAddrs = append(g.dnsAddrs, pc.LocalAddr())
-		g.serve("dns/udp", func() error { return srv.ServePacket(pc) }, dnssplit.ErrServerClosed)
-		g.serve("dns/tcp", func() error { return srv.Serve(l) }, dnssplit.ErrServerClosed)
-		g.log.Info("dns listening", "addr", pc.LocalAddr().String())
+	if err := d.listen(g.cfg.DNS.Listen); err != nil {
+		return err
+	}
+	g.dnsAddrs = d.addrs
+	if err := d.serve(srv); err != nil {
+		return err
+	}
+	for _, a := range d.addrs {
+		g.log.Info("dns listening", "addr", a.String())
 	}
 	return nil
 }
@@ -279,25 +308,44 @@ func (g *gateway) startProxy() error {
 	if g.public.IsValid() {
 		p.SetPublicAddrs(g.public)
 	}
+	type bound struct {
+		l     net.Listener
+		proto proxy.Protocol
+	}
+	var ls []bound
 	listen := func(addrs []string, proto proxy.Protocol) error {
 		for _, a := range addrs {
-			l, err := proxy.Listen("tcp", a)
+			// net.Listen, not proxy.Listen: without SO_REUSEPORT a port
+			// another process holds is an error at start, not a split.
+			l, err := net.Listen("tcp", a)
 			if err != nil {
+				for _, b := range ls {
+					b.l.Close()
+				}
 				return fmt.Errorf("gateway: proxy: %w", err)
 			}
-			g.proxyAddrs = append(g.proxyAddrs, l.Addr())
-			g.serve("proxy", func() error { return p.ServeProtocol(l, proto) }, proxy.ErrServerClosed)
-			g.log.Info("proxy listening", "addr", l.Addr().String(), "protocol", proto.String())
+			ls = append(ls, bound{l, proto})
 		}
 		return nil
 	}
 	if err := listen(g.cfg.Proxy.TLS, proxy.ProtocolTLS); err != nil {
 		return err
 	}
-	return listen(g.cfg.Proxy.HTTP, proxy.ProtocolHTTP)
+	if err := listen(g.cfg.Proxy.HTTP, proxy.ProtocolHTTP); err != nil {
+		return err
+	}
+	for _, b := range ls {
+		g.proxyAddrs = append(g.proxyAddrs, b.l.Addr())
+		g.serve("proxy", func() error { return p.ServeProtocol(b.l, b.proto) }, proxy.ErrServerClosed)
+		g.log.Info("proxy listening", "addr", b.l.Addr().String(), "protocol", b.proto.String())
+	}
+	return nil
 }
 
-func (g *gateway) startRelay(ctx context.Context) error {
+// startRelay binds every relay listener (UDP and TCP on each relay.listen
+// address, TLS on each relay.tlsListen) before serving any, so a busy port
+// or a bad certificate fails the start with its reason.
+func (g *gateway) startRelay() error {
 	srv, setPublic, err := g.cfg.Relay.Build(g.log.With("part", "relay"))
 	if err != nil {
 		return err
@@ -306,8 +354,48 @@ func (g *gateway) startRelay(ctx context.Context) error {
 	if g.public.IsValid() {
 		setPublic(g.public)
 	}
-	g.serve("relay", func() error { return g.cfg.Relay.Serve(ctx, srv, relayDrain) }, relay.ErrServerClosed)
-	g.log.Info("relay listening", "addrs", g.cfg.Relay.Listen)
+	var pcs []net.PacketConn
+	var ls, tlsLs []net.Listener
+	fail := func(err error) error {
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		for _, l := range append(ls, tlsLs...) {
+			l.Close()
+		}
+		return fmt.Errorf("gateway: relay: %w", err)
+	}
+	for _, a := range g.cfg.Relay.Listen {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return fail(err)
+		}
+		pcs = append(pcs, pc)
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, l)
+	}
+	for _, a := range g.cfg.Relay.TLSListen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fail(err)
+		}
+		tlsLs = append(tlsLs, l)
+	}
+	for _, pc := range pcs {
+		g.relayAddrs = append(g.relayAddrs, pc.LocalAddr())
+		g.serve("relay/udp", func() error { return srv.ServePacket(pc) }, relay.ErrServerClosed)
+	}
+	for _, l := range ls {
+		g.serve("relay/tcp", func() error { return srv.Serve(l) }, relay.ErrServerClosed)
+	}
+	for _, l := range tlsLs {
+		g.relayAddrs = append(g.relayAddrs, l.Addr())
+		g.serve("relay/tls", func() error { return srv.ServeTLS(l) }, relay.ErrServerClosed)
+	}
+	g.log.Info("relay listening", "addrs", g.relayAddrs)
 	return nil
 }
 
@@ -318,14 +406,27 @@ func (g *gateway) serve(part string, fn func() error, closed error) {
 	go func() {
 		defer g.wg.Done()
 		if err := fn(); err != nil && !errors.Is(err, closed) {
-			g.log.Error("serving stopped", "part", part, "err", err)
-			g.mu.Lock()
-			if g.health == nil {
-				g.health = fmt.Errorf("%s: %w", part, err)
-			}
-			g.mu.Unlock()
+			g.failPart(part, err)
 		}
 	}()
+}
+
+// failPart records that a part stopped serving: /healthz turns 503 and the
+// process ends with a non-zero status.
+func (g *gateway) failPart(part string, err error) {
+	if g.runCtx.Err() != nil {
+		return // shutting down: listeners closing is expected
+	}
+	err = fmt.Errorf("gateway: %s stopped serving: %w", part, err)
+	g.mu.Lock()
+	first := g.health == nil
+	if first {
+		g.health = err
+	}
+	g.mu.Unlock()
+	if first {
+		g.failed <- err // buffered for the first error only
+	}
 }
 
 // healthy is nil while every part serves.
@@ -333,70 +434,6 @@ func (g *gateway) healthy() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.health
-}
-
-// reload applies a new configuration: proxy routes and DNS records are
-// swapped atomically; everything is validated first, and on any error the
-// running configuration stays as it was.
-func (g *gateway) reload(next *config.File) error {
-	g.mu.Lock()
-	cur := g.cfg
-	public := g.public
-	g.mu.Unlock()
-	if (cur.DNS == nil) != (next.DNS == nil) || (cur.Proxy == nil) != (next.Proxy == nil) ||
-		(cur.Relay == nil) != (next.Relay == nil) {
-		return errors.New("gateway: adding or removing a section needs a restart")
-	}
-	var dnsApply func()
-	if next.DNS != nil {
-		apply, err := g.prepareDNS(next.DNS, public)
-		if err != nil {
-			return err
-		}
-		dnsApply = apply
-	}
-	if next.Proxy != nil {
-		if err := next.Proxy.Apply(g.proxy, g.log.With("part", "proxy")); err != nil {
-			return err
-		}
-	}
-	if dnsApply != nil {
-		dnsApply()
-	}
-	for _, part := range needsRestart(cur, next) {
-		g.log.Warn("reload: this change takes effect at the next restart", "changed", part)
-	}
-	g.mu.Lock()
-	g.cfg = next
-	g.mu.Unlock()
-	return nil
-}
-
-// needsRestart names the parts of a new configuration that a reload does
-// not apply (listeners, the NAT probe, the relay), so the operator is told
-// rather than left wondering.
-func needsRestart(cur, next *config.File) []string {
-	var out []string
-	if !reflect.DeepEqual(cur.NAT, next.NAT) {
-		out = append(out, "nat")
-	}
-	if cur.DNS != nil && next.DNS != nil && !slices.Equal(cur.DNS.Listen, next.DNS.Listen) {
-		out = append(out, "dns.listen")
-	}
-	if cur.Proxy != nil && next.Proxy != nil &&
-		(!slices.Equal(cur.Proxy.TLS, next.Proxy.TLS) || !slices.Equal(cur.Proxy.HTTP, next.Proxy.HTTP)) {
-		out = append(out, "proxy.tls/proxy.http")
-	}
-	if !reflect.DeepEqual(cur.Relay, next.Relay) {
-		out = append(out, "relay")
-	}
-	if cur.Metrics != next.Metrics {
-		out = append(out, "metrics")
-	}
-	if !reflect.DeepEqual(cur.Demo, next.Demo) {
-		out = append(out, "demo")
-	}
-	return out
 }
 
 // shutdown stops every part, waiting for their goroutines until ctx is done.
@@ -407,7 +444,20 @@ func (g *gateway) shutdown(ctx context.Context) error {
 		errs = append(errs, ignoreClosed(g.proxy.Shutdown(ctx)))
 	}
 	if g.dns != nil {
-		errs = append(errs, ignoreClosed(g.dns.Shutdown(ctx)))
+		errs = append(errs, ignoreClosed(g.dns.shutdown(ctx)))
+	}
+	if g.relay != nil {
+		rctx, cancel := context.WithTimeout(ctx, relayDrain)
+		if err := g.relay.Shutdown(rctx); errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// Allocations still open after relayDrain are closed: expected.
+			g.log.Info("relay: allocations still open after the drain were closed", "drain", relayDrain.String())
+		} else {
+			errs = append(errs, ignoreClosed(err))
+		}
+		cancel()
+	}
+	if g.creds != nil {
+		errs = append(errs, g.creds.shutdown(ctx))
 	}
 	if g.stun != nil {
 		errs = append(errs, ignoreClosed(g.stun.Shutdown(ctx)))
@@ -419,14 +469,48 @@ func (g *gateway) shutdown(ctx context.Context) error {
 		g.demo.shutdown(ctx)
 	}
 	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
+	go func() {
+		g.wg.Wait()
+		if g.dns != nil {
+			g.dns.wg.Wait()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
 	}
-	return errors.Join(errs...)
+	return joinErrors(errs...)
 }
+
+// joinErrors is errors.Join on one line ("; " between errors): log lines
+// and exit messages stay whole.
+func joinErrors(errs ...error) error {
+	var msgs []string
+	var kept []error
+	for _, e := range errs {
+		if e != nil {
+			kept = append(kept, e)
+			msgs = append(msgs, e.Error())
+		}
+	}
+	switch len(kept) {
+	case 0:
+		return nil
+	case 1:
+		return kept[0]
+	}
+	return &oneLineErrors{errs: kept, msg: strings.Join(msgs, "; ")}
+}
+
+type oneLineErrors struct {
+	errs []error
+	msg  string
+}
+
+func (e *oneLineErrors) Error() string   { return e.msg }
+func (e *oneLineErrors) Unwrap() []error { return e.errs }
 
 func ignoreClosed(err error) error {
 	if errors.Is(err, dnssplit.ErrServerClosed) || errors.Is(err, proxy.ErrServerClosed) ||
@@ -435,24 +519,4 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-// prepareDNS builds the DNS data of a new configuration without touching the
-// running server, and returns the function that swaps it in.
-func (g *gateway) prepareDNS(next *config.DNS, public netip.Addr) (func(), error) {
-	srv, setPublic, err := next.Build(g.log.With("part", "dns"))
-	if err != nil {
-		return nil, err
-	}
-	if public.IsValid() {
-		if err := setPublic(public); err != nil {
-			return nil, err
-		}
-	}
-	return func() {
-		g.dns.SetViews(srv.Views)
-		g.mu.Lock()
-		g.dnsSetPublic = setPublic
-		g.mu.Unlock()
-	}, nil
 }

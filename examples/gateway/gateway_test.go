@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,6 +145,7 @@ func TestQuickstartInProcess(t *testing.T) {
 		defer cancel()
 		if err := gw.shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
+			pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		}
 	})
 	dnsAddr := gw.dnsAddrs[0].String()
@@ -296,8 +298,8 @@ func TestCheckNamesFieldAndLine(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1; stderr %s", code, stderr.String())
 	}
-	// yaml.v3 stops at the unknown key: that error comes alone, with its line.
-	if want := fmt.Sprintf(`line %d: unknown key "bogus"`, lineOf(bad, "bogus")); !strings.Contains(stderr.String(), want) {
+	// An unknown key comes alone, with its line and key path.
+	if want := fmt.Sprintf(`line %d: relay.bogus: unknown key`, lineOf(bad, "bogus")); !strings.Contains(stderr.String(), want) {
 		t.Errorf("stderr %q lacks %q", stderr.String(), want)
 	}
 	bad = strings.Replace(bad, "  bogus: 1\n", "", 1)
@@ -632,7 +634,9 @@ func TestSectionsAreOptional(t *testing.T) {
 	}
 }
 
-func TestNeedsRestart(t *testing.T) {
+// TestRestartKeys: a reload names by key path exactly the changes it does
+// not apply.
+func TestRestartKeys(t *testing.T) {
 	base := string(defaultConfig)
 	parse := func(s string) *config.File {
 		t.Helper()
@@ -642,16 +646,28 @@ func TestNeedsRestart(t *testing.T) {
 		}
 		return f
 	}
-	cur := parse(base)
-	if got := needsRestart(cur, parse(base)); len(got) != 0 {
+	restart := func(next string) string {
+		var out []string
+		for _, p := range diffPaths(parse(base), parse(next)) {
+			if !isLive(p) {
+				out = append(out, p)
+			}
+		}
+		return strings.Join(out, ",")
+	}
+	if got := restart(base); got != "" {
 		t.Errorf("same file: %v", got)
 	}
-	if got := needsRestart(cur, parse(strings.Replace(base, "192.168.1.20", "192.168.1.21", 1))); len(got) != 0 {
-		t.Errorf("records only: %v", got)
+	live := strings.Replace(base, "192.168.1.20", "192.168.1.21", 1)
+	live = strings.Replace(live, `upstreams: []`, `upstreams: ["192.0.2.53"]`, 1)
+	live = strings.Replace(live, `interval: 5m`, `interval: 10m`, 1)
+	if got := restart(live); got != "" {
+		t.Errorf("records, upstreams, probe interval: %v", got)
 	}
 	next := strings.Replace(base, `listen: ["127.0.0.1:5353"]`, `listen: ["127.0.0.1:5354"]`, 1)
 	next = strings.Replace(next, `secret: "change-me"`, `secret: "other"`, 1)
-	if got := strings.Join(needsRestart(cur, parse(next)), ","); got != "dns.listen,relay" {
-		t.Errorf("listener and relay change: %q", got)
+	next = strings.Replace(next, `level: info`, `level: debug`, 1)
+	if got := restart(next); got != "dns.listen,log.level,relay.secret" {
+		t.Errorf("listener, relay secret and log level: %q", got)
 	}
 }

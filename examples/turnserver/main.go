@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -91,7 +92,7 @@ func run() error {
 	}
 	log.Info("turnserver: serving", "listen", f.Relay.Listen, "tlsListen", f.Relay.TLSListen,
 		"public", srv.PublicAddr(), "relayPorts", srv.RelayPorts.String())
-	return f.Relay.Serve(ctx, srv, drainTime)
+	return serve(ctx, f.Relay, srv, drainTime)
 }
 
 // checkCredentialsAddr refuses a credentials endpoint reachable from the
@@ -128,4 +129,55 @@ func turnURIs(c *config.Relay, srv *relay.Server) []string {
 		uris = append(uris, "turns:"+host(a)+"?transport=tcp")
 	}
 	return uris
+}
+
+// serve runs srv on every relay.listen (UDP and TCP) and relay.tlsListen
+// address until ctx is done, then shuts it down, draining allocations for up
+// to drain. It returns the first listener error other than
+// relay.ErrServerClosed. (It was config.Relay.Serve: the config package
+// builds, the binaries serve.)
+func serve(ctx context.Context, c *config.Relay, srv *relay.Server, drain time.Duration) error {
+	type job struct {
+		addr string
+		tls  bool
+	}
+	var jobs []job
+	for _, a := range c.Listen {
+		jobs = append(jobs, job{addr: a})
+	}
+	for _, a := range c.TLSListen {
+		jobs = append(jobs, job{addr: a, tls: true})
+	}
+	errc := make(chan error, len(jobs))
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if j.tls {
+				errc <- srv.ListenAndServeTLS(j.addr, "", "") // config.Relay.Build loaded TLSConfig
+			} else {
+				errc <- srv.ListenAndServe(j.addr)
+			}
+		}()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if first == nil || errors.Is(first, relay.ErrServerClosed) {
+			first = err
+		}
+	}
+	if errors.Is(first, relay.ErrServerClosed) {
+		return nil
+	}
+	return first
 }

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestParseErrorsNameKeyAndLine(t *testing.T) {
@@ -13,7 +13,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		in   string
 		want []string
 	}{
-		{"unknown top-level key", "metrics: 127.0.0.1:9090\nbogus: 1\n", []string{"line 2", `unknown key "bogus"`}},
+		{"unknown top-level key", "metrics: 127.0.0.1:9090\nbogus: 1\n", []string{"line 2: bogus: unknown key"}},
 		{"bad metrics address", "log:\n  format: text\nmetrics: nowhere\n", []string{"line 3", "metrics", `"nowhere"`}},
 		{"bad log format", "log:\n  level: info\n  format: xml\n", []string{"line 3", "log.format", `"xml"`}},
 		{"two errors both reported", "metrics: x\nlog:\n  level: loud\n", []string{"line 1", "line 3", "log.level"}},

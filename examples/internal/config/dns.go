@@ -7,20 +7,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/miekg/dns"
-)
-
-// The default response rate limit: generous for a person's resolver or a
-// few secondaries asking for one site's names (a page load is a handful of
-// queries), far below what makes a useful reflector.
-const (
-	defaultRRLPerSecond = 50
-	defaultRRLBurst     = 100
+	"go.yaml.in/yaml/v3"
 )
 
 // PublicPlaceholder in a DNS record is replaced by the public address the
@@ -63,6 +56,8 @@ type DNS struct {
 	// CookieSecret keys DNS cookies (base64); servers sharing an address
 	// should share it. Empty: random at start.
 	CookieSecret string `yaml:"cookieSecret"`
+
+	root *yaml.Node // the document, for the lines of Build's errors
 }
 
 // DNSView is one entry of dns.views.
@@ -104,20 +99,24 @@ type DNSCache struct {
 
 // DNSRate is dns.rateLimit.
 //
-// Without a rateLimit key a default limit applies (closed by default: an
-// answering server on a public address must not be an amplifier):
-// defaultRRLPerSecond responses per second per /24 (/56), burst
-// defaultRRLBurst, with the networks of views that allow recursion (the
-// LAN) exempt. `rateLimit: {off: true}` removes it.
+// Without a rateLimit key dnssplit's default limit applies (closed by
+// default: an answering server on a public address must not be an
+// amplifier): 50 responses per second per /24 (/56), burst 100, with the
+// networks of views that allow recursion (the LAN) exempt. With the key, its
+// values replace the default (zero keeps each one's default; recursive views
+// are then exempt only if listed in exempt). `rateLimit: {off: true}`
+// removes the limit.
 type DNSRate struct {
 	// Off removes the limit.
-	Off        bool     `yaml:"off"`
-	PerSecond  float64  `yaml:"perSecond"`
-	Burst      int      `yaml:"burst"`
-	Slip       int      `yaml:"slip"`
-	IPv4Prefix int      `yaml:"ipv4Prefix"`
-	IPv6Prefix int      `yaml:"ipv6Prefix"`
-	Exempt     []string `yaml:"exempt"`
+	Off        bool    `yaml:"off"`
+	PerSecond  float64 `yaml:"perSecond"`
+	Burst      int     `yaml:"burst"`
+	Slip       int     `yaml:"slip"`
+	IPv4Prefix int     `yaml:"ipv4Prefix"`
+	IPv6Prefix int     `yaml:"ipv6Prefix"`
+	// MaxPrefixes bounds the prefixes tracked at once (default 100000).
+	MaxPrefixes int      `yaml:"maxPrefixes"`
+	Exempt      []string `yaml:"exempt"`
 }
 
 // DNSXfr is dns.transfer.
@@ -137,15 +136,46 @@ func (s *DNS) validate() error {
 // Build returns the server the section describes and a function that sets
 // the address substituted for {public} in records (call it again whenever the
 // public address changes; records with {public} are absent until the first
-// call). Listening on s.Listen is the caller's job.
+// call). It reads the zone files. Listening on s.Listen is the caller's job.
 func (s *DNS) Build(logger *slog.Logger) (*dnssplit.Server, func(netip.Addr) error, error) {
-	return s.build(logger, true)
+	srv, set, err := s.build(logger, true)
+	return srv, set, withLines(err, s.root)
 }
 
+// publicTemplate is the records of one view that hold {public}.
 type publicTemplate struct {
 	recs  *dnssplit.Records
-	lines []string
+	lines []publicLine
 	path  string
+}
+
+// publicLine is one record line with {public}, and the type it has: an A
+// record takes an IPv4 public address, an AAAA record an IPv6 one, any other
+// type (TXT, say) either.
+type publicLine struct {
+	line string
+	typ  uint16
+}
+
+// standIns are the addresses {public} is replaced with to learn a record's
+// type at parse time: one per family.
+var standIns = [...]string{"192.0.2.1", "2001:db8::1"}
+
+// parsePublicLine finds the type of a record line holding {public} by
+// parsing it with a stand-in address of each family: the record's type, not
+// the words on the line, decides ("aaaa.example.com. IN A {public}" is an A record).
+func parsePublicLine(r string) (publicLine, error) {
+	var firstErr error
+	for _, stand := range standIns {
+		rr, err := dnssplit.ParseRecord(strings.ReplaceAll(r, PublicPlaceholder, stand))
+		if err == nil {
+			return publicLine{line: r, typ: rr.Header().Rrtype}, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return publicLine{}, firstErr
 }
 
 func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func(netip.Addr) error, error) {
@@ -171,19 +201,8 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 	} else {
 		srv.Policy = p
 	}
-	duration := func(path, v string, dst *time.Duration) {
-		if v == "" {
-			return
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			add(Errorf(path, v, "want a duration such as 2s or 1h"))
-			return
-		}
-		*dst = d
-	}
-	duration("dns.upstreamTimeout", s.UpstreamTimeout, &srv.UpstreamTimeout)
-	duration("dns.tcpIdleTimeout", s.TCPIdleTimeout, &srv.TCPIdleTimeout)
+	srv.UpstreamTimeout = duration("dns.upstreamTimeout", s.UpstreamTimeout, false, add)
+	srv.TCPIdleTimeout = duration("dns.tcpIdleTimeout", s.TCPIdleTimeout, false, add)
 	srv.TrustedProxies = prefixes("dns.trustedProxies", s.TrustedProxies, add)
 	if s.UDPSize != 0 && (s.UDPSize < 512 || s.UDPSize > 65535) {
 		add(Errorf("dns.udpSize", s.UDPSize, "want 512 to 65535"))
@@ -203,10 +222,11 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 	if c.MaxEntries < 0 {
 		add(Errorf("dns.cache.maxEntries", c.MaxEntries, "must not be negative"))
 	}
-	duration("dns.cache.minTTL", c.MinTTL, &srv.Cache.MinTTL)
-	duration("dns.cache.maxTTL", c.MaxTTL, &srv.Cache.MaxTTL)
-	duration("dns.cache.negativeTTL", c.NegativeTTL, &srv.Cache.NegativeTTL)
-	duration("dns.cache.staleAnswerTimeout", c.StaleAnswerTimeout, &srv.Cache.StaleAnswerTimeout)
+	srv.Cache.MinTTL = duration("dns.cache.minTTL", c.MinTTL, false, add)
+	srv.Cache.MaxTTL = duration("dns.cache.maxTTL", c.MaxTTL, false, add)
+	srv.Cache.NegativeTTL = duration("dns.cache.negativeTTL", c.NegativeTTL, false, add)
+	srv.Cache.StaleAnswerTimeout = duration("dns.cache.staleAnswerTimeout", c.StaleAnswerTimeout, false, add)
+	srv.Cache.StaleFor = duration("dns.cache.stale", c.Stale, true, add)
 	if s.CookieSecret != "" {
 		b, err := base64.StdEncoding.DecodeString(s.CookieSecret)
 		if err != nil || len(b) < 16 {
@@ -214,13 +234,10 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		}
 		srv.CookieSecret = b
 	}
-	if c.Stale == "off" {
-		srv.Cache.StaleFor = -1
-	} else {
-		duration("dns.cache.stale", c.Stale, &srv.Cache.StaleFor)
-	}
 
-	if r := s.RateLimit; r != nil && !r.Off {
+	if r := s.RateLimit; r != nil && r.Off {
+		srv.RateLimit = &dnssplit.RateLimit{Disabled: true}
+	} else if r != nil {
 		if r.PerSecond <= 0 {
 			add(Errorf("dns.rateLimit.perSecond", r.PerSecond, "must be positive"))
 		}
@@ -233,17 +250,27 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		if r.Burst < 0 {
 			add(Errorf("dns.rateLimit.burst", r.Burst, "must not be negative"))
 		}
+		if r.MaxPrefixes < 0 {
+			add(Errorf("dns.rateLimit.maxPrefixes", r.MaxPrefixes, "must not be negative"))
+		}
 		srv.RateLimit = &dnssplit.RateLimit{PerSecond: r.PerSecond, Burst: r.Burst, Slip: r.Slip,
-			IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix, Exempt: prefixes("dns.rateLimit.exempt", r.Exempt, add)}
+			IPv4Prefix: r.IPv4Prefix, IPv6Prefix: r.IPv6Prefix, MaxPrefixes: r.MaxPrefixes,
+			Exempt: prefixes("dns.rateLimit.exempt", r.Exempt, add)}
 	}
 
 	if x := s.Transfer; x != nil {
 		t := &dnssplit.Transfer{Allow: prefixes("dns.transfer.allow", x.Allow, add), TSIG: map[string]string{}, NotifyKey: x.NotifyKey}
-		for k, v := range x.TSIG {
+		keys := make([]string, 0, len(x.TSIG))
+		for k := range x.TSIG {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			v := x.TSIG[k]
 			if _, ok := dns.IsDomainName(k); !ok || k == "" {
 				add(Errorf("dns.transfer.tsig."+k, k, "key name is not a domain name"))
 			}
-			if _, err := base64.StdEncoding.DecodeString(v); err != nil || v == "" {
+			if b, err := base64.StdEncoding.DecodeString(v); err != nil || len(b) == 0 {
 				add(Errorf("dns.transfer.tsig."+k, nil, "secret is not base64"))
 			}
 			t.TSIG[dns.Fqdn(k)] = v
@@ -291,19 +318,16 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 			}
 			view.Records.AddZone(z)
 		}
-		var tmpl []string
+		var tmpl []publicLine
 		for j, r := range v.Records {
 			rp := fmt.Sprintf("%s.records[%d]", p, j)
 			if strings.Contains(r, PublicPlaceholder) {
-				// Check the syntax with a stand-in address of the right family.
-				stand := "192.0.2.1"
-				if strings.Contains(strings.ToUpper(r), "AAAA") {
-					stand = "2001:db8::1"
-				}
-				if _, err := dnssplit.ParseRecord(strings.ReplaceAll(r, PublicPlaceholder, stand)); err != nil {
+				pl, err := parsePublicLine(r)
+				if err != nil {
 					add(Errorf(rp, r, "%v", unwrapRecordErr(err)))
+					continue
 				}
-				tmpl = append(tmpl, r)
+				tmpl = append(tmpl, pl)
 				continue
 			}
 			rr, err := dnssplit.ParseRecord(r)
@@ -351,16 +375,7 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		}
 		srv.Views = append(srv.Views, view)
 	}
-	if s.RateLimit == nil {
-		rl := &dnssplit.RateLimit{PerSecond: defaultRRLPerSecond, Burst: defaultRRLBurst}
-		for _, v := range srv.Views {
-			if v.Recursion {
-				rl.Exempt = append(rl.Exempt, v.Networks...)
-			}
-		}
-		srv.RateLimit = rl
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := join(errs...); err != nil {
 		return nil, nil, err
 	}
 	return srv, publicSetter(templates), nil
@@ -389,14 +404,14 @@ func publicSetter(templates []publicTemplate) func(netip.Addr) error {
 				typ  uint16
 			}
 			sets := map[key][]dns.RR{}
-			for _, line := range t.lines {
-				rr, err := dnssplit.ParseRecord(strings.ReplaceAll(line, PublicPlaceholder, a.String()))
+			for _, pl := range t.lines {
+				// An A record cannot hold an IPv6 public address and vice
+				// versa: such a record waits for an address of its family.
+				if pl.typ == dns.TypeA && !a.Is4() || pl.typ == dns.TypeAAAA && !a.Is6() {
+					continue
+				}
+				rr, err := dnssplit.ParseRecord(strings.ReplaceAll(pl.line, PublicPlaceholder, a.String()))
 				if err != nil {
-					// An A record cannot hold an IPv6 public address and
-					// vice versa: such a template waits for its family.
-					if isAddrType(line) {
-						continue
-					}
 					errs = append(errs, fmt.Errorf("config: %s: %w", t.path, err))
 					continue
 				}
@@ -409,34 +424,8 @@ func publicSetter(templates []publicTemplate) func(netip.Addr) error {
 				}
 			}
 		}
-		return errors.Join(errs...)
+		return join(errs...)
 	}
-}
-
-func isAddrType(line string) bool {
-	for _, f := range strings.Fields(strings.ToUpper(line)) {
-		if f == "A" || f == "AAAA" {
-			return true
-		}
-	}
-	return false
-}
-
-func prefixes(path string, in []string, add func(error)) []netip.Prefix {
-	var out []netip.Prefix
-	for i, s := range in {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				add(Errorf(fmt.Sprintf("%s[%d]", path, i), s, "bad prefix: %v", err))
-				continue
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p.Masked())
-	}
-	return out
 }
 
 func parseHostPort(s string, defPort uint16) (netip.AddrPort, error) {

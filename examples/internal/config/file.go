@@ -1,12 +1,15 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // File is the whole configuration file. A nil section is absent from the
@@ -27,6 +30,22 @@ type File struct {
 	// Demo, if set, makes the gateway run its own demo backends, so that a
 	// configuration can show a real answer with no servers of its own.
 	Demo *Demo `yaml:"demo"`
+
+	root *yaml.Node // the document, for the lines of errors found later
+}
+
+// setRoot gives every section the document, so that Build can name lines.
+func (f *File) setRoot(root *yaml.Node) {
+	f.root = root
+	if f.DNS != nil {
+		f.DNS.root = root
+	}
+	if f.Proxy != nil {
+		f.Proxy.root = root
+	}
+	if f.Relay != nil {
+		f.Relay.root = root
+	}
 }
 
 // Demo is the `demo:` section: built-in backends for the quickstart.
@@ -55,7 +74,7 @@ func (d *Demo) validate() error {
 			errs = append(errs, Errorf(a.path, a.v, "want ip:port: %v", err))
 		}
 	}
-	return errors.Join(errs...)
+	return join(errs...)
 }
 
 // Log is the `log:` section.
@@ -98,7 +117,133 @@ func (f *File) validate() error {
 	default:
 		errs = append(errs, Errorf("log.level", f.Log.Level, `want "debug", "info", "warn" or "error"`))
 	}
-	return errors.Join(errs...)
+	errs = append(errs, f.checkListeners())
+	return join(errs...)
+}
+
+// listener is one socket the file asks for.
+type listener struct {
+	path    string
+	network string // "tcp" or "udp"
+	addr    string
+}
+
+// listeners lists every socket the sections ask for, in file order.
+func (f *File) listeners() []listener {
+	var out []listener
+	both := func(path, a string) {
+		out = append(out, listener{path, "udp", a}, listener{path, "tcp", a})
+	}
+	tcp := func(path, a string) { out = append(out, listener{path, "tcp", a}) }
+	if n := f.NAT; n != nil && n.Server != nil {
+		both("nat.server.primary", n.Server.Primary)
+		if n.Server.Alternate != "" {
+			both("nat.server.alternate", n.Server.Alternate)
+		}
+	}
+	if d := f.DNS; d != nil {
+		for i, a := range d.Listen {
+			both(fmt.Sprintf("dns.listen[%d]", i), a)
+		}
+	}
+	if p := f.Proxy; p != nil {
+		for i, a := range p.TLS {
+			tcp(fmt.Sprintf("proxy.tls[%d]", i), a)
+		}
+		for i, a := range p.HTTP {
+			tcp(fmt.Sprintf("proxy.http[%d]", i), a)
+		}
+	}
+	if r := f.Relay; r != nil {
+		for i, a := range r.Listen {
+			both(fmt.Sprintf("relay.listen[%d]", i), a)
+		}
+		for i, a := range r.TLSListen {
+			tcp(fmt.Sprintf("relay.tlsListen[%d]", i), a)
+		}
+		if c := r.Credentials; c != nil && c.Listen != "" {
+			tcp("relay.credentials.listen", c.Listen)
+		}
+	}
+	if f.Metrics != "" {
+		tcp("metrics", f.Metrics)
+	}
+	if d := f.Demo; d != nil {
+		if d.TLS != "" {
+			tcp("demo.tls", d.TLS)
+		}
+		if d.HTTP != "" {
+			tcp("demo.http", d.HTTP)
+		}
+	}
+	return out
+}
+
+// checkListeners refuses two sockets on one address and port, in one
+// section or across two: the kernel would refuse the second or, with
+// SO_REUSEPORT, split the traffic between them. Port 0 (any) never clashes.
+func (f *File) checkListeners() error {
+	var errs []error
+	type seen struct {
+		l  listener
+		ap netip.AddrPort
+	}
+	var prev []seen
+	for _, l := range f.listeners() {
+		ap, ok := listenAddrPort(l.addr)
+		if !ok || ap.Port() == 0 {
+			continue // malformed addresses are reported by their section
+		}
+		for _, p := range prev {
+			if p.l.network != l.network || p.ap.Port() != ap.Port() || !overlap(p.ap.Addr(), ap.Addr()) || p.l.path == l.path {
+				continue
+			}
+			where := p.l.path
+			if f.root != nil {
+				where = fmt.Sprintf("%s (line %d)", p.l.path, lineOf(f.root, p.l.path))
+			}
+			errs = append(errs, Errorf(l.path, l.addr, "%s port %d is already used by %s", l.network, ap.Port(), where))
+			break
+		}
+		prev = append(prev, seen{l, ap})
+	}
+	return join(errs...)
+}
+
+// listenAddrPort parses "ip:port", "[ip]:port" or ":port" (all addresses).
+func listenAddrPort(s string) (netip.AddrPort, bool) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	a := netip.IPv6Unspecified()
+	if host != "" {
+		if a, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, false
+		}
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(p)), true
+}
+
+// overlap reports whether sockets bound to a and b on one port clash: the
+// same address, or an unspecified address covering the other (:: covers
+// IPv4 too on a dual-stack socket).
+func overlap(a, b netip.Addr) bool {
+	switch {
+	case a == b:
+		return true
+	case a == netip.IPv6Unspecified() || b == netip.IPv6Unspecified():
+		return true
+	case a.IsUnspecified():
+		return a.Is4() == b.Is4()
+	case b.IsUnspecified():
+		return a.Is4() == b.Is4()
+	}
+	return false
 }
 
 // Logger returns the logger the `log:` section describes, writing to w.

@@ -93,31 +93,19 @@ func (s *NAT) validate() error {
 	if len(s.STUN) == 0 && s.Public == "" {
 		add(Errorf("nat.stun", "", "need at least one STUN server, or a fixed nat.public"))
 	}
-	if s.Interval != "" {
-		d, err := time.ParseDuration(s.Interval)
-		if err != nil {
-			add(Errorf("nat.interval", s.Interval, "not a duration (like 5m)"))
-		} else if d < minNATInterval || d > maxNATInterval {
-			add(Errorf("nat.interval", s.Interval, "must be between %v and %v", minNATInterval, maxNATInterval))
-		}
+	if d := duration("nat.interval", s.Interval, false, add); d != 0 && (d < minNATInterval || d > maxNATInterval) {
+		add(Errorf("nat.interval", s.Interval, "must be between %v and %v", minNATInterval, maxNATInterval))
 	}
-	if s.LifetimeMax != "" {
-		if d, err := time.ParseDuration(s.LifetimeMax); err != nil || d < time.Second || d > maxNATLifetime {
-			add(Errorf("nat.lifetimeMax", s.LifetimeMax, "want a duration between 1s and %v", maxNATLifetime))
-		}
+	if d := duration("nat.lifetimeMax", s.LifetimeMax, false, add); d != 0 && (d < time.Second || d > maxNATLifetime) {
+		add(Errorf("nat.lifetimeMax", s.LifetimeMax, "want a duration between 1s and %v", maxNATLifetime))
 	}
-	if s.Timeout != "" {
-		d, err := time.ParseDuration(s.Timeout)
-		if err != nil {
-			add(Errorf("nat.timeout", s.Timeout, "not a duration (like 5s)"))
-		} else if d <= 0 || d > maxNATTimeout {
-			add(Errorf("nat.timeout", s.Timeout, "must be positive and at most %v", maxNATTimeout))
-		}
+	if d := duration("nat.timeout", s.Timeout, false, add); d > maxNATTimeout {
+		add(Errorf("nat.timeout", s.Timeout, "must be at most %v", maxNATTimeout))
 	}
 	if s.Server != nil {
 		add(s.Server.validate())
 	}
-	return errors.Join(errs...)
+	return join(errs...)
 }
 
 func (s *NATServer) validate() error {
@@ -142,7 +130,7 @@ func (s *NATServer) validate() error {
 	if s.RateLimit < -1 {
 		errs = append(errs, Errorf("nat.server.rateLimit", s.RateLimit, "want -1 (unlimited), 0 (default) or a positive rate"))
 	}
-	return errors.Join(errs...)
+	return join(errs...)
 }
 
 func checkSTUNServer(s string) error {
@@ -178,7 +166,7 @@ func (s *NAT) PublicAddr() (netip.Addr, bool) {
 
 // ProbeInterval returns nat.interval, or its default of 5 minutes.
 func (s *NAT) ProbeInterval() time.Duration {
-	if d, err := time.ParseDuration(s.Interval); err == nil && d > 0 {
+	if d := parsed(s.Interval); d > 0 {
 		return d
 	}
 	return defaultNATInterval
@@ -200,9 +188,7 @@ func (s *NAT) Client(logger *slog.Logger) *nat.Client {
 	if s.IPv6 {
 		c.Network = "udp6"
 	}
-	if d, err := time.ParseDuration(s.Timeout); err == nil {
-		c.Timeout = d
-	}
+	c.Timeout = parsed(s.Timeout)
 	return c
 }
 
@@ -214,9 +200,7 @@ func (s *NAT) LifetimeClient(logger *slog.Logger) *nat.Client {
 		return nil
 	}
 	c.Lifetime = true
-	if d, err := time.ParseDuration(s.LifetimeMax); err == nil {
-		c.LifetimeMax = d
-	}
+	c.LifetimeMax = parsed(s.LifetimeMax)
 	return c
 }
 

@@ -32,7 +32,7 @@ func TestNATSection(t *testing.T) {
 		{"bad host", "nat:\n  stun:\n    - ok.example\n    - \"bad host:3478\"\n", []string{"line 4", "nat.stun[1]"}},
 		{"bad public", "nat:\n  stun: [s.example]\n  public: 0.0.0.0\n", []string{"line 3", "nat.public"}},
 		{"bad interval", "nat:\n  stun: [s.example]\n  interval: 1s\n", []string{"line 3", "nat.interval", "between"}},
-		{"interval not a duration", "nat:\n  stun: [s.example]\n  interval: often\n", []string{"nat.interval", "not a duration"}},
+		{"interval not a duration", "nat:\n  stun: [s.example]\n  interval: often\n", []string{"nat.interval", "want a positive duration"}},
 		{"bad timeout", "nat:\n  stun: [s.example]\n  timeout: 2h\n", []string{"nat.timeout"}},
 		{"unknown key", "nat:\n  stun: [s.example]\n  stunn: []\n", []string{"line 3", "stunn"}},
 		{"alternate same IP", "nat:\n  stun: [s.example]\n  server:\n    primary: 192.0.2.1:3478\n    alternate: 192.0.2.1:3479\n",

@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hairpin-go/hairpin/proxy"
+	"go.yaml.in/yaml/v3"
 )
 
 // Proxy is the `proxy:` section: one public port shared by many backends,
@@ -53,6 +56,8 @@ type Proxy struct {
 	// HTTP connection ("2m").
 	HTTPIdleTimeout string       `yaml:"httpIdleTimeout"`
 	Routes          []ProxyRoute `yaml:"routes"`
+
+	root *yaml.Node // the document, for the lines of Build's errors
 }
 
 // ProxyRoute is one entry of proxy.routes.
@@ -106,7 +111,7 @@ func (s *Proxy) validate() error {
 func (s *Proxy) Build(logger *slog.Logger) (*proxy.Proxy, error) {
 	p, routes, err := s.build(logger)
 	if err != nil {
-		return nil, err
+		return nil, withLines(err, s.root)
 	}
 	if err := p.SetRoutes(routes); err != nil {
 		return nil, err
@@ -120,7 +125,7 @@ func (s *Proxy) Build(logger *slog.Logger) (*proxy.Proxy, error) {
 func (s *Proxy) Apply(p *proxy.Proxy, logger *slog.Logger) error {
 	_, routes, err := s.build(logger)
 	if err != nil {
-		return err
+		return withLines(err, s.root)
 	}
 	return p.SetRoutes(routes)
 }
@@ -145,7 +150,7 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 			}
 		}
 	}
-	p.TrustProxyFrom = proxyPrefixes("proxy.trustProxyFrom", s.TrustProxyFrom, add)
+	p.TrustProxyFrom = prefixes("proxy.trustProxyFrom", s.TrustProxyFrom, add)
 	for i, a := range s.LocalAddrs {
 		ip, err := netip.ParseAddr(a)
 		if err != nil {
@@ -154,9 +159,9 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 		}
 		p.LocalAddrs = append(p.LocalAddrs, ip)
 	}
-	p.PeekTimeout = proxyDuration("proxy.peekTimeout", s.PeekTimeout, add)
-	p.HTTPIdleTimeout = proxyDuration("proxy.httpIdleTimeout", s.HTTPIdleTimeout, add)
-	if d := proxyDuration("proxy.idleTimeout", s.IdleTimeout, add); d > 0 {
+	p.PeekTimeout = duration("proxy.peekTimeout", s.PeekTimeout, false, add)
+	p.HTTPIdleTimeout = duration("proxy.httpIdleTimeout", s.HTTPIdleTimeout, false, add)
+	if d := duration("proxy.idleTimeout", s.IdleTimeout, false, add); d > 0 {
 		p.UserTimeout = d
 		p.KeepAlive = net.KeepAliveConfig{Enable: true, Idle: d / 2, Interval: max(d/8, time.Second), Count: 4}
 	}
@@ -165,6 +170,7 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 	}
 
 	var routes []proxy.Route
+	firstAt := map[string]string{} // route key -> path of the route that has it
 	for i, r := range s.Routes {
 		path := fmt.Sprintf("proxy.routes[%d]", i)
 		rs, err := r.build(path, logger)
@@ -172,9 +178,21 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 			add(err)
 			continue
 		}
+		for _, rt := range rs {
+			k := routeKey(rt)
+			if other, dup := firstAt[k]; dup {
+				where := other
+				if s.root != nil {
+					where = fmt.Sprintf("%s (line %d)", other, lineOf(s.root, other))
+				}
+				add(Errorf(path+".host", r.Host, "the same %s route as %s: one of them would never be used", rt.Protocol, where))
+				break
+			}
+			firstAt[k] = path
+		}
 		routes = append(routes, rs...)
 	}
-	return p, routes, errors.Join(errs...)
+	return p, routes, join(errs...)
 }
 
 func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, error) {
@@ -217,22 +235,18 @@ func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, err
 		// implied. Everyone is ["0.0.0.0/0", "::/0"].
 		add(Errorf(path+".allow", nil, `missing: list the source networks allowed (["0.0.0.0/0", "::/0"] for everyone)`))
 	}
-	allow := proxyPrefixes(path+".allow", r.Allow, add)
+	allow := prefixes(path+".allow", r.Allow, add)
 	if r.Allow != nil && len(r.Allow) == 0 {
 		// proxy.Route treats an empty Allow as everyone; "allow: []" means
 		// no one. The unspecified addresses are never a TCP source, so every
 		// client is denied (and logged) while the route still holds its name.
 		allow = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("::/128")}
 	}
-	dial := proxyDuration(path+".dialTimeout", r.DialTimeout, add)
+	dial := duration(path+".dialTimeout", r.DialTimeout, false, add)
 	var hc proxy.HealthCheck
 	if h := r.HealthCheck; h != nil {
-		if h.Interval == "off" {
-			hc.Interval = -1
-		} else {
-			hc.Interval = proxyDuration(path+".healthCheck.interval", h.Interval, add)
-		}
-		hc.Timeout = proxyDuration(path+".healthCheck.timeout", h.Timeout, add)
+		hc.Interval = duration(path+".healthCheck.interval", h.Interval, true, add)
+		hc.Timeout = duration(path+".healthCheck.timeout", h.Timeout, false, add)
 		hc.TLS, hc.ServerName, hc.Rise, hc.Fall = h.TLS, h.ServerName, h.Rise, h.Fall
 		if hc.TLS && hc.ServerName == "" && r.Host != "" && r.Host[0] != '*' {
 			hc.ServerName = r.Host
@@ -242,7 +256,7 @@ func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, err
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, join(errs...)
 	}
 	pool := func(addrs []string, check proxy.HealthCheck) *proxy.Pool {
 		return &proxy.Pool{Backends: addrs, Balance: bal, ProxyProtocol: pp, HealthCheck: check,
@@ -258,6 +272,23 @@ func (r *ProxyRoute) build(path string, logger *slog.Logger) ([]proxy.Route, err
 		out = append(out, proxy.Route{Protocol: proxy.ProtocolHTTP, Host: r.Host, Allow: allow, Target: pool(r.HTTP, httpCheck)})
 	}
 	return out, nil
+}
+
+// routeKey is what makes two routes the same: protocol, host after
+// normalisation ("BLOG.example.com." is blog.example.com) and ALPN set.
+func routeKey(r proxy.Route) string {
+	host := r.Host
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		n, _ := proxy.NormalizeName(rest)
+		host = "*." + n
+	} else if host != "*" {
+		host, _ = proxy.NormalizeName(host)
+	} else {
+		host = ""
+	}
+	alpn := slices.Clone(r.ALPN)
+	slices.Sort(alpn)
+	return r.Protocol.String() + " " + host + " " + strings.Join(alpn, ",")
 }
 
 func checkListenAddr(a string) error {
@@ -288,33 +319,4 @@ func checkBackendAddr(a string) error {
 		return errors.New("want a port from 1 to 65535")
 	}
 	return nil
-}
-
-func proxyDuration(path, v string, add func(error)) time.Duration {
-	if v == "" {
-		return 0
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		add(Errorf(path, v, "want a positive duration such as 5s"))
-		return 0
-	}
-	return d
-}
-
-func proxyPrefixes(path string, in []string, add func(error)) []netip.Prefix {
-	var out []netip.Prefix
-	for i, s := range in {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				add(Errorf(fmt.Sprintf("%s[%d]", path, i), s, "want a network such as 192.168.1.0/24 or an address"))
-				continue
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p.Masked())
-	}
-	return out
 }

@@ -102,8 +102,8 @@ func TestProxyErrors(t *testing.T) {
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n", `line 3: proxy.routes[0].allow: missing`},
 		{"proxy:\n  routes:\n    - host: a.test\n      http: [\"1.2.3.4:80\"]\n      alpn: [h2]\n", `line 5: proxy.routes[0].alpn`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      healthCheck: {interval: 0s}\n", `line 5: proxy.routes[0].healthCheck.interval`},
-		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      bogus: 1\n", `line 5: unknown key "bogus"`},
-		{"proxy:\n  listen: [\":443\"]\n", `line 2: unknown key "listen"`},
+		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      bogus: 1\n", `line 5: proxy.routes[0].bogus: unknown key`},
+		{"proxy:\n  listen: [\":443\"]\n", `line 2: proxy.listen: unknown key`},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml))
@@ -151,5 +151,30 @@ func TestProxyAllowEmptyDeniesEveryone(t *testing.T) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if !strings.HasPrefix(line, "HTTP/1.1 403") {
 		t.Fatalf("got %q, %v; want 403 Forbidden", line, err)
+	}
+}
+
+// TestProxyDuplicateRoutes: two routes for one name after normalisation are
+// an error (the second would never be used); another protocol or ALPN set
+// is a different route.
+func TestProxyDuplicateRoutes(t *testing.T) {
+	const head = "proxy:\n  routes:\n"
+	route := func(host, extra string) string {
+		return "    - host: \"" + host + "\"\n      backends: [\"192.0.2.1:443\"]\n      allow: [\"0.0.0.0/0\"]\n" + extra
+	}
+	_, err := Parse([]byte(head + route("blog.example.com", "") + route("BLOG.example.com.", "")))
+	if err == nil || !strings.Contains(err.Error(), "line 6: proxy.routes[1].host: \"BLOG.example.com.\": the same tls route as proxy.routes[0] (line 3)") {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if _, err := Parse([]byte(head + route("*.Example.com", "") + route("*.example.com.", ""))); err == nil {
+		t.Fatal("duplicate wildcard accepted")
+	}
+	for _, ok := range []string{
+		route("blog.example.com", "") + route("blog.example.com", "      alpn: [\"acme-tls/1\"]\n"),
+		route("blog.example.com", "") + "    - host: blog.example.com\n      http: [\"192.0.2.1:80\"]\n      allow: []\n",
+	} {
+		if _, err := Parse([]byte(head + ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
 	}
 }

@@ -1,17 +1,19 @@
 package config
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hairpin-go/hairpin/relay"
+	"github.com/miekg/dns"
+	"go.yaml.in/yaml/v3"
 )
 
 // Relay is the `relay:` section: a TURN relay (package relay).
@@ -47,6 +49,36 @@ type Relay struct {
 	MaxCredentialLifetime string            `yaml:"maxCredentialLifetime"`
 	ReadBatch             int               `yaml:"readBatch"` // datagrams per recvmmsg; 0: one at a time
 	Limits                RelayLimits       `yaml:"limits"`
+	// Credentials optionally serves TURN REST credentials to web apps.
+	Credentials *RelayCredentials `yaml:"credentials"`
+
+	root *yaml.Node // the document, for the lines of Build's errors
+}
+
+// RelayCredentials is relay.credentials: an HTTP endpoint, GET /credentials,
+// that hands out TURN REST API credentials as an RTCIceServer JSON object
+// for a web app's RTCPeerConnection (package relay's CredentialsHandler).
+// It gives relay credentials to whoever may ask, so who may ask is written
+// down (allow) and it belongs behind the web app's own authentication.
+//
+//	credentials:
+//	  listen: "192.168.1.10:8088"
+//	  allow: ["192.168.1.0/24"]      # the web app's network; required
+//	  hostname: turn.example.com     # the name in the relay's certificate
+//	  tlsPort: 443                   # public port of TURN over TLS (e.g. through the SNI proxy)
+//	  ttl: 24h
+type RelayCredentials struct {
+	Listen string   `yaml:"listen"`
+	Allow  []string `yaml:"allow"`
+	// Hostname is the relay's name as browsers see it. With it the URIs
+	// name the host, not an IP address: Chromium refuses turns: with an IP
+	// the certificate does not name, and Firefox ignores it.
+	Hostname string `yaml:"hostname"`
+	// TLSPort is the public port of TURN over TLS: turns:hostname:tlsPort.
+	// If zero, the port of the first relay.tlsListen address.
+	TLSPort int `yaml:"tlsPort"`
+	// TTL is the lifetime of issued credentials ("24h", the default).
+	TTL string `yaml:"ttl"`
 }
 
 // RelayTLS is relay.tls: PEM certificate chain and key files.
@@ -71,13 +103,13 @@ type RelayLimits struct {
 }
 
 func (s *Relay) validate() error {
-	_, err := s.server(nil)
+	_, err := s.server(nil, false)
 	return err
 }
 
 // server builds the relay.Server the section describes, collecting every
-// field error.
-func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
+// field error. With readFiles it loads the TLS certificate and key.
+func (s *Relay) server(logger *slog.Logger, readFiles bool) (*relay.Server, error) {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	srv := &relay.Server{Realm: s.Realm, Logger: logger}
@@ -101,6 +133,14 @@ func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
 		if s.TLS.Key == "" {
 			add(Errorf("relay.tls.key", nil, "want a PEM key file"))
 		}
+		if readFiles && s.TLS.Cert != "" && s.TLS.Key != "" {
+			cert, err := tls.LoadX509KeyPair(s.TLS.Cert, s.TLS.Key)
+			if err != nil {
+				add(Errorf("relay.tls", nil, "%v", err))
+			} else {
+				srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
+		}
 	}
 	if strings.ContainsAny(s.Realm, "\"\n") {
 		add(Errorf("relay.realm", s.Realm, "quotes and newlines are not allowed"))
@@ -118,7 +158,13 @@ func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
 	if len(s.Users) > 0 {
 		srv.Users = make(map[string]string, len(s.Users))
 	}
-	for name, pw := range s.Users {
+	names := make([]string, 0, len(s.Users))
+	for name := range s.Users {
+		names = append(names, name)
+	}
+	sort.Strings(names) // errors in a stable order
+	for _, name := range names {
+		pw := s.Users[name]
 		if name == "" || pw == "" {
 			add(Errorf("relay.users."+name, name, "want a user name and a non-empty password"))
 			continue
@@ -151,13 +197,13 @@ func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
 		}
 		srv.RelayPorts = r
 	}
-	srv.Peers.Allow = relayPrefixes("relay.allowPeers", s.AllowPeers, add)
-	srv.Peers.Deny = relayPrefixes("relay.denyPeers", s.DenyPeers, add)
+	srv.Peers.Allow = prefixes("relay.allowPeers", s.AllowPeers, add)
+	srv.Peers.Deny = prefixes("relay.denyPeers", s.DenyPeers, add)
 	if s.ReadBatch < 0 || s.ReadBatch > 64 {
 		add(Errorf("relay.readBatch", s.ReadBatch, "want 0 to 64"))
 	}
 	srv.ReadBatch = s.ReadBatch
-	srv.MaxCredentialLifetime = relayDuration("relay.maxCredentialLifetime", s.MaxCredentialLifetime, add)
+	srv.MaxCredentialLifetime = duration("relay.maxCredentialLifetime", s.MaxCredentialLifetime, false, add)
 
 	l := s.Limits
 	for _, n := range []struct {
@@ -181,84 +227,117 @@ func (s *Relay) server(logger *slog.Logger) (*relay.Server, error) {
 		Allocations:              l.Allocations,
 		PermissionsPerAllocation: l.PermissionsPerAllocation,
 		Bandwidth:                l.Bandwidth,
-		Lifetime:                 relayDuration("relay.limits.lifetime", l.Lifetime, add),
+		Lifetime:                 duration("relay.limits.lifetime", l.Lifetime, false, add),
 		UnauthorizedBurst:        l.UnauthorizedBurst,
 		UnauthorizedRate:         l.UnauthorizedRate,
-		HandshakeTimeout:         relayDuration("relay.limits.handshakeTimeout", l.HandshakeTimeout, add),
+		HandshakeTimeout:         duration("relay.limits.handshakeTimeout", l.HandshakeTimeout, false, add),
 		ConnsPerSource:           l.ConnsPerSource,
 		TrackedUsers:             l.TrackedUsers,
 	}
 	if lt := srv.Limits.Lifetime; lt > time.Hour {
 		add(Errorf("relay.limits.lifetime", l.Lifetime, "at most 1h (RFC 8656 caps allocation lifetimes)"))
 	}
-	if err := errors.Join(errs...); err != nil {
+	if c := s.Credentials; c != nil {
+		add(c.validate(srv))
+	}
+	if err := join(errs...); err != nil {
 		return nil, err
 	}
 	return srv, nil
 }
 
+func (c *RelayCredentials) validate(srv *relay.Server) error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		add(Errorf("relay.credentials.listen", c.Listen, "want ip:port"))
+	}
+	if c.Allow == nil {
+		add(Errorf("relay.credentials.allow", nil, "missing: list the networks that may fetch relay credentials (the web app's)"))
+	}
+	prefixes("relay.credentials.allow", c.Allow, add)
+	if len(srv.Secrets) == 0 {
+		add(Errorf("relay.credentials", nil, "needs relay.secret or relay.secrets to sign credentials with"))
+	}
+	if c.Hostname != "" {
+		if _, ok := dns.IsDomainName(c.Hostname); !ok || strings.ContainsAny(c.Hostname, " /:@?#") {
+			add(Errorf("relay.credentials.hostname", c.Hostname, "want a host name"))
+		}
+	}
+	if c.TLSPort < 0 || c.TLSPort > 65535 {
+		add(Errorf("relay.credentials.tlsPort", c.TLSPort, "want 1 to 65535"))
+	}
+	duration("relay.credentials.ttl", c.TTL, false, add)
+	return join(errs...)
+}
+
+// CredentialsAllow returns relay.credentials.allow, parsed.
+func (c *RelayCredentials) CredentialsAllow() []netip.Prefix {
+	return prefixes("", c.Allow, func(error) {})
+}
+
+// CredentialsTTL returns relay.credentials.ttl, or 0 for the default.
+func (c *RelayCredentials) CredentialsTTL() time.Duration { return parsed(c.TTL) }
+
+// URIs returns the TURN URIs a web app is given: with a hostname,
+// turn:host:port for the UDP and TCP listeners and turns:host:tlsPort over
+// TCP; without, the public address (or the listener's) in turn: URIs, and no
+// turns: URI, since browsers refuse TLS to an IP address the certificate
+// does not name.
+func (s *Relay) URIs(public netip.Addr) []string {
+	var host string
+	if c := s.Credentials; c != nil && c.Hostname != "" {
+		host = strings.TrimSuffix(c.Hostname, ".")
+	}
+	var uris []string
+	for _, a := range s.Listen {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			continue
+		}
+		h := host
+		if h == "" {
+			ip := ap.Addr()
+			if public.IsValid() {
+				ip = public
+			}
+			h = netip.AddrPortFrom(ip, 0).Addr().String()
+			if ip.Is6() {
+				h = "[" + h + "]"
+			}
+		}
+		hp := h + ":" + strconv.Itoa(int(ap.Port()))
+		uris = append(uris, "turn:"+hp+"?transport=udp", "turn:"+hp+"?transport=tcp")
+	}
+	if host != "" {
+		port := s.Credentials.TLSPort
+		if port == 0 && len(s.TLSListen) > 0 {
+			if ap, err := netip.ParseAddrPort(s.TLSListen[0]); err == nil {
+				port = int(ap.Port())
+			}
+		}
+		if port != 0 {
+			uris = append(uris, "turns:"+host+":"+strconv.Itoa(port)+"?transport=tcp")
+		}
+	}
+	return uris
+}
+
 // Build returns the configured relay server, not yet serving, and a function
 // the gateway calls with the probed public address whenever it changes; it
 // updates the advertised address when public is "{public}" and does nothing
-// otherwise. Call Serve to run the server on the configured listeners.
+// otherwise. It loads the TLS certificate and key into srv.TLSConfig.
+// Listening on s.Listen (UDP and TCP) and s.TLSListen (TLS) is the caller's job.
 func (s *Relay) Build(logger *slog.Logger) (*relay.Server, func(netip.Addr), error) {
-	srv, err := s.server(logger)
+	srv, err := s.server(logger, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, withLines(err, s.root)
 	}
 	setPublic := func(netip.Addr) {}
 	if s.Public == PublicPlaceholder {
 		setPublic = srv.SetPublic
 	}
 	return srv, setPublic, nil
-}
-
-// Serve runs srv on every listen (UDP and TCP) and tlsListen address until
-// ctx is done, then shuts it down, draining allocations for up to drain.
-// It returns the first listener error other than relay.ErrServerClosed.
-func (s *Relay) Serve(ctx context.Context, srv *relay.Server, drain time.Duration) error {
-	type job struct{ addr, cert, key string }
-	var jobs []job
-	for _, a := range s.Listen {
-		jobs = append(jobs, job{addr: a})
-	}
-	for _, a := range s.TLSListen {
-		jobs = append(jobs, job{addr: a, cert: s.TLS.Cert, key: s.TLS.Key})
-	}
-	errc := make(chan error, len(jobs))
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			if j.cert != "" {
-				err = srv.ListenAndServeTLS(j.addr, j.cert, j.key)
-			} else {
-				err = srv.ListenAndServe(j.addr)
-			}
-			errc <- err
-		}()
-	}
-	var first error
-	select {
-	case <-ctx.Done():
-	case first = <-errc:
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if first == nil || errors.Is(first, relay.ErrServerClosed) {
-			first = err
-		}
-	}
-	if errors.Is(first, relay.ErrServerClosed) {
-		return nil
-	}
-	return first
 }
 
 func relayCheckListen(path, a string, add func(error)) {
@@ -278,34 +357,4 @@ func parsePortRange(v string) (relay.PortRange, error) {
 		return relay.PortRange{}, errors.New(`want "min-max" with 1 <= min <= max <= 65535`)
 	}
 	return relay.PortRange{Min: uint16(l), Max: uint16(h)}, nil
-}
-
-// relayPrefixes parses prefixes; a bare address is its own /32 or /128.
-func relayPrefixes(path string, in []string, add func(error)) []netip.Prefix {
-	var out []netip.Prefix
-	for i, v := range in {
-		if p, err := netip.ParsePrefix(v); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			add(Errorf(fmt.Sprintf("%s[%d]", path, i), v, "want a prefix such as 192.168.1.0/24 or an address"))
-			continue
-		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out
-}
-
-func relayDuration(path, v string, add func(error)) time.Duration {
-	if v == "" {
-		return 0
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		add(Errorf(path, v, "want a duration such as 10m or 48h"))
-		return 0
-	}
-	return d
 }

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -106,51 +104,6 @@ func TestRelaySectionErrors(t *testing.T) {
 	}
 }
 
-func TestRelayServe(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	f, err := Parse([]byte("relay:\n  listen: [\"" + addr + "\"]\n  secret: s\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _, err := f.Relay.Build(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- f.Relay.Serve(ctx, srv, time.Second) }()
-	// A STUN Binding request answered proves the listener runs.
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	req := []byte{0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
-	buf := make([]byte, 1500)
-	var got bool
-	for i := 0; i < 50 && !got; i++ {
-		_, _ = c.Write(req)
-		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		n, err := c.Read(buf)
-		got = err == nil && n >= 20 && buf[0] == 1 && buf[1] == 1
-		if err != nil {
-			time.Sleep(20 * time.Millisecond) // refused: not listening yet
-		}
-	}
-	if !got {
-		t.Error("no Binding success from the configured relay")
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Serve: %v", err)
-	}
-}
-
 // TestRelayExampleFile keeps examples/turnserver/turnserver.yaml valid.
 func TestRelayExampleFile(t *testing.T) {
 	f, err := Load("../../turnserver/turnserver.yaml")
@@ -159,5 +112,42 @@ func TestRelayExampleFile(t *testing.T) {
 	}
 	if _, _, err := f.Relay.Build(nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRelayBuildLoadsCertificate: Parse only checks the keys; Build (and so
+// -check) reads the certificate and key, and names the key when it fails.
+func TestRelayBuildLoadsCertificate(t *testing.T) {
+	in := "relay:\n  listen: [\"127.0.0.1:3478\"]\n  tlsListen: [\"127.0.0.1:5349\"]\n  secret: s\n  tls: {cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}\n"
+	f, err := Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.Relay.Build(nil)
+	if err == nil || !strings.Contains(err.Error(), "config: line 5: relay.tls: ") || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("Build with a missing certificate: %v", err)
+	}
+}
+
+func TestRelayURIs(t *testing.T) {
+	base := "relay:\n  listen: [\"192.168.1.10:3478\"]\n  tlsListen: [\"192.168.1.10:5349\"]\n  secret: s\n  tls: {cert: c, key: k}\n"
+	f, err := Parse([]byte(base + "  credentials:\n    listen: 127.0.0.1:8088\n    allow: [127.0.0.1]\n    hostname: turn.example.com\n    tlsPort: 443\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(f.Relay.URIs(netip.MustParseAddr("203.0.113.1")), " ")
+	if want := "turn:turn.example.com:3478?transport=udp turn:turn.example.com:3478?transport=tcp turns:turn.example.com:443?transport=tcp"; got != want {
+		t.Errorf("with a hostname: %s\nwant %s", got, want)
+	}
+	f, err = Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Join(f.Relay.URIs(netip.MustParseAddr("203.0.113.1")), " ")
+	if want := "turn:203.0.113.1:3478?transport=udp turn:203.0.113.1:3478?transport=tcp"; got != want {
+		t.Errorf("without a hostname: %s\nwant %s (no turns: to an IP address)", got, want)
+	}
+	if _, err := Parse([]byte(base + "  credentials:\n    listen: 127.0.0.1:8088\n")); err == nil || !strings.Contains(err.Error(), "relay.credentials.allow: missing") {
+		t.Errorf("credentials without allow: %v", err)
 	}
 }
