@@ -32,6 +32,9 @@ func (s *Server) handlePass(ctx context.Context, b []byte, src netip.AddrPort, l
 		out, _ := h.Pack()
 		return out, outcome{}
 	}
+	if req.IsTsig() != nil {
+		return s.handleSigned(ctx, b, req, src, local, tcp, ps)
+	}
 	m, oc := s.resolve(ctx, req, Client{Source: src.Addr(), Local: local}, tcp, ps)
 	if m == nil {
 		return nil, oc

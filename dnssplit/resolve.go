@@ -262,7 +262,6 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 // finish adds EDNS and truncates UDP replies to the client's buffer size.
 func (s *Server) finish(req, m *dns.Msg, tcp bool, opts ...dns.EDNS0) *dns.Msg {
 	m.Compress = true
-	size := dns.MinMsgSize
 	// Drop any OPT copied from upstream data; ours (if the client spoke
 	// EDNS) is the only one.
 	extra := m.Extra[:0:0]
@@ -286,14 +285,22 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool, opts ...dns.EDNS0) *dns.Msg {
 			})
 		}
 		m.IsEdns0().Option = append(m.IsEdns0().Option, opts...)
+	}
+	truncate(m, s.replyLimit(req, tcp))
+	return m
+}
+
+// replyLimit is the largest reply to req: the client's EDNS buffer size
+// (512 without EDNS) bounded by UDPSize, or 64 KiB over TCP.
+func (s *Server) replyLimit(req *dns.Msg, tcp bool) int {
+	if tcp {
+		return dns.MaxMsgSize
+	}
+	size := dns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil {
 		size = max(int(opt.UDPSize()), dns.MinMsgSize)
 	}
-	size = min(size, s.udpSize())
-	if tcp {
-		size = dns.MaxMsgSize
-	}
-	truncate(m, size)
-	return m
+	return min(size, s.udpSize())
 }
 
 // truncate makes m fit in size bytes as BIND and Knot do: the additional

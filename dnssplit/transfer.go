@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -41,15 +40,6 @@ type Transfer struct {
 // under the 64 KiB TCP message limit.
 const transferChunk = 200
 
-func (s *Server) tsigSecret(name string) (string, bool) {
-	for k, v := range s.Transfer.TSIG {
-		if strings.EqualFold(dns.Fqdn(k), name) {
-			return v, true
-		}
-	}
-	return "", false
-}
-
 // transferAllowed reports whether src may transfer zones (TSIG aside).
 func (s *Server) transferAllowed(src netip.Addr) bool {
 	return s.Transfer != nil && containsAddr(s.Transfer.Allow, src)
@@ -60,6 +50,25 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 	req := new(dns.Msg)
 	if err := req.Unpack(raw); err != nil {
 		return err
+	}
+	// A signed query gets signed answers, refusals included (RFC 8945
+	// section 5.3); a bad signature gets the TSIG error.
+	var st *tsigState
+	if req.IsTsig() != nil {
+		c := s.checkTSIG(raw, req)
+		if c.err != 0 {
+			s.stats.transfersRefused.Add(1)
+			s.noteRefusal(refusedTransfer)
+			s.logger().Debug("dnssplit: zone transfer refused", "client", src, "zone", req.Question[0].Name,
+				"reason", "TSIG "+dns.RcodeToString[int(c.err)], "key", c.key)
+			b, err := s.tsigError(req, c)
+			if err != nil {
+				return err
+			}
+			return write(b)
+		}
+		req.Extra = req.Extra[:len(req.Extra)-1]
+		st = &c
 	}
 	refuse := func(rcode int, why string) error {
 		s.stats.transfersRefused.Add(1)
@@ -72,31 +81,29 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 			m.SetEdns0(uint16(s.udpSize()), opt.Do())
 			m.IsEdns0().Option = append(m.IsEdns0().Option, prohibited())
 		}
-		b, err := m.Pack()
+		var b []byte
+		var err error
+		if st != nil {
+			b, err = s.sign(m, *st)
+		} else {
+			b, err = m.Pack()
+		}
 		if err != nil {
 			return err
 		}
 		return write(b)
 	}
-	if s.Transfer == nil || !containsAddr(s.Transfer.Allow, src.Addr()) {
+	if !s.transferAllowed(src.Addr()) {
 		return refuse(dns.RcodeRefused, "address not allowed")
 	}
-	var secret, keyName, alg string
-	if len(s.Transfer.TSIG) > 0 {
-		t := req.IsTsig()
-		if t == nil {
-			return refuse(dns.RcodeNotAuth, "not signed")
-		}
-		sec, ok := s.tsigSecret(t.Hdr.Name)
-		if !ok {
-			return refuse(dns.RcodeNotAuth, "unknown key")
-		}
-		if err := dns.TsigVerify(raw, sec, "", false); err != nil {
-			return refuse(dns.RcodeNotAuth, "bad signature: "+err.Error())
-		}
-		secret, keyName, alg = sec, t.Hdr.Name, t.Algorithm
+	if len(s.Transfer.TSIG) > 0 && st == nil {
+		return refuse(dns.RcodeNotAuth, "not signed")
 	}
-	choice := SelectView(s.views(), s.TrustedProxies, Client{Source: src.Addr(), Local: local})
+	client := Client{Source: src.Addr(), Local: local}
+	if st != nil {
+		client.Key = dns.CanonicalName(st.key)
+	}
+	choice := SelectView(s.views(), s.TrustedProxies, client)
 	q := req.Question[0]
 	if choice.View == nil || choice.View.Records == nil {
 		return refuse(dns.RcodeNotAuth, "no zone")
@@ -122,8 +129,8 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 		}
 	}
 	mac := ""
-	if t := req.IsTsig(); t != nil {
-		mac = t.MAC
+	if st != nil {
+		mac = st.mac
 	}
 	for i, chunk := range msgs {
 		m := new(dns.Msg)
@@ -136,9 +143,9 @@ func (s *Server) serveTransfer(raw []byte, src netip.AddrPort, local netip.Addr,
 		}
 		var b []byte
 		var err error
-		if secret != "" {
-			m.SetTsig(keyName, alg, 300, time.Now().Unix())
-			b, mac, err = dns.TsigGenerate(m, secret, mac, i > 0)
+		if st != nil {
+			m.SetTsig(st.key, st.alg, tsigFudge, s.now().Unix())
+			b, mac, err = dns.TsigGenerate(m, st.secret, mac, i > 0)
 		} else {
 			b, err = m.Pack()
 		}

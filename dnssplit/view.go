@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -38,6 +39,17 @@ type View struct {
 
 	// Records optionally holds the view's local data. If nil the view has none.
 	Records *Records
+
+	// TSIGKeys optionally lists TSIG key names (of Transfer.TSIG) that
+	// select this view whatever the source address, as BIND's
+	// match-clients { key k; }: a query or transfer signed with one of
+	// them gets this view's data, so each view's secondaries copy their
+	// view's zones. Keys are tried before networks.
+	TSIGKeys []string
+
+	// Notify optionally lists the secondaries of this view sent a NOTIFY
+	// when one of its zones changes; if empty, Transfer.Notify is used.
+	Notify []netip.AddrPort
 }
 
 // splits reports whether qtype is answered from the view's local data.
@@ -55,6 +67,7 @@ const (
 	ReasonClientSubnet        // a trusted proxy's EDNS Client Subnet address is in the view's networks
 	ReasonDefault             // nothing matched; the last view is the default
 	ReasonNoView              // no views are configured
+	ReasonTSIGKey             // the query was signed with a TSIG key the view lists
 )
 
 func (r Reason) String() string {
@@ -67,6 +80,8 @@ func (r Reason) String() string {
 		return "default"
 	case ReasonNoView:
 		return "no-view"
+	case ReasonTSIGKey:
+		return "tsig-key"
 	}
 	return "unknown"
 }
@@ -79,6 +94,9 @@ type Client struct {
 	Local netip.Addr
 	// Subnet is the EDNS Client Subnet the query carried; invalid if none.
 	Subnet netip.Prefix
+	// Key is the name of the TSIG key (lower case, fully qualified) whose
+	// valid signature the query carried; empty if unsigned.
+	Key string
 }
 
 // Choice is the result of view selection.
@@ -96,6 +114,8 @@ type Choice struct {
 	// SubnetIgnored reports that the query carried an EDNS Client Subnet
 	// that was not used because its sender is not a trusted proxy.
 	SubnetIgnored bool
+	// Key is the TSIG key that chose the view (ReasonTSIGKey).
+	Key string
 }
 
 // String explains the choice in one line.
@@ -110,6 +130,8 @@ func (c Choice) String() string {
 		s += fmt.Sprintf("source %s is in %s", c.Address, c.Matched)
 	case ReasonClientSubnet:
 		s += fmt.Sprintf("client subnet address %s from a trusted proxy is in %s", c.Address, c.Matched)
+	case ReasonTSIGKey:
+		s += fmt.Sprintf("signed with TSIG key %s", c.Key)
 	case ReasonDefault:
 		s += fmt.Sprintf("%s matched no view's networks; the last view is the default", c.Address)
 		if c.View != nil && c.View.Recursion {
@@ -143,6 +165,13 @@ func SelectView(views []*View, trusted []netip.Prefix, client Client) Choice {
 		}
 	}
 	local := client.Local.Unmap()
+	if client.Key != "" {
+		for i, v := range views {
+			if v != nil && slices.ContainsFunc(v.TSIGKeys, func(k string) bool { return strings.EqualFold(dns.Fqdn(k), client.Key) }) {
+				return Choice{View: v, Index: i, Reason: ReasonTSIGKey, Address: addr, Key: client.Key, SubnetIgnored: ignored}
+			}
+		}
+	}
 	for i, v := range views {
 		if v == nil {
 			continue
