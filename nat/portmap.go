@@ -613,8 +613,10 @@ func (m *PortMapper) request(ctx context.Context, st *mapState, order []PortMapP
 		var pe *PortMapError
 		if errors.As(err, &pe) {
 			answered = true
+			errs = append(errs, err) // it names the protocol
+		} else {
+			errs = append(errs, fmt.Errorf("%v: %w", p, err))
 		}
-		errs = append(errs, fmt.Errorf("%v: %w", p, err))
 		if ctx.Err() != nil {
 			break
 		}
@@ -642,7 +644,21 @@ func (m *PortMapper) requestWith(ctx context.Context, p PortMapProtocol, gw, loc
 		if err != nil {
 			return Mapping{}, err
 		}
-		return m.upnpMap(ctx, dev, local, st.transport, st.internal, ext, st.lifetime, st.got.Protocol == p)
+		got, err := m.upnpMap(ctx, dev, local, st.transport, st.internal, ext, st.lifetime, st.got.Protocol == p)
+		var pe *PortMapError
+		if err != nil && !errors.As(err, &pe) && ctx.Err() == nil {
+			// Not a refusal: the device may have moved (a restarted
+			// miniupnpd listens on a new port). Discover it again.
+			m.mu.Lock()
+			if m.upnp == dev {
+				m.upnp = nil
+			}
+			m.mu.Unlock()
+			if dev, derr := m.upnpDevice(ctx, gw); derr == nil {
+				got, err = m.upnpMap(ctx, dev, local, st.transport, st.internal, ext, st.lifetime, st.got.Protocol == p)
+			}
+		}
+		return got, err
 	}
 	return Mapping{}, fmt.Errorf("unknown port-mapping protocol %v", p)
 }

@@ -266,3 +266,136 @@ func must(s string, err error) string {
 	}
 	return s
 }
+
+// TestLabPortMapRenewal: with a 4 s lifetime each protocol's mapping is
+// renewed before it ends and stays reachable past the first lifetime.
+func TestLabPortMapRenewal(t *testing.T) {
+	for _, p := range []PortMapProtocol{PortMapPCP, PortMapNATPMP, PortMapUPnP} {
+		t.Run(p.String(), func(t *testing.T) {
+			lab, d := upnpLab(t, natlab.MiniUPnPdConfig{})
+			m := labMapper(t, lab, natlab.LAN1, p)
+			defer m.Close()
+			internal := echoServer(t, lab, TransportUDP)
+			const life = 4 * time.Second
+			first, err := m.Map(t.Context(), TransportUDP, internal, 0, life)
+			if err != nil {
+				t.Fatalf("map: %v\n%s", err, d.Log())
+			}
+			if first.Lifetime != life {
+				t.Errorf("granted %v, want %v", first.Lifetime, life)
+			}
+			// Wait for two renewals (each moves Expires), then past the
+			// first expiry the mapping must still forward.
+			deadline := time.Now().Add(60 * time.Second)
+			renewals, last := 0, first.Expires
+			for renewals < 2 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d renewals in 60 s", renewals)
+				}
+				time.Sleep(100 * time.Millisecond)
+				ms := m.Mappings()
+				if len(ms) != 1 {
+					t.Fatalf("mappings %v", ms)
+				}
+				if ms[0].Expires.After(last) {
+					renewals++
+					last = ms[0].Expires
+				}
+			}
+			if !time.Now().After(first.Expires) {
+				t.Fatalf("two renewals before the first expiry %v: the test proves nothing", first.Expires)
+			}
+			if !reach(t, lab, TransportUDP, first.External, 10*time.Second) {
+				t.Errorf("not reachable after the first lifetime ended\nrules:\n%s", must(d.Rules()))
+			}
+			if !upnpcLists(t, lab, d, TransportUDP, first.External.Port(), internal) {
+				t.Error("upnpc -L does not list the renewed mapping")
+			}
+		})
+	}
+}
+
+// TestLabPortMapDenied: a port that miniupnpd's deny rule covers. UPnP
+// (which asks for that exact port) gets a refusal naming the protocol and
+// miniupnpd's error code. PCP and NAT-PMP only suggest a port, and
+// miniupnpd 2.3.1 then grants another one outside the rule (the captured
+// miniupnpd-*-denied-response.bin): the Mapping must say which.
+func TestLabPortMapDenied(t *testing.T) {
+	lab, d := upnpLab(t, natlab.MiniUPnPdConfig{Rules: []string{"deny 4500-4510 0.0.0.0/0 0-65535"}})
+	for _, p := range []PortMapProtocol{PortMapPCP, PortMapNATPMP, PortMapUPnP} {
+		t.Run(p.String(), func(t *testing.T) {
+			m := labMapper(t, lab, natlab.LAN1, p)
+			defer m.Close()
+			internal := echoServer(t, lab, TransportTCP)
+			got, err := m.Map(t.Context(), TransportTCP, internal, 4505, time.Minute)
+			if p != PortMapUPnP {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if port := got.External.Port(); port >= 4500 && port <= 4510 {
+					t.Fatalf("granted denied port %d", port)
+				}
+				if !reach(t, lab, TransportTCP, got.External, 10*time.Second) {
+					t.Errorf("granted %v not reachable", got.External)
+				}
+				return
+			}
+			t.Logf("error: %v", err)
+			var pe *PortMapError
+			if !errors.As(err, &pe) || pe.Protocol != p || pe.Code == 0 {
+				t.Fatalf("error %v, want a %v refusal with a code\n%s", err, p, d.Log())
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("%v refused: ", p)) || !strings.Contains(err.Error(), fmt.Sprintf("(result code %d)", pe.Code)) {
+				t.Errorf("error %q does not name the protocol and code", err)
+			}
+			if len(m.Mappings()) != 0 {
+				t.Error("refused mapping kept")
+			}
+		})
+	}
+}
+
+// TestLabPortMapRestart: miniupnpd restarted without a lease file forgets
+// every mapping; the mapper's next renewal creates it again in the new
+// daemon, and the internet reaches it again.
+func TestLabPortMapRestart(t *testing.T) {
+	for _, p := range []PortMapProtocol{PortMapPCP, PortMapNATPMP, PortMapUPnP} {
+		t.Run(p.String(), func(t *testing.T) {
+			lab, d := upnpLab(t, natlab.MiniUPnPdConfig{})
+			m := labMapper(t, lab, natlab.LAN1, p)
+			defer m.Close()
+			internal := echoServer(t, lab, TransportTCP)
+			got, err := m.Map(t.Context(), TransportTCP, internal, 0, 6*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			added := map[PortMapProtocol]string{PortMapPCP: "PCP MAP: added mapping", PortMapNATPMP: "NAT-PMP", PortMapUPnP: "AddPortMapping"}[p]
+			deadline := time.Now().Add(60 * time.Second)
+			for !upnpcLists(t, lab, d, TransportTCP, got.External.Port(), internal) {
+				if time.Now().After(deadline) {
+					t.Fatalf("not re-created within 60 s of the restart\n%s", d.Log())
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if !strings.Contains(d.Log(), added) {
+				t.Errorf("the new daemon's log has no %q:\n%s", added, d.Log())
+			}
+			if !reach(t, lab, TransportTCP, got.External, 10*time.Second) {
+				t.Errorf("not reachable after re-creation\nrules:\n%s", must(d.Rules()))
+			}
+		})
+	}
+}
+
+// TestLabPortMapPublicHost: on a public LAN (NoNAT) nothing is asked.
+func TestLabPortMapPublicHost(t *testing.T) {
+	lab := natlab.New(t, natlab.Config{Kind: natlab.NoNAT})
+	m := labMapper(t, lab, natlab.LAN1, PortMapPCP, PortMapNATPMP)
+	defer m.Close()
+	if _, err := m.Map(t.Context(), TransportTCP, 443, 443, 0); !errors.Is(err, ErrPublicAddress) {
+		t.Fatalf("error %v, want ErrPublicAddress", err)
+	}
+}
