@@ -64,18 +64,22 @@ func RESTCredentials(secret, user string, now time.Time, ttl time.Duration) (use
 	return username, RESTPassword(secret, username)
 }
 
+// AnonymousRESTUser is the user that TURN REST usernames without a user part
+// ("expiry" alone) count under, for Limits.AllocationsPerUser, the failure
+// budget and Stats.Users: one group rather than one user per timestamp.
+const AnonymousRESTUser = "(anonymous)"
+
 // parseRESTUsername splits a coturn-style "expiry[:anything]" username. The
-// user ID is the part after the first colon, or the whole username.
+// user ID is the part after the first colon, or AnonymousRESTUser.
 func parseRESTUsername(username string) (expiry time.Time, userID string, ok bool) {
 	ts, rest, found := strings.Cut(username, ":")
 	n, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil || n <= 0 {
 		return time.Time{}, "", false
 	}
+	userID = AnonymousRESTUser
 	if found && rest != "" {
 		userID = rest
-	} else {
-		userID = username
 	}
 	return time.Unix(n, 0), userID, true
 }

@@ -152,3 +152,22 @@ func TestFailureBudgetPerUser(t *testing.T) {
 		t.Errorf("another user: %d", code)
 	}
 }
+
+// TestRESTExpiryOnlyIsOneUser: usernames without a user part ("expiry"
+// alone) count under one user for limits and Stats.Users, not one user per
+// timestamp.
+func TestRESTExpiryOnlyIsOneUser(t *testing.T) {
+	s := &Server{Secrets: []string{"s"}, Limits: Limits{AllocationsPerUser: 1}}
+	addr := serve(t, s, "udp")
+	u1, p1 := RESTCredentials("s", "", time.Now(), time.Hour)
+	u2, p2 := RESTCredentials("s", "", time.Now(), 2*time.Hour)
+	if code := dialRaw(t, "udp", addr, u1, p1).allocate(); code != 0 {
+		t.Fatalf("first: %d", code)
+	}
+	if code := dialRaw(t, "udp", addr, u2, p2).allocate(); code != 486 {
+		t.Errorf("second expiry-only credential: %d, want 486 (same user)", code)
+	}
+	if st := s.Stats(); len(st.Users) != 1 || st.Users[AnonymousRESTUser].Allocations != 1 {
+		t.Errorf("Users = %v, want one entry %q", st.Users, AnonymousRESTUser)
+	}
+}

@@ -81,7 +81,9 @@ func (w *listener) Accept() (net.Conn, error) {
 		w.mu.Unlock()
 		// The TLS handshake and the first authenticated request must
 		// arrive in time.
-		_ = c.SetDeadline(time.Now().Add(w.s.Limits.handshake()))
+		if d := w.s.Limits.handshake(); d > 0 { // 0: the limit was removed
+			_ = c.SetDeadline(time.Now().Add(d))
+		}
 		return sc, nil
 	}
 }

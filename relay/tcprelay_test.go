@@ -209,3 +209,14 @@ func TestConnectionBindRelaysData(t *testing.T) {
 		t.Fatalf("client got %q, %v", buf[:n], err)
 	}
 }
+
+// TestHandshakeTimeoutNegativeRemovesLimit: Limits documents "a negative
+// value removes that limit"; HandshakeTimeout -1 used to set a deadline of
+// now, closing every TCP and TLS connection at once.
+func TestHandshakeTimeoutNegativeRemovesLimit(t *testing.T) {
+	s := &Server{Limits: Limits{HandshakeTimeout: -1}}
+	c := dialRaw(t, "tcp", serve(t, s, "tcp"), "", "")
+	if _, code := c.do(stun.MethodBinding); code != 0 {
+		t.Fatalf("binding: %d", code)
+	}
+}
