@@ -43,6 +43,11 @@ func advice(r *nat.Report) []string {
 // lifetimeAdvice says how long idle UDP mappings live and what keepalive
 // interval that asks of clients.
 func lifetimeAdvice(r *nat.Report) string {
+	if r.MappingLifetimeAtLeast {
+		// Never expired within the maximum: a lower bound, not a lifetime.
+		return fmt.Sprintf("UDP mappings stayed open for the whole %s measured (they never expired): keep-alives every %s are enough",
+			r.MappingLifetime.Round(time.Second), r.SuggestedKeepalive.Round(time.Second))
+	}
 	return fmt.Sprintf("UDP mappings expire after ~%s: keep-alives every %s keep them open",
 		r.MappingLifetime.Round(time.Second), r.SuggestedKeepalive.Round(time.Second))
 }

@@ -30,6 +30,10 @@ func TestAdvice(t *testing.T) {
 			&nat.Report{UDP: true, BehindNAT: nat.No, MappingLifetime: 30 * time.Second, SuggestedKeepalive: 15 * time.Second},
 			[]string{"no NAT in the way", "UDP mappings expire after ~30s: keep-alives every 15s"},
 			nil},
+		{"mapping never expired within the maximum",
+			&nat.Report{UDP: true, BehindNAT: nat.Yes, MappingLifetime: 2 * time.Minute, MappingLifetimeAtLeast: true, SuggestedKeepalive: time.Minute},
+			[]string{"stayed open for the whole 2m0s measured (they never expired)"},
+			[]string{"expire after"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
