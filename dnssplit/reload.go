@@ -17,13 +17,7 @@ func (s *Server) SetViews(views []*View) {
 		return
 	}
 	for _, view := range v {
-		if view == nil || view.Records == nil {
-			continue
-		}
-		view.Records.onChange(s.notifier.changed)
-		for _, z := range view.Records.Zones() {
-			s.notifier.changed(z)
-		}
+		s.notifier.watch(view, true)
 	}
 }
 

@@ -244,7 +244,7 @@ func (s *Server) init() {
 		s.listeners = map[net.Listener]struct{}{}
 		s.packets = map[net.PacketConn]struct{}{}
 		s.conns = map[net.Conn]struct{}{}
-		if s.Transfer != nil && len(s.Transfer.Notify) > 0 {
+		if s.wantsNotify() {
 			s.notifier = newNotifier(s)
 		}
 		s.stats.init()

@@ -176,12 +176,18 @@ func (n *notifier) exchange(ctx context.Context, c *dns.Client, m *dns.Msg, to n
 // serialLess compares SOA serials with RFC 1982 arithmetic.
 func serialLess(a, b uint32) bool { return a != b && int32(b-a) > 0 }
 
-// notifier sends NOTIFY to the configured secondaries when a view's zone changes.
+// notifier sends NOTIFY to the secondaries of a view when one of its zones
+// changes: the view's own Notify list, or Transfer.Notify.
 type notifier struct {
 	s       *Server
 	mu      sync.Mutex
-	pending map[string]bool
+	pending map[notifyKey]bool
 	wake    chan struct{}
+}
+
+type notifyKey struct {
+	view *View
+	zone string
 }
 
 // notifyTries and notifyTimeout: RFC 1996 retransmits unacknowledged NOTIFY;
@@ -192,19 +198,47 @@ const (
 	notifyTimeout = 2 * time.Second
 )
 
-func newNotifier(s *Server) *notifier {
-	n := &notifier{s: s, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
+// wantsNotify reports whether any secondary is to be sent NOTIFY.
+func (s *Server) wantsNotify() bool {
+	if s.Transfer == nil {
+		return false
+	}
+	if len(s.Transfer.Notify) > 0 {
+		return true
+	}
 	for _, v := range s.views() {
-		if v != nil && v.Records != nil {
-			v.Records.onChange(n.changed)
+		if v != nil && len(v.Notify) > 0 {
+			return true
 		}
+	}
+	return false
+}
+
+func newNotifier(s *Server) *notifier {
+	n := &notifier{s: s, pending: map[notifyKey]bool{}, wake: make(chan struct{}, 1)}
+	for _, v := range s.views() {
+		n.watch(v, false)
 	}
 	return n
 }
 
-func (n *notifier) changed(zone string) {
+// watch follows the changes of v's zones; now also queues NOTIFY for all
+// of them at once (after a reload).
+func (n *notifier) watch(v *View, now bool) {
+	if v == nil || v.Records == nil {
+		return
+	}
+	v.Records.onChange(func(zone string) { n.changed(v, zone) })
+	if now {
+		for _, z := range v.Records.Zones() {
+			n.changed(v, z)
+		}
+	}
+}
+
+func (n *notifier) changed(v *View, zone string) {
 	n.mu.Lock()
-	n.pending[zone] = true
+	n.pending[notifyKey{v, zone}] = true
 	n.mu.Unlock()
 	select {
 	case n.wake <- struct{}{}:
@@ -223,13 +257,17 @@ func (n *notifier) start(ctx context.Context, wg *sync.WaitGroup) {
 			case <-n.wake:
 			}
 			n.mu.Lock()
-			zones := n.pending
-			n.pending = map[string]bool{}
+			keys := n.pending
+			n.pending = map[notifyKey]bool{}
 			n.mu.Unlock()
-			for z := range zones {
-				for _, to := range n.s.Transfer.Notify {
-					if err := n.send(ctx, z, to); err != nil {
-						n.s.logger().Warn("dnssplit: notify", "zone", z, "secondary", to, "err", err)
+			for k := range keys {
+				to := k.view.Notify
+				if len(to) == 0 {
+					to = n.s.Transfer.Notify
+				}
+				for _, sec := range to {
+					if err := n.send(ctx, k.view, k.zone, sec); err != nil {
+						n.s.logger().Warn("dnssplit: notify", "zone", k.zone, "view", k.view.Name, "secondary", sec, "err", err)
 					} else {
 						n.s.stats.notifiesSent.Add(1)
 					}
@@ -239,24 +277,30 @@ func (n *notifier) start(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 }
 
-func (n *notifier) send(ctx context.Context, zone string, to netip.AddrPort) error {
+// send sends one NOTIFY, signed with the view's first TSIG key if it has
+// TSIGKeys (its secondaries know that key), else with Transfer.NotifyKey.
+func (n *notifier) send(ctx context.Context, v *View, zone string, to netip.AddrPort) error {
 	t := n.s.Transfer
+	key := t.NotifyKey
+	if len(v.TSIGKeys) > 0 {
+		key = v.TSIGKeys[0]
+	}
 	c := &dns.Client{Net: "udp", Timeout: notifyTimeout}
 	var errs []error
 	for range notifyTries {
 		m := new(dns.Msg)
 		m.SetNotify(zone)
-		if t.NotifyKey != "" {
-			sec, ok := n.s.tsigSecret(dns.Fqdn(t.NotifyKey))
+		if key != "" {
+			sec, ok := n.s.tsigSecret(dns.Fqdn(key))
 			if !ok {
-				return fmt.Errorf("dnssplit: notify key %q not in TSIG", t.NotifyKey)
+				return fmt.Errorf("dnssplit: notify key %q not in TSIG", key)
 			}
 			alg := t.NotifyAlgorithm
 			if alg == "" {
 				alg = dns.HmacSHA256
 			}
-			c.TsigSecret = map[string]string{dns.Fqdn(t.NotifyKey): sec}
-			m.SetTsig(dns.Fqdn(t.NotifyKey), alg, 300, time.Now().Unix())
+			c.TsigSecret = map[string]string{dns.Fqdn(key): sec}
+			m.SetTsig(dns.Fqdn(key), alg, tsigFudge, n.s.now().Unix())
 		}
 		r, err := n.exchange(ctx, c, m, to)
 		if err == nil && r.Rcode != dns.RcodeSuccess {
