@@ -5,39 +5,137 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
-// limiter counts connections in the routing phase, per source and in total.
+// Peek-table defaults, documented on the Proxy fields.
+const (
+	defaultPeeksPerSource  = 32
+	defaultPeeksPerNetwork = 256
+	defaultPendingPeeks    = 1024
+	// peekBits4 and peekBits6 group sources into networks: a /24 is the
+	// usual smallest routed IPv4 block, and one IPv6 host owns a whole /64.
+	peekBits4, peekBits6 = 24, 64
+)
+
+// peekLimits are the caps one admission is checked against; <= 0: none.
+type peekLimits struct{ perSource, perNet, total int }
+
+// limiter is the table of connections in the routing phase: counted per
+// source address, per source network and in total. When the total is
+// reached, the oldest peek is shed to admit the new one: a legitimate
+// client sends its hello within a round trip, so the oldest entries are
+// the slow ones (slowloris), and shedding them keeps a full table from
+// refusing everyone.
 type limiter struct {
-	mu    sync.Mutex
-	total int
-	bySrc map[netip.Addr]int
+	mu         sync.Mutex
+	total      int
+	bySrc      map[netip.Addr]int
+	byNet      map[netip.Prefix]int
+	head, tail *peekEntry // oldest first
 }
 
-func (l *limiter) init() { l.bySrc = map[netip.Addr]int{} }
+// peekEntry is one connection in the table.
+type peekEntry struct {
+	c          net.Conn
+	src        netip.Addr
+	net        netip.Prefix
+	counted    bool // in bySrc and byNet (untrusted sources)
+	shed       bool
+	prev, next *peekEntry
+}
 
-// acquire admits one more peek from src unless a limit (negative: none) is reached.
-func (l *limiter) acquire(src netip.Addr, perSource, total int) bool {
-	src = src.Unmap()
+func (l *limiter) init() {
+	l.bySrc = map[netip.Addr]int{}
+	l.byNet = map[netip.Prefix]int{}
+}
+
+// acquire admits c from src unless its source or network is at its cap.
+// At the total cap it sheds the oldest entry, closing its connection; shed
+// reports that one happened. counted says whether src is counted against
+// per-source and per-network caps (trusted front proxies are not).
+func (l *limiter) acquire(c net.Conn, src netip.Addr, lim peekLimits, counted bool) (e *peekEntry, shed bool, ok bool) {
+	src = src.Unmap().WithZone("")
+	e = &peekEntry{c: c, src: src, net: netcore.Network(src, peekBits4, peekBits6), counted: counted}
+	var victim *peekEntry
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if total > 0 && l.total >= total || perSource > 0 && l.bySrc[src] >= perSource {
-		return false
+	if counted && (lim.perSource > 0 && l.bySrc[src] >= lim.perSource || lim.perNet > 0 && l.byNet[e.net] >= lim.perNet) {
+		l.mu.Unlock()
+		return nil, false, false
+	}
+	if lim.total > 0 && l.total >= lim.total {
+		victim = l.head
+		if victim == nil {
+			l.mu.Unlock()
+			return nil, false, false
+		}
+		victim.shed = true
+		l.unlink(victim)
 	}
 	l.total++
-	l.bySrc[src]++
-	return true
+	if counted {
+		l.bySrc[src]++
+		l.byNet[e.net]++
+	}
+	e.prev = l.tail
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+	l.mu.Unlock()
+	if victim != nil {
+		victim.c.Close() // its peek fails at once; release reports the shed
+	}
+	return e, victim != nil, true
 }
 
-func (l *limiter) release(src netip.Addr) {
-	src = src.Unmap()
+// release removes e; it reports whether e was shed meanwhile (its
+// connection is then closed, whatever the peek returned).
+func (l *limiter) release(e *peekEntry) (shed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
-	if l.bySrc[src] <= 1 {
-		delete(l.bySrc, src)
+	if e.shed {
+		return true
+	}
+	l.unlink(e)
+	return false
+}
+
+// unlink takes e out of the list and the counts. l.mu is held.
+func (l *limiter) unlink(e *peekEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
 	} else {
-		l.bySrc[src]--
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	l.total--
+	if e.counted {
+		decr(l.bySrc, e.src)
+		decr(l.byNet, e.net)
+	}
+}
+
+// pending returns the number of connections in the table.
+func (l *limiter) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+func decr[K comparable](m map[K]int, k K) {
+	if m[k] <= 1 {
+		delete(m, k)
+	} else {
+		m[k]--
 	}
 }
 
@@ -149,6 +247,7 @@ type counters struct {
 	accepted atomic.Uint64
 	routed   atomic.Uint64
 	open     atomic.Int64
+	shed     atomic.Uint64
 	rejects  [ReasonClosed + 1]atomic.Uint64
 }
 
@@ -163,6 +262,8 @@ type Stats struct {
 	Accepted uint64            // connections accepted
 	Routed   uint64            // connections handed to a target
 	Open     int64             // client connections open now
+	Peeking  int               // connections in the routing phase now
+	Shed     uint64            // slow peeks closed to make room at MaxPendingPeeks (also counted as Rejected["limit"])
 	Rejected map[string]uint64 // closed before routing, by Reason.String(); only non-zero entries
 }
 
@@ -172,6 +273,8 @@ func (p *Proxy) Stats() Stats {
 		Accepted: p.stats.accepted.Load(),
 		Routed:   p.stats.routed.Load(),
 		Open:     p.stats.open.Load(),
+		Peeking:  p.limits.pending(),
+		Shed:     p.stats.shed.Load(),
 		Rejected: map[string]uint64{},
 	}
 	for i := range p.stats.rejects {

@@ -3,8 +3,11 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -83,5 +86,136 @@ func TestMaxConnsPerSourceDefault(t *testing.T) {
 	p.MaxConnsPerSource = -1
 	if got := p.maxConnsPerSource(); got > 0 {
 		t.Errorf("negative per-source limit = %d, want none", got)
+	}
+}
+
+// dripper holds n connections from src, each sending the start of a
+// ClientHello and then one byte every 500 ms, reconnecting when closed,
+// until stop is closed.
+func dripper(t *testing.T, wg *sync.WaitGroup, stop <-chan struct{}, src, addr string, n int, hello []byte) {
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := dialFrom(t.Context(), src, addr)
+				if err != nil {
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					continue
+				}
+				closed := make(chan struct{})
+				go func() { c.Read(make([]byte, 1)); close(closed) }()
+				c.Write(hello[:6])
+				tick := time.NewTicker(500 * time.Millisecond)
+				for i := 6; i < len(hello); i++ {
+					select {
+					case <-stop:
+					case <-closed:
+					case <-tick.C:
+						c.Write(hello[i : i+1])
+						continue
+					}
+					break
+				}
+				tick.Stop()
+				c.Close()
+				<-closed
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond): // the reconnect pace of a patient attacker
+				}
+			}
+		})
+	}
+}
+
+// TestPeekFloodManySources: 40 sources in 40 different /24s each hold 32
+// connections dripping ClientHellos (1280 > MaxPendingPeeks' 1024) while
+// a legitimate client keeps completing handshakes.
+func TestPeekFloodManySources(t *testing.T) {
+	good := newTLSBackend(t, "ok.test")
+	p := &Proxy{}
+	must(t, p.AddSNIRoute("ok.test", &Pool{Backends: []string{good.addr}}))
+	addr := serve(t, p)
+	hello := makeHello(t, &tls.Config{ServerName: "slow.test"})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 40 {
+		dripper(t, &wg, stop, fmt.Sprintf("127.0.%d.1", i+1), addr, 32, hello)
+	}
+	waitFor(t, "a full peek table", func() bool { return p.Stats().Peeking >= defaultPendingPeeks })
+	ok := 0
+	for i := range 16 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		got, err := tlsVia(ctx, "127.0.0.1", addr, "ok.test", good)
+		cancel()
+		if got == "ok.test " {
+			ok++
+		} else {
+			t.Logf("legitimate handshake %d: %q, %v", i, got, err)
+		}
+	}
+	s := p.Stats()
+	t.Logf("peeking %d, shed %d, rejected %v", s.Peeking, s.Shed, s.Rejected)
+	if ok != 16 {
+		t.Errorf("%d of 16 legitimate handshakes succeeded during the flood", ok)
+	}
+	if s.Shed == 0 {
+		t.Error("no slow peek was shed")
+	}
+}
+
+// TestPeekFloodOneNetwork: many addresses of one /24 together get at most
+// MaxPeeksPerNetwork peeks; a client of another network is served.
+func TestPeekFloodOneNetwork(t *testing.T) {
+	good := newTLSBackend(t, "ok.test")
+	p := &Proxy{MaxPeeksPerNetwork: 64, MaxPendingPeeks: -1}
+	must(t, p.AddSNIRoute("ok.test", &Pool{Backends: []string{good.addr}}))
+	addr := serve(t, p)
+	hello := makeHello(t, &tls.Config{ServerName: "slow.test"})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 8 {
+		dripper(t, &wg, stop, fmt.Sprintf("127.0.9.%d", i+1), addr, 16, hello)
+	}
+	waitFor(t, "the network at its cap", func() bool {
+		s := p.Stats()
+		return s.Peeking == 64 && s.Rejected["limit"] > 0
+	})
+	if got, err := tlsVia(t.Context(), "127.0.10.1", addr, "ok.test", good); got != "ok.test " {
+		t.Errorf("client of another network: %q, %v", got, err)
+	}
+	if n := p.Stats().Peeking; n > 64+1 {
+		t.Errorf("%d peeks with a network cap of 64", n)
+	}
+}
+
+// TestLimiterNetworks checks the grouping: IPv4 by /24, IPv6 by /64.
+func TestLimiterNetworks(t *testing.T) {
+	var l limiter
+	l.init()
+	lim := peekLimits{perSource: 10, perNet: 2}
+	for _, tc := range []struct {
+		src  string
+		want bool
+	}{
+		{"192.0.2.1", true}, {"192.0.2.2", true}, {"192.0.2.3", false}, {"192.0.3.1", true},
+		{"2001:db8::1", true}, {"2001:db8::2", true}, {"2001:db8::1:0:0:3", false}, {"2001:db8:0:1::1", true},
+		{"::ffff:192.0.2.9", false}, // mapped: the same /24
+	} {
+		_, _, ok := l.acquire(nil, netip.MustParseAddr(tc.src), lim, true)
+		if ok != tc.want {
+			t.Errorf("acquire %s = %v, want %v", tc.src, ok, tc.want)
+		}
 	}
 }

@@ -73,8 +73,17 @@ type Proxy struct {
 	// Sources in TrustProxyFrom are exempt.
 	MaxPeeksPerSource int
 
+	// MaxPeeksPerNetwork optionally bounds the connections one source
+	// network (a /24 for IPv4, a /64 for IPv6: one host owns a whole /64)
+	// may have in the routing phase at once; if zero, 256. Negative: no
+	// limit. Sources in TrustProxyFrom are exempt.
+	MaxPeeksPerNetwork int
+
 	// MaxPendingPeeks optionally bounds the connections in the routing phase
-	// at once; if zero, 1024. Negative: no limit.
+	// at once; if zero, 1024. Negative: no limit. When it is reached, the
+	// oldest peek is closed to make room (counted in [Stats].Shed): a
+	// legitimate client sends its hello within a round trip, so the oldest
+	// are the slow ones.
 	MaxPendingPeeks int
 
 	// MaxConns optionally bounds open client connections; if zero, 16384,
@@ -502,17 +511,25 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 		p.rejected(c, &Hello{Source: src}, ReasonLoop, nil)
 		return
 	}
-	perSource := limitOr(p.MaxPeeksPerSource, 32)
-	if p.trusted(src.Addr()) {
-		perSource = -1 // a front proxy speaks for many clients
+	lim := peekLimits{
+		perSource: limitOr(p.MaxPeeksPerSource, defaultPeeksPerSource),
+		perNet:    limitOr(p.MaxPeeksPerNetwork, defaultPeeksPerNetwork),
+		total:     limitOr(p.MaxPendingPeeks, defaultPendingPeeks),
 	}
-	if !p.limits.acquire(src.Addr(), perSource, limitOr(p.MaxPendingPeeks, 1024)) {
+	// A front proxy speaks for many clients: not capped per source.
+	entry, shed, ok := p.limits.acquire(c, src.Addr(), lim, !p.trusted(src.Addr()))
+	if !ok {
 		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
 		return
 	}
+	if shed {
+		p.stats.shed.Add(1)
+	}
 	setTCPOptions(c, p.KeepAlive, p.UserTimeout)
 	pk, err := p.peek(c, src, proto)
-	p.limits.release(src.Addr())
+	if p.limits.release(entry) {
+		err = reject(ReasonLimit, errors.New("slow peek shed to make room"))
+	}
 	if err == nil && p.loops.isOurDial(c) {
 		err = reject(ReasonLoop, nil) // the dial registered itself while we peeked
 	}
