@@ -37,6 +37,13 @@ func run() error {
 	path := flag.String("config", "", "configuration file (YAML with a dns: section)")
 	public := flag.String("public", "", "public address substituted for {public} in records")
 	explain := flag.String("explain", "", "print which view a client `address` gets and why, then exit")
+	shutdownTimeout := flag.Duration("shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
+	flag.CommandLine.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintln(out, "splitdns: split-horizon DNS from the dns: section of a hairpin configuration (see example.yaml).")
+		fmt.Fprintln(out, "\nUsage: splitdns -config FILE [-public IP] [-explain IP] [-shutdown-timeout D]")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	if *path == "" {
 		flag.Usage()
@@ -95,7 +102,7 @@ func run() error {
 			err = nil
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	serr := srv.Shutdown(sctx)
 	wg.Wait()

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,5 +55,25 @@ func TestRunExplainAndBadConfig(t *testing.T) {
 				t.Fatalf("printed %q, want it to contain %q", printed, tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestExampleFileAndHelp runs the real binary: -h prints a one-line
+// description and the flags and exits 0, and example.yaml passes -explain.
+func TestExampleFileAndHelp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "splitdns")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "splitdns: split-horizon DNS") || !strings.Contains(string(out), "-shutdown-timeout") {
+		t.Fatalf("-h: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "-config", "example.yaml", "-public", "203.0.113.1", "-explain", "192.168.1.7").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `view "inside"`) {
+		t.Fatalf("example.yaml: %v\n%s", err, out)
 	}
 }
