@@ -26,6 +26,15 @@ type evidence struct {
 	ports [][2]netip.AddrPort
 	// hops are the routers 1, 2, 3 … hops away (invalid where none told).
 	hops []netip.Addr
+	// rangePorts are the bindings of the extra fresh sockets that show the
+	// NAT's public port set.
+	rangePorts []obs
+	// udpConfirmed: nothing answered, and two sockets ran their whole
+	// schedule.
+	udpConfirmed bool
+	// loss and lossSamples are the loss measured (engine.loss).
+	loss        float64
+	lossSamples int
 }
 
 // verdict is the classification of evidence.
@@ -40,6 +49,9 @@ type verdict struct {
 	carrierGradeNAT       Answer
 	doubleNAT             Answer
 	check                 ServerCheck
+	confidence            Confidence
+	portRanges            []PortRange
+	restrictedPorts       Answer
 }
 
 var (
@@ -61,9 +73,14 @@ func classify(ev evidence) verdict {
 		}
 	}
 	if !a.answered {
+		v.confidence.UDP = Unconfirmed
+		if ev.udpConfirmed {
+			v.confidence.UDP = Confirmed
+		}
 		return v
 	}
 	v.udp = true
+	v.confidence.UDP = Confirmed
 	v.public, v.local = a.mapped, a.local
 	if a.local.IsValid() && !a.local.Addr().IsUnspecified() {
 		v.behindNAT = answerOf(a.mapped != a.local)
@@ -123,9 +140,17 @@ func classify(ev evidence) verdict {
 
 	// Server verification from the phase-two tests.
 	rfcOK := false
+	// undecided: a test whose silence would have condemned the server went
+	// unanswered, but too few times to count (a lossy path).
+	undecided := false
 	if ev.plan.rfc >= 0 {
 		rfcOK = true
 		for i, o := range ev.mapping {
+			if !o.answered && o.weak && len(o.strays) == 0 {
+				rfcOK = false
+				undecided = true
+				continue
+			}
 			if !o.answered {
 				rfcOK = false
 				msg := fmt.Sprintf("alternate address %v did not answer", ev.plan.mapping[i])
@@ -157,6 +182,8 @@ func classify(ev evidence) verdict {
 		case !f.o.answered && len(f.o.strays) > 0:
 			filterOK = false
 			v.check.Problems = append(v.check.Problems, fmt.Sprintf("CHANGE-REQUEST (%s) answered from %v, not from %v", f.name, f.o.strays, f.want))
+		case !f.o.answered && f.test == VerifyChangeIPTest && f.o.weak:
+			undecided = true
 		case !f.o.answered && f.test == VerifyChangeIPTest:
 			// The path was open: silence means the server dropped it.
 			filterOK = false
@@ -167,6 +194,8 @@ func classify(ev evidence) verdict {
 	}
 	switch {
 	case ev.plan.rfc < 0:
+	case undecided && len(v.check.Problems) == 0:
+		// Unknown: not enough evidence either way.
 	case !rfcOK:
 		v.check.RFC5780 = Broken
 	case !filterOK:
@@ -184,20 +213,38 @@ func classify(ev evidence) verdict {
 		// they came from comparing servers.
 		v.mapping = mappingBehavior(answeredOnly(ev.first))
 	}
+	if ev.plan.rfc >= 0 && !rfcOK && undecided {
+		v.mapping = mappingBehavior(answeredOnly(ev.first))
+	}
+	// Filtering: an answer is proof; silence counts only when confirmed
+	// (controls answered, enough spaced tries from fresh sockets).
 	if v.check.RFC5780 == Supported && ev.filterIPPort.ran && ev.filterPort.ran {
+		ipPort, port := ev.filterIPPort, ev.filterPort
 		switch {
-		case ev.filterIPPort.answered:
+		case ipPort.answered:
 			v.filtering = EndpointIndependent
-		case ev.filterPort.answered:
+		case ipPort.weak:
+		case port.answered:
 			v.filtering = AddressDependent
+		case port.weak:
 		default:
 			v.filtering = AddressAndPortDependent
 		}
+	}
+	if v.mapping != BehaviorUnknown {
+		v.confidence.Mapping = Confirmed // compared answers only
+	}
+	if v.filtering != BehaviorUnknown {
+		v.confidence.Filtering = Confirmed
 	}
 
 	// Hairpinning needs the packet to be sent to a known mapping.
 	if ev.hairpin.ran {
 		v.hairpinning = answerOf(ev.hairpin.answered)
+		v.confidence.Hairpinning = Confirmed
+		if !ev.hairpin.answered && ev.hairpin.weak {
+			v.confidence.Hairpinning = Unconfirmed
+		}
 	}
 
 	if len(ev.ports) > 0 {
@@ -207,7 +254,67 @@ func classify(ev evidence) verdict {
 		}
 		v.portPreserved = answerOf(kept)
 	}
+	if v.behindNAT == Yes {
+		v.portRanges, v.restrictedPorts = portSet(ev.ports)
+	}
 	return v
+}
+
+// Port set detection, and why these numbers.
+const (
+	// minPortSamples: fewer mappings than this decide nothing.
+	minPortSamples = 6
+	// portGap merges ports closer than this into one range: MAP-E port
+	// sets and CGN port blocks are runs of 16 to a few thousand ports.
+	portGap = 1024
+	// maxRestrictedRanges and maxRestrictedSpan: a restricted port set
+	// shows as at most this many runs, together this wide at most. A NAT
+	// that picks from its whole range (fully-random masquerade) or keeps
+	// the local ports (spread over the ephemeral range) scatters a dozen
+	// mappings far wider.
+	maxRestrictedRanges = 4
+	maxRestrictedSpan   = 4096
+)
+
+// portSet is a pure function from (local, mapped) pairs to the public port
+// ranges they fell in and whether those look restricted: Yes when no
+// mapping kept its local port and the public ports huddle in a few narrow
+// runs; No when ports were kept (the NAT may use any port) or spread wide;
+// Unknown with too few samples. Ranges are only reported when no port was
+// kept.
+func portSet(pairs [][2]netip.AddrPort) ([]PortRange, Answer) {
+	if len(pairs) < minPortSamples {
+		return nil, Unknown
+	}
+	ports := make([]int, 0, len(pairs))
+	kept := 0
+	for _, p := range pairs {
+		if p[0].Port() == p[1].Port() {
+			kept++
+		}
+		ports = append(ports, int(p[1].Port()))
+	}
+	if kept*2 > len(pairs) {
+		return nil, No // mostly preserved: not a restricted set
+	}
+	slices.Sort(ports)
+	ports = slices.Compact(ports)
+	var rs []PortRange
+	span := 0
+	for i, p := range ports {
+		if i == 0 || p-int(rs[len(rs)-1].Last) >= portGap {
+			rs = append(rs, PortRange{First: uint16(p), Last: uint16(p)})
+			continue
+		}
+		rs[len(rs)-1].Last = uint16(p)
+	}
+	for _, r := range rs {
+		span += int(r.Last-r.First) + 1
+	}
+	if kept == 0 && len(rs) <= maxRestrictedRanges && span <= maxRestrictedSpan {
+		return rs, Yes
+	}
+	return rs, No
 }
 
 func answeredOnly(os []obs) []obs {

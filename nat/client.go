@@ -241,6 +241,9 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 	rep.MappingVariesByServer = v.mappingVariesByServer
 	rep.CarrierGradeNAT, rep.DoubleNAT = v.carrierGradeNAT, v.doubleNAT
 	rep.Server = v.check
+	rep.Confidence = v.confidence
+	rep.PortRanges, rep.RestrictedPorts = v.portRanges, v.restrictedPorts
+	rep.Loss, rep.LossSamples = ev.loss, ev.lossSamples
 	rep.Classic = Classic(v.behindNAT, v.mapping, v.filtering)
 	if rep.Classic == "unknown" && v.mappingVariesByServer == Yes {
 		rep.Classic = "symmetric"
@@ -255,6 +258,7 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 		c.probeLifetime(ctx, e, ev.plan, ev.first, rep, rec)
 	}
 	rep.Probes = rec.sorted()
+	rep.InboundIPv4, rep.InboundIPv4Reason = inbound(rep)
 	rep.Duration = time.Since(start)
 	c.logger().Debug("nat: probe done", "public", rep.Public, "mapping", rep.Mapping,
 		"filtering", rep.Filtering, "server", rep.Server.RFC5780, "duration", rep.Duration)
@@ -266,47 +270,15 @@ func (c *Client) Probe(ctx context.Context) (*Report, error) {
 
 // probeUDP runs the UDP tests: phase one binds socket A to every server;
 // phase two runs the plan's mapping, filtering and hairpin tests in parallel,
-// each filtering test on its own fresh socket.
+// each filtering test on its own fresh sockets.
 func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPort, rec *recorder) (evidence, error) {
 	var ev evidence
-	a, err := e.open(ctx)
+	a, first, silentOK, err := c.firstBindings(ctx, e, servers, rec)
 	if err != nil {
 		return ev, err
 	}
-	first := schedule{rto: c.rto(), sends: 4, last: 8}
-	ev.first = make([]obs, len(servers))
-	// Once one server answered, the others get a grace period, not the
-	// whole schedule: one dead server in a list must not stall the probe.
-	firstCtx, cancelFirst := context.WithCancel(ctx)
-	defer cancelFirst()
-	answered := make(chan time.Duration, len(servers))
-	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		select {
-		case rtt := <-answered:
-			t := time.NewTimer(max(firstGrace, 10*rtt))
-			defer t.Stop()
-			select {
-			case <-t.C:
-				cancelFirst()
-			case <-firstCtx.Done():
-			}
-		case <-firstCtx.Done():
-		}
-	}()
-	var wg sync.WaitGroup
-	for i, srv := range servers {
-		wg.Go(func() {
-			ev.first[i] = c.bind(firstCtx, e, a, srv, request{txid: newTxID()}, first, rec, BindingTest, i)
-			if ev.first[i].answered {
-				answered <- ev.first[i].rtt
-			}
-		})
-	}
-	wg.Wait()
-	cancelFirst()
-	<-watcherDone
+	ev.first = first
+	ev.udpConfirmed = silentOK
 	ev.plan = makePlan(ev.first, !c.NoHairpin)
 	for _, o := range ev.first {
 		if o.answered {
@@ -317,28 +289,30 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	if ev.plan.hairpin < 0 && ev.plan.rfc < 0 {
 		return ev, nil
 	}
-	// Later tests know the round-trip time: retransmit sooner and give up
-	// sooner, so negative results cost little.
+	// Later tests know the round-trip time: retransmit sooner, and repeat
+	// a silent test as often as the loss measured so far asks.
 	var rtt time.Duration
 	for _, o := range ev.first {
 		if o.answered {
 			rtt = max(rtt, o.rtt)
 		}
 	}
-	sch := schedule{rto: min(max(3*rtt, minRTO), c.rto()), sends: 3, last: 4}
+	interval := min(max(3*rtt, minRTO), c.rto())
+	sp := spaced{interval: interval, tail: 3 * interval, tries: e.triesNeeded}
 
 	translated := true
 	if len(ev.ports) > 0 {
 		translated = ev.ports[0][0] != ev.ports[0][1]
 	}
 	var mu sync.Mutex
+	var wg sync.WaitGroup
 	if ev.plan.rfc >= 0 {
 		ev.mapping = make([]obs, len(ev.plan.mapping))
 		wg.Go(func() {
 			var mwg sync.WaitGroup
 			for i, dst := range ev.plan.mapping {
 				mwg.Go(func() {
-					ev.mapping[i] = c.bind(ctx, e, a, dst, request{txid: newTxID()}, sch, rec, mappingTest[i], 0)
+					ev.mapping[i] = c.bind(ctx, e, a, dst, request{txid: newTxID()}, sp, rec, mappingTest[i], 0)
 				})
 			}
 			mwg.Wait()
@@ -348,14 +322,14 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 			// filtering; if it does not, the server ignores CHANGE-REQUEST
 			// and the filtering tests cannot be believed.
 			if m := ev.mapping[0]; m.answered && m.mapped == ev.first[ev.plan.rfc].mapped {
-				ev.verify = c.verifyChange(ctx, e, a, ev.plan, sch, rec)
+				ev.verify = c.verifyChange(ctx, e, a, ev.plan, sp, rec)
 			}
 		})
 		wg.Go(func() {
-			ev.filterIPPort = c.filter(ctx, e, ev.plan, true, sch, rec, &mu, &ev.ports)
+			ev.filterIPPort = c.filter(ctx, e, ev.plan, true, sp, rec, &mu, &ev.ports)
 		})
 		wg.Go(func() {
-			ev.filterPort = c.filter(ctx, e, ev.plan, false, sch, rec, &mu, &ev.ports)
+			ev.filterPort = c.filter(ctx, e, ev.plan, false, sp, rec, &mu, &ev.ports)
 		})
 	}
 	if srv := ev.plan.hairpin; translated && (srv >= 0 || ev.plan.rfc >= 0) {
@@ -366,13 +340,25 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 		ev.hops = make([]netip.Addr, pathHops)
 		for i := range pathHops {
 			wg.Go(func() {
-				ev.hops[i] = c.pathHop(ctx, servers[srv], i+1, sch.total(), rec)
+				ev.hops[i] = c.pathHop(ctx, servers[srv], i+1, 3*sp.tail, rec)
+			})
+		}
+		// A handful of fresh sockets show which public ports the NAT uses.
+		dst := servers[srv]
+		ev.rangePorts = make([]obs, portRangeSockets)
+		for i := range portRangeSockets {
+			wg.Go(func() {
+				s, err := e.open(ctx)
+				if err != nil {
+					return
+				}
+				ev.rangePorts[i] = c.bind(ctx, e, s, dst, request{txid: newTxID()}, sp, rec, PortRangeTest, i)
 			})
 		}
 	}
 	if ev.plan.hairpin >= 0 {
 		wg.Go(func() {
-			ev.hairpin = c.hairpin(ctx, e, a, servers[ev.plan.hairpin], ev.first[ev.plan.hairpin].mapped, sch, rec, &mu, &ev.ports)
+			ev.hairpin = c.hairpin(ctx, e, a, servers[ev.plan.hairpin], ev.first[ev.plan.hairpin].mapped, sp, rec, &mu, &ev.ports)
 		})
 	}
 	wg.Wait()
@@ -382,73 +368,243 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 	if len(ev.ports) > 0 {
 		ev.ports[0][0] = a.effectiveLocal()
 	}
+	for _, o := range ev.rangePorts {
+		if o.answered {
+			ev.ports = append(ev.ports, [2]netip.AddrPort{o.local, o.mapped})
+		}
+	}
+	ev.loss, ev.lossSamples = e.loss()
 	return ev, nil
+}
+
+// portRangeSockets is how many extra fresh sockets bind to learn the NAT's
+// public port set: with the probe's other sockets about a dozen mappings,
+// enough that a NAT picking ports from its whole range cannot look
+// restricted by chance.
+const portRangeSockets = 8
+
+// firstBindings is phase one: a socket binds to every server. When no
+// answer came within the first retransmission timeout, a second fresh
+// socket starts too ("no UDP" must rest on more than one lost exchange);
+// the first socket to be answered becomes socket A. silentOK is true when
+// nothing answered and both sockets ran their whole schedule.
+func (c *Client) firstBindings(ctx context.Context, e *engine, servers []netip.AddrPort, rec *recorder) (*socket, []obs, bool, error) {
+	sch := schedule{rto: c.rto(), sends: 4, last: 8}
+	// Once one server answered, the others get a grace period, not the
+	// whole schedule: one dead server in a list must not stall the probe.
+	firstCtx, cancelFirst := context.WithCancel(ctx)
+	defer cancelFirst()
+	type result struct {
+		attempt int
+		rtt     time.Duration
+	}
+	answered := make(chan result, 2*len(servers))
+	var (
+		mu     sync.Mutex
+		winner = -1
+		socks  [2]*socket
+		obsOf  [2][]obs
+		wg     sync.WaitGroup
+	)
+	// answered has room for every binding's answer, so none blocks.
+	start := func(attempt int) error {
+		s, err := e.open(ctx)
+		if err != nil {
+			return err
+		}
+		socks[attempt] = s
+		obsOf[attempt] = make([]obs, len(servers))
+		for i, srv := range servers {
+			wg.Go(func() {
+				o := c.bindSchedule(firstCtx, e, s, srv, request{txid: newTxID()}, sch, rec, BindingTest, attempt*len(servers)+i)
+				mu.Lock()
+				obsOf[attempt][i] = o
+				mu.Unlock()
+				if o.answered {
+					answered <- result{attempt, o.rtt}
+				}
+			})
+		}
+		return nil
+	}
+	if err := start(0); err != nil {
+		return nil, nil, false, err
+	}
+	var first *result
+	second := time.NewTimer(sch.rto)
+	select {
+	case r := <-answered:
+		first = &r
+	case <-second.C:
+		if err := start(1); err != nil {
+			c.logger().Debug("nat: second socket", "err", err)
+		}
+	case <-ctx.Done():
+	}
+	second.Stop()
+	// No binding starts after this point.
+	allDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(allDone)
+	}()
+	if first == nil {
+		select {
+		case r := <-answered:
+			first = &r
+		case <-allDone:
+		}
+	}
+	if first != nil {
+		winner = first.attempt
+		grace := time.NewTimer(max(firstGrace, 10*first.rtt))
+		select {
+		case <-grace.C:
+			cancelFirst()
+		case <-allDone:
+		}
+		grace.Stop()
+	}
+	<-allDone
+	mu.Lock()
+	defer mu.Unlock()
+	w := winner
+	if w < 0 {
+		w = 0
+	}
+	silentOK := winner < 0 && socks[1] != nil
+	if silentOK {
+		for _, os := range obsOf {
+			for _, o := range os {
+				silentOK = silentOK && o.sent >= sch.sends && !o.cut
+			}
+		}
+	}
+	return socks[w], obsOf[w], silentOK, nil
 }
 
 var mappingTest = []TestKind{MappingAltIPTest, MappingAltIPPortTest}
 
 // bind runs one Binding transaction from s to dst and records it.
-func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sch schedule, rec *recorder, test TestKind, order int) obs {
-	out := e.exchange(ctx, s, s, dst, req, from(dst), false, sch)
-	o := toObs(out, s, dst)
+func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sp spaced, rec *recorder, test TestKind, order int) obs {
+	out := e.exchangeSpaced(ctx, s, s, dst, req, from(dst), false, sp)
+	o := toObs(out, s, dst, e)
 	rec.add(test, order, probeOf(test, o, req, out))
 	return o
 }
 
-// filter runs one CHANGE-REQUEST test from a fresh socket.
-func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, sch schedule, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
-	s, err := e.open(ctx)
-	if err != nil {
-		return obs{}
-	}
+// bindSchedule is bind on an RFC 5389 schedule (phase one, before the
+// round-trip time is known).
+func (c *Client) bindSchedule(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sch schedule, rec *recorder, test TestKind, order int) obs {
+	out := e.exchange(ctx, s, s, dst, req, from(dst), false, sch)
+	o := toObs(out, s, dst, nil)
+	rec.add(test, order, probeOf(test, o, req, out))
+	return o
+}
+
+// filterSockets is how many fresh sockets run each filtering test: silence
+// decides the filtering behaviour, so it must be seen on more than one.
+const filterSockets = 2
+
+// filter runs one CHANGE-REQUEST test from filterSockets fresh sockets in
+// parallel. On each, a plain Binding (the control) must be answered first;
+// then the CHANGE-REQUEST is sent, spaced, until answered or until the
+// sockets together made as many tries as the loss measured asks. The
+// result is answered if any socket was; otherwise its silence is weak
+// unless every control was answered and the tries were enough.
+func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, sp spaced, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
 	want := netip.AddrPortFrom(p.primary.Addr(), p.other.Port())
 	test := FilteringChangePortTest
 	if changeIP {
 		want = p.other
 		test = FilteringChangeIPPortTest
 	}
-	req := request{txid: newTxID(), changeIP: changeIP, changePort: true}
 	// Error responses come from the primary address; accept them from there
 	// so a refusal is told apart from silence. A success from there means
 	// the server ignored CHANGE-REQUEST: a stray, never an answer.
 	accept := func(a netip.AddrPort, m message) bool {
 		return (a == want && m.success) || (a == p.primary && !m.success)
 	}
-	out := e.exchange(ctx, s, s, p.primary, req, accept, false, sch)
-	o := toObs(out, s, p.primary)
-	o.ran = true
-	if out.answered {
-		mu.Lock()
-		*ports = append(*ports, [2]netip.AddrPort{s.effectiveLocal(), o.mapped})
-		mu.Unlock()
+	// Each socket makes its share of the tries; the share grows with the
+	// loss measured while the test runs.
+	share := sp
+	share.tries = func() int { return (e.triesNeeded() + filterSockets - 1) / filterSockets }
+	results := make([]obs, filterSockets)
+	controls := make([]bool, filterSockets)
+	var wg sync.WaitGroup
+	for i := range filterSockets {
+		wg.Go(func() {
+			s, err := e.open(ctx)
+			if err != nil {
+				return
+			}
+			ctl := c.bind(ctx, e, s, p.primary, request{txid: newTxID()}, sp, rec, FilteringControlTest, int(test)*filterSockets+i)
+			if !ctl.answered {
+				return
+			}
+			controls[i] = true
+			mu.Lock()
+			*ports = append(*ports, [2]netip.AddrPort{s.effectiveLocal(), ctl.mapped})
+			mu.Unlock()
+			req := request{txid: newTxID(), changeIP: changeIP, changePort: true}
+			out := e.exchangeSpaced(ctx, s, s, p.primary, req, accept, false, share)
+			o := toObs(out, s, p.primary, nil)
+			o.ran = true
+			rec.add(test, i, probeOf(test, o, req, out))
+			results[i] = o
+		})
 	}
-	rec.add(test, 0, probeOf(test, o, req, out))
-	return o
+	wg.Wait()
+	var silent obs
+	tries, allControls := 0, true
+	for i, o := range results {
+		allControls = allControls && controls[i]
+		if o.answered || o.errorCode != 0 || len(o.strays) > 0 {
+			o.ran = true
+			return o
+		}
+		tries += o.sent
+		if o.ran && !silent.ran {
+			silent = o
+		}
+		if o.cut {
+			allControls = false
+		}
+	}
+	silent.ran = true
+	silent.server = p.primary
+	silent.sent = tries
+	silent.weak = !allControls || tries < e.triesNeeded()
+	return silent
 }
 
 // verifyChange asks the primary address from socket A to answer from the
 // alternate IP, a source A has already sent to.
-func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan, sch schedule, rec *recorder) obs {
+func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan, sp spaced, rec *recorder) obs {
 	want := p.mapping[0]
 	accept := func(src netip.AddrPort, m message) bool {
 		return (src == want && m.success) || (src == p.primary && !m.success)
 	}
 	req := request{txid: newTxID(), changeIP: true}
-	out := e.exchange(ctx, a, a, p.primary, req, accept, false, sch)
-	o := toObs(out, a, p.primary)
+	out := e.exchangeSpaced(ctx, a, a, p.primary, req, accept, false, sp)
+	o := toObs(out, a, p.primary, e)
 	rec.add(VerifyChangeIPTest, 0, probeOf(VerifyChangeIPTest, o, req, out))
 	return o
 }
 
+// maxHairpinPackets bounds the hairpin test's packets to the NAT's own
+// public address: a firewall may log each as a LAND attack.
+const maxHairpinPackets = 3
+
 // hairpin binds a second socket to srv, punches socket A's filter towards the
-// second socket's mapping, then sends one Binding request from the second
-// socket to A's mapping and waits for it on A.
-func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA netip.AddrPort, sch schedule, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
+// second socket's mapping, then sends Binding requests from the second
+// socket to A's mapping and waits for one on A.
+func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA netip.AddrPort, sp spaced, rec *recorder, mu *sync.Mutex, ports *[][2]netip.AddrPort) obs {
 	h, err := e.open(ctx)
 	if err != nil {
 		return obs{}
 	}
-	hb := c.bind(ctx, e, h, srv, request{txid: newTxID()}, sch, rec, HairpinBindingTest, 0)
+	hb := c.bind(ctx, e, h, srv, request{txid: newTxID()}, sp, rec, HairpinBindingTest, 0)
 	if !hb.answered {
 		return obs{}
 	}
@@ -460,14 +616,15 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	punch := request{txid: newTxID()}.encode()
 	_, _ = a.pc.WriteTo(punch, net.UDPAddrFromAddrPort(hb.mapped))
 	req := request{txid: newTxID()}
-	// Only one test packet (with the punch, two packets to the public
-	// address in all): a firewall may log a packet from inside to its own
-	// public address as a LAND attack, so the test stays as quiet as it
-	// can. It waits as long as a whole retransmission schedule would.
-	once := schedule{rto: sch.rto, sends: 1, last: int(sch.total() / sch.rto)}
-	out := e.exchange(ctx, h, a, mappedA, req, anySource, true, once)
-	o := toObs(out, h, mappedA)
+	// Few test packets (with the punch, at most four to the public address
+	// in all): a firewall may log a packet from inside to its own public
+	// address as a LAND attack, so the test stays as quiet as it can.
+	few := sp
+	few.tries = func() int { return min(e.triesNeeded(), maxHairpinPackets) }
+	out := e.exchangeSpaced(ctx, h, a, mappedA, req, anySource, true, few)
+	o := toObs(out, h, mappedA, nil)
 	o.ran = true
+	o.weak = !out.answered && (out.cut || out.sent < e.triesNeeded())
 	p := probeOf(HairpinTest, o, req, out)
 	if out.answered {
 		p.Note = fmt.Sprintf("arrived at %v from %v", a.effectiveLocal(), out.arrival.from)
@@ -503,8 +660,14 @@ func (c *Client) pathHop(ctx context.Context, dst netip.AddrPort, ttl int, wait 
 	return hop
 }
 
-func toObs(out outcome, s *socket, dst netip.AddrPort) obs {
-	o := obs{ran: true, answered: out.answered, local: s.effectiveLocal(), server: dst, strays: out.strays, rtt: out.rtt}
+// toObs turns an outcome into an observation. With e set, an unanswered
+// outcome is weak evidence unless it made the tries the loss measured asks.
+func toObs(out outcome, s *socket, dst netip.AddrPort, e *engine) obs {
+	o := obs{ran: true, answered: out.answered, local: s.effectiveLocal(), server: dst, strays: out.strays, rtt: out.rtt,
+		sent: out.sent, cut: out.cut}
+	if !out.answered && e != nil {
+		o.weak = out.cut || out.sent < e.triesNeeded()
+	}
 	if out.answered {
 		m := out.arrival.msg
 		o.mapped, o.from, o.origin, o.other = m.mapped, out.arrival.from, m.origin, m.other

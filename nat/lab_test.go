@@ -25,7 +25,7 @@ const (
 )
 
 // labServer runs our RFC 5780 server (UDP and TCP) on the lab's Server host.
-func labServer(t *testing.T, lab *natlab.Lab) netip.AddrPort {
+func labServer(t testing.TB, lab *natlab.Lab) netip.AddrPort {
 	t.Helper()
 	a1, a2 := lab.ServerAddrs()
 	s := &Server{Primary: netip.AddrPortFrom(a1, labPort), Alternate: netip.AddrPortFrom(a2, labAltPort)}

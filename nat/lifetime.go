@@ -130,7 +130,8 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 		return
 	}
 	srv := p.primary
-	sch := schedule{rto: min(max(3*first[p.rfc].rtt, minRTO), c.rto()), sends: 3, last: 4}
+	interval := min(max(3*first[p.rfc].rtt, minRTO), c.rto())
+	sch := spaced{interval: interval, tail: 3 * interval, tries: e.triesNeeded}
 	clk := c.clock
 	if clk == nil {
 		clk = realClock{}
@@ -169,7 +170,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 				return false, fmt.Errorf("nat: lifetime: two sockets got different public IPs (%v, %v)", checkerPublic, b.mapped.Addr())
 			}
 			req := request{txid: newTxID(), responsePort: b.mapped.Port()}
-			out := e.exchange(ctx, checker, x, srv, req, from(srv), false, sch)
+			out := e.exchangeSpaced(ctx, checker, x, srv, req, from(srv), false, sch)
 			if out.answered && !out.arrival.msg.success {
 				return false, fmt.Errorf("nat: lifetime: RESPONSE-PORT refused with error %d", out.arrival.msg.errorCode)
 			}
@@ -197,6 +198,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 		return
 	}
 	rep.MappingLifetime, rep.MappingExpired = alive, dead
+	rep.MappingLifetimeAtLeast = dead == 0
 	rep.SuggestedKeepalive = max(alive/2, time.Second)
 	note(fmt.Sprintf("mapping alive after %v idle, gone after %v", alive, dead))
 }

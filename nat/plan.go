@@ -19,6 +19,14 @@ type obs struct {
 	errorCode int
 	strays    []netip.AddrPort
 	rtt       time.Duration
+	// sent is the number of transmissions; cut is true when the probe's
+	// deadline ended the exchange early.
+	sent int
+	cut  bool
+	// weak is true when the exchange went unanswered but too few tries
+	// were made for its silence to count (see triesNeeded): it decides
+	// nothing.
+	weak bool
 }
 
 // plan is the second phase of a probe, decided from the first phase's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -46,6 +47,63 @@ type engine struct {
 	socks   []*socket
 	wg      sync.WaitGroup
 	closed  bool
+	// sent and lost count the transmissions of answered exchanges and how
+	// many of them went unanswered (every send before the answering one):
+	// the loss the probe sees.
+	sent, lost int
+}
+
+// noteLoss records an answered exchange that took sent transmissions.
+func (e *engine) noteLoss(sent int) {
+	if sent <= 0 {
+		return
+	}
+	e.mu.Lock()
+	e.sent += sent
+	e.lost += sent - 1
+	e.mu.Unlock()
+}
+
+// loss returns the measured loss and the transmissions it rests on.
+func (e *engine) loss() (float64, int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.sent == 0 {
+		return 0, 0
+	}
+	return float64(e.lost) / float64(e.sent), e.sent
+}
+
+// Silence is weak evidence: a test whose answer would decide a verdict
+// only counts as unanswered after so many spaced tries that, at the loss
+// measured (an upper bound of it), losing all of them by chance has a
+// probability under silenceRisk.
+const (
+	silenceRisk = 1e-4
+	// minTries and maxTries bound the tries a silent test makes: two even
+	// on a perfect link, and not so many that a very lossy one stalls the
+	// probe past its Timeout (the deadline also stops it).
+	minTries = 2
+	maxTries = 24
+)
+
+// triesNeeded is how many unanswered tries make silence confirmed at the
+// loss measured so far: log(silenceRisk)/log(p), with p an upper bound of
+// the loss (the measured rate plus two standard errors plus 1/n, so a few
+// lucky answers do not read as a clean link).
+func (e *engine) triesNeeded() int {
+	p, n := e.loss()
+	return triesFor(p, n)
+}
+
+func triesFor(p float64, n int) int {
+	up := 0.5 // nothing measured yet
+	if n > 0 {
+		up = p + 2*math.Sqrt(p*(1-p)/float64(n)) + 1/float64(n)
+	}
+	up = min(up, 0.9)
+	k := int(math.Ceil(math.Log(silenceRisk) / math.Log(up)))
+	return min(max(k, minTries), maxTries)
 }
 
 type socket struct {
@@ -225,6 +283,8 @@ type outcome struct {
 	sent     int
 	rtt      time.Duration
 	strays   []netip.AddrPort
+	// cut is true when ctx ended the exchange before its tries did.
+	cut bool
 }
 
 // exchange sends req from sendOn to dst on schedule sch until an acceptable
@@ -263,6 +323,7 @@ func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip
 			i = sch.sends
 		case <-timer.C:
 		case <-ctx.Done():
+			out.cut = true
 			i = sch.sends
 		}
 		rto *= 2
@@ -270,6 +331,76 @@ func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip
 	t.mu.Lock()
 	out.strays = slices.Clone(t.strays)
 	t.mu.Unlock()
+	if out.answered && !wantRequest {
+		e.noteLoss(out.sent)
+	}
+	return out
+}
+
+// spaced is the retransmission plan of a test once the round-trip time is
+// known: sends every interval (no doubling: the tries are samples of the
+// loss, and spacing them keeps them independent of a short burst), until
+// an answer, or until tries() sends went unanswered, then a last wait of
+// tail for a late answer.
+type spaced struct {
+	interval time.Duration
+	tail     time.Duration
+	// tries is asked again after each unanswered send, so that the loss
+	// measured meanwhile by other tests counts.
+	tries func() int
+}
+
+// exchangeSpaced runs one transaction on plan sp. Answered exchanges
+// count in the loss measurement.
+func (e *engine) exchangeSpaced(ctx context.Context, sendOn, recvOn *socket, dst netip.AddrPort, req request, accept func(netip.AddrPort, message) bool, wantRequest bool, sp spaced) outcome {
+	t := &tx{id: req.txid, recvOn: recvOn, accept: accept, wantRequest: wantRequest, ch: make(chan arrival, 1)}
+	e.mu.Lock()
+	e.pending[t.id] = t
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.pending, t.id)
+		e.mu.Unlock()
+	}()
+	raw := req.encode()
+	to := net.UDPAddrFromAddrPort(dst)
+	var out outcome
+	start := time.Now()
+	timer := time.NewTimer(sp.interval)
+	defer timer.Stop()
+loop:
+	for {
+		if _, err := sendOn.pc.WriteTo(raw, to); err == nil {
+			out.sent++
+		}
+		final := out.sent >= sp.tries()
+		wait := sp.interval
+		if final {
+			wait = sp.tail
+		}
+		timer.Reset(wait)
+		select {
+		case a := <-t.ch:
+			out.answered = true
+			out.arrival = a
+			out.rtt = a.at.Sub(start)
+			break loop
+		case <-timer.C:
+			// The loss measured meanwhile may ask for more tries.
+			if final && out.sent >= sp.tries() {
+				break loop
+			}
+		case <-ctx.Done():
+			out.cut = true
+			break loop
+		}
+	}
+	t.mu.Lock()
+	out.strays = slices.Clone(t.strays)
+	t.mu.Unlock()
+	if out.answered && !wantRequest {
+		e.noteLoss(out.sent)
+	}
 	return out
 }
 

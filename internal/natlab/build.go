@@ -46,7 +46,7 @@ func (l *Lab) build() error {
 	hosts := []Host{Internet, Server, Peer}
 	for _, s := range sites {
 		hosts = append(hosts, s.router)
-		if s.kind == DoubleNAT {
+		if s.kind.BehindCGN() {
 			hosts = append(hosts, s.cgn)
 		}
 		hosts = append(hosts, s.lan...)
@@ -188,6 +188,7 @@ func (l *Lab) build() error {
 		home := layer{kind: s.kind, wan: s.wanSide.Addr(), timeout: timeout, v6: v6}
 		if i == 0 {
 			home.hairpin = l.cfg.Hairpin
+			home.loss = l.cfg.Loss
 			for _, f := range l.cfg.Forwards {
 				to := f.ToPort
 				if to == 0 {
@@ -202,9 +203,13 @@ func (l *Lab) build() error {
 		if s.kind == OneToOne {
 			home.oneToOne = s.hostAddrs[0]
 		}
+		if s.kind == PortSet {
+			home.kind = PortRestricted
+			home.ports = PortSetRange
+		}
 		var pub netip.Addr
 		switch s.kind {
-		case DoubleNAT:
+		case DoubleNAT, CarrierNAT:
 			veth(s.router, wanIf, s.cgn, lanIf)
 			cmd(s.router, "addr add %s dev %s", s.routerWAN, wanIf)
 			cmd(s.router, "route add default via %s", s.cgnLAN.Addr())
@@ -222,6 +227,10 @@ func (l *Lab) build() error {
 				l.addrs6[s.router] = []netip.Addr{s.routerWAN6.Addr(), s.gw6.Addr()}
 				l.addrs6[s.cgn] = []netip.Addr{s.wanSide6.Addr(), s.cgnLAN6.Addr()}
 			}
+			outer := layer{kind: PortRestricted, wan: s.wanSide.Addr(), timeout: timeout}
+			if r, ok := s.kind.PortRange(); ok {
+				outer.ports = r
+			}
 			home.kind = PortRestricted
 			home.wan = s.routerWAN.Addr()
 			l.addrs[s.router] = []netip.Addr{s.routerWAN.Addr(), s.gw.Addr()}
@@ -229,7 +238,7 @@ func (l *Lab) build() error {
 			nft = append(nft, struct {
 				h Host
 				l layer
-			}{s.cgn, layer{kind: PortRestricted, wan: s.wanSide.Addr(), timeout: timeout}})
+			}{s.cgn, outer})
 			pub = s.wanSide.Addr()
 		default:
 			veth(s.router, wanIf, Internet, s.inetIf)

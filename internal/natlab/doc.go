@@ -36,6 +36,18 @@
 //   - UDPBlocked: no UDP is forwarded; TCP is masqueraded.
 //   - DoubleNAT: port-restricted home NAT behind a port-restricted CGN.
 //
+// Two more kinds model lines rather than RFC 4787 behaviours (LineKinds):
+//
+//   - PortSet: MAP-E-like, masquerade restricted to the public ports
+//     PortSetRange (443 not among them).
+//   - CarrierNAT: DoubleNAT whose CGN gives the site only the port block
+//     CarrierPortBlock; nothing at home can open it.
+//
+// Config.Loss makes site A's link lossy: the (home) router drops that
+// percentage of the UDP packets it forwards across its WAN interface, in
+// each direction, at random (nftables numgen), as a bad Wi-Fi or DSL line
+// does.
+//
 // With Config.Hairpin, packets from the LAN to the public address are
 // translated as if they came from the internet (UDP mappings, the 1:1 host,
 // port forwards) and reach the LAN host from the public address (the router

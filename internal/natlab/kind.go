@@ -32,12 +32,53 @@ const (
 	// DoubleNAT: a port-restricted home NAT behind a port-restricted
 	// carrier-grade NAT, linked by 100.64.0.0/10 addresses.
 	DoubleNAT
+	// PortSet: a MAP-E-like line, where the home router may only use a small
+	// set of public ports (PortSetRange: 40960-41215; 443 is not among
+	// them): masquerade restricted to that range. Filtering is conntrack's
+	// (address-and-port-dependent). Masquerade takes the first free port of
+	// the range per destination, so one socket keeps its port across
+	// destinations as long as no other socket took it first: the mapping
+	// is endpoint-independent in a probe, but not guaranteed, and local
+	// ports are never preserved.
+	PortSet
+	// CarrierNAT: like DoubleNAT, but the carrier-grade NAT gives the
+	// subscriber a block of ports only (CarrierPortBlock, 20480-20991), as
+	// CGNs with port-block allocation do. Nothing the home router can be
+	// asked (UPnP, NAT-PMP) opens the outer NAT.
+	CarrierNAT
 )
 
-// Kinds returns every kind the lab can build, in declaration order.
+// Port ranges of the PortSet and CarrierNAT kinds.
+var (
+	PortSetRange     = [2]uint16{40960, 41215}
+	CarrierPortBlock = [2]uint16{20480, 20991}
+)
+
+// Kinds returns the kinds with a fixed RFC 4787 ground truth, in declaration
+// order; LineKinds the ones built for line-level detection (restricted port
+// sets, carrier-grade NAT).
 func Kinds() []Kind {
 	return []Kind{NoNAT, OneToOne, AddressRestricted, PortRestricted, Symmetric, UDPBlocked, DoubleNAT}
 }
+
+// LineKinds returns PortSet and CarrierNAT.
+func LineKinds() []Kind { return []Kind{PortSet, CarrierNAT} }
+
+// PortRange returns the public port range the kind's outermost NAT is
+// restricted to, and false when it may use any port.
+func (k Kind) PortRange() ([2]uint16, bool) {
+	switch k {
+	case PortSet:
+		return PortSetRange, true
+	case CarrierNAT:
+		return CarrierPortBlock, true
+	}
+	return [2]uint16{}, false
+}
+
+// BehindCGN reports whether the kind puts site A behind a carrier-grade NAT
+// (100.64.0.0/10 between the home router and the CGN).
+func (k Kind) BehindCGN() bool { return k == DoubleNAT || k == CarrierNAT }
 
 // String returns the kind's name as it is spelled in Go, e.g. "PortRestricted".
 func (k Kind) String() string {
@@ -56,6 +97,10 @@ func (k Kind) String() string {
 		return "UDPBlocked"
 	case DoubleNAT:
 		return "DoubleNAT"
+	case PortSet:
+		return "PortSet"
+	case CarrierNAT:
+		return "CarrierNAT"
 	default:
 		return "Unknown"
 	}
@@ -98,7 +143,7 @@ func (b Behavior) String() string {
 // EndpointIndependent: the "mapping" is the host's own address and port.
 func (k Kind) Mapping() Behavior {
 	switch k {
-	case NoNAT, OneToOne, AddressRestricted, PortRestricted, DoubleNAT:
+	case NoNAT, OneToOne, AddressRestricted, PortRestricted, DoubleNAT, PortSet, CarrierNAT:
 		return EndpointIndependent
 	case Symmetric:
 		return AddressAndPortDependent
@@ -142,7 +187,7 @@ func (k Kind) Filtering() Behavior {
 		return EndpointIndependent
 	case AddressRestricted:
 		return AddressDependent
-	case PortRestricted, Symmetric, DoubleNAT:
+	case PortRestricted, Symmetric, DoubleNAT, PortSet, CarrierNAT:
 		return AddressAndPortDependent
 	default:
 		return BehaviorUnknown

@@ -36,6 +36,13 @@ type Config struct {
 	// the kernel's defaults (30 s and 120 s) are kept.
 	UDPTimeout time.Duration
 
+	// Loss optionally makes site A's link lossy: the router (the home
+	// router, for DoubleNAT and CGN) drops this percentage of the UDP
+	// packets it forwards to and from its WAN side, each direction on its
+	// own, at random (nftables numgen). 20 drops about 36 % of round trips.
+	// Zero means no loss; at most 100.
+	Loss int
+
 	// Forwards optionally lists port forwards on site A's router (on its
 	// public address; for DoubleNAT, on the home router's 100.64 address,
 	// reachable only from the CGN, as with a real carrier-grade NAT).
@@ -118,17 +125,20 @@ func New(t testing.TB, cfg Config) *Lab {
 	if err := l.build(); err != nil {
 		t.Fatalf("natlab: building %v lab: %v", cfg.Kind, err)
 	}
-	t.Logf("natlab: %v lab (hairpin %v, site B %v, IPv6 %v) %s* built in %v", cfg.Kind, cfg.Hairpin, cfg.SiteB, cfg.IPv6, l.prefix, time.Since(start).Round(time.Millisecond))
+	t.Logf("natlab: %v lab (hairpin %v, site B %v, IPv6 %v, loss %d%%) %s* built in %v", cfg.Kind, cfg.Hairpin, cfg.SiteB, cfg.IPv6, cfg.Loss, l.prefix, time.Since(start).Round(time.Millisecond))
 	return l
 }
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Kind > DoubleNAT {
+	if c.Kind > CarrierNAT {
 		errs = append(errs, fmt.Errorf("natlab: unknown kind %d", c.Kind))
 	}
-	if c.SiteB > DoubleNAT {
+	if c.SiteB > CarrierNAT {
 		errs = append(errs, fmt.Errorf("natlab: unknown site B kind %d", c.SiteB))
+	}
+	if c.Loss < 0 || c.Loss > 100 {
+		errs = append(errs, fmt.Errorf("natlab: Loss %d%%: must be 0 to 100", c.Loss))
 	}
 	if c.UDPTimeout < 0 || (c.UDPTimeout > 0 && c.UDPTimeout < time.Second) {
 		errs = append(errs, fmt.Errorf("natlab: UDPTimeout %v: must be zero or at least 1s", c.UDPTimeout))

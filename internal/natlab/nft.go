@@ -24,6 +24,11 @@ type layer struct {
 	// forwards6.
 	v6        bool
 	forwards6 []forward
+	// ports restricts masquerade to this public port range (zero: any).
+	ports [2]uint16
+	// loss is the percentage of forwarded UDP dropped in each direction
+	// across the WAN interface (Config.Loss).
+	loss int
 	// timeout is how long the nft sets that track mappings keep an entry
 	// without outgoing traffic; it matches the conntrack UDP timeout.
 	timeout time.Duration
@@ -120,6 +125,12 @@ func (l layer) ruleset() string {
 		case Symmetric:
 			w("\t\toifname %q masquerade fully-random", wanIf)
 		default:
+			if l.ports[0] != 0 {
+				// Only these public ports exist for this site (MAP-E,
+				// CGN port blocks); ICMP and other protocols masquerade
+				// without ports.
+				w("\t\toifname %q meta l4proto { tcp, udp } masquerade to :%d-%d", wanIf, l.ports[0], l.ports[1])
+			}
 			w("\t\toifname %q masquerade", wanIf)
 		}
 	}
@@ -140,6 +151,11 @@ func (l layer) ruleset() string {
 	w("\t\ttype filter hook forward priority filter; policy accept;")
 	if l.kind == UDPBlocked {
 		w("\t\tmeta l4proto udp drop")
+	}
+	if l.loss > 0 {
+		// A lossy link: each packet is dropped on its own, at random.
+		w("\t\toifname %q meta l4proto udp numgen random mod 100 < %d drop", wanIf, l.loss)
+		w("\t\tiifname %q meta l4proto udp numgen random mod 100 < %d drop", wanIf, l.loss)
 	}
 	w("\t}")
 

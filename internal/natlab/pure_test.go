@@ -14,7 +14,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 func TestKindStrings(t *testing.T) {
 	want := map[Kind]string{KindUnknown: "Unknown", NoNAT: "NoNAT", OneToOne: "OneToOne",
 		AddressRestricted: "AddressRestricted", PortRestricted: "PortRestricted", Symmetric: "Symmetric",
-		UDPBlocked: "UDPBlocked", DoubleNAT: "DoubleNAT", DoubleNAT + 1: "Unknown"}
+		UDPBlocked: "UDPBlocked", DoubleNAT: "DoubleNAT", PortSet: "PortSet", CarrierNAT: "CarrierNAT", CarrierNAT + 1: "Unknown"}
 	for k, s := range want {
 		if k.String() != s {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, k.String(), s)
@@ -75,7 +75,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"zero", Config{}, ""},
 		{"forward", Config{Forwards: []Forward{{Proto: "tcp", Port: 443, To: LAN1, ToPort: 8443}}}, ""},
-		{"bad kind", Config{Kind: DoubleNAT + 1}, "unknown kind"},
+		{"bad kind", Config{Kind: CarrierNAT + 1}, "unknown kind"},
 		{"bad site B", Config{SiteB: 200}, "unknown site B kind"},
 		{"short timeout", Config{UDPTimeout: time.Millisecond}, "at least 1s"},
 		{"proto", Config{Forwards: []Forward{{Proto: "sctp", Port: 1, To: LAN1}}}, `proto "sctp"`},
@@ -172,6 +172,11 @@ func TestRuleset(t *testing.T) {
 			[]string{"\t\tip daddr 203.0.113.2 udp dport 53 dnat ip to 192.168.1.10:53"}, nil},
 		{"udp blocked", layer{kind: UDPBlocked, wan: wan, timeout: time.Minute},
 			[]string{"meta l4proto udp drop", `oifname "wan" masquerade`}, nil},
+		{"loss", layer{kind: PortRestricted, wan: wan, timeout: time.Minute, loss: 20},
+			[]string{`oifname "wan" meta l4proto udp numgen random mod 100 < 20 drop`,
+				`iifname "wan" meta l4proto udp numgen random mod 100 < 20 drop`}, nil},
+		{"port set", layer{kind: PortRestricted, wan: wan, timeout: time.Minute, ports: PortSetRange},
+			[]string{`oifname "wan" meta l4proto { tcp, udp } masquerade to :40960-41215`}, []string{"numgen"}},
 		{"no nat", layer{kind: NoNAT, wan: wan, timeout: time.Minute},
 			nil, []string{"masquerade", "drop", "snat", "ip6"}},
 		{"ipv6 firewall", layer{kind: PortRestricted, wan: wan, timeout: time.Minute, v6: true,
