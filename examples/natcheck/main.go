@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	v6 := fs.Bool("6", false, "probe over IPv6")
 	noHairpin := fs.Bool("no-hairpin", false, "skip the hairpin test")
 	cfgPath := fs.String("config", "", "read nat.stun and nat.hairpin from this configuration file")
+	portmap := fs.Bool("portmap", false, "also ask the default gateway which port-mapping protocols (PCP, NAT-PMP, UPnP IGD) it answers")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: natcheck [-json] [-timeout 5s] [-tcp] [-lifetime] [-6] [-no-hairpin] [-config FILE] [server ...]")
 		fs.PrintDefaults()
@@ -109,6 +110,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		printTable(stdout, rep, *lifetime)
+		if *portmap {
+			pm := &nat.PortMapper{Timeout: *timeout}
+			pr, perr := pm.Probe(ctx)
+			if perr != nil {
+				fmt.Fprintf(stdout, "port mapping: %v\n", perr)
+			} else {
+				fmt.Fprintf(stdout, "port mapping: %v\n", pr)
+			}
+		}
 	}
 	if errors.Is(err, nat.ErrNoAnswer) {
 		fmt.Fprintln(stderr, "natcheck: no STUN server answered")
