@@ -85,6 +85,16 @@ type requestHead struct {
 // (RFC 9112 section 3.2.2).
 func parseHead(head []byte) (requestHead, error) {
 	var rh requestHead
+	// net/http drops Content-Length when Transfer-Encoding is present and
+	// keeps the first of several Host lines; the backend may read the
+	// other one (request smuggling, route bypass). Refuse both (RFC 9112
+	// sections 6.1 and 3.2 allow it).
+	if n := headerCount(head, "content-length"); n > 0 && headerCount(head, "transfer-encoding") > 0 {
+		return rh, reject(ReasonBadRequest, errors.New("both Transfer-Encoding and Content-Length"))
+	}
+	if headerCount(head, "host") > 1 {
+		return rh, reject(ReasonBadRequest, errors.New("more than one Host"))
+	}
 	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 	if err != nil {
 		return rh, reject(ReasonBadRequest, err)
@@ -105,6 +115,19 @@ func parseHead(head []byte) (requestHead, error) {
 	}
 	rh.host = host
 	return rh, nil
+}
+
+// headerCount counts the header lines of head named name (lower case).
+func headerCount(head []byte, name string) int {
+	n := 0
+	lines := bytes.Split(head, []byte("\n"))
+	for _, line := range lines[1:] {
+		k, _, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			n++
+		}
+	}
+	return n
 }
 
 func headerHasToken(values []string, token string) bool {
