@@ -590,6 +590,7 @@ func (e *Edge) holders(name string) []*edgeSession {
 
 // Connected returns the agents connected now.
 func (e *Edge) Connected() []EdgeAgentStatus {
+	e.init()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []EdgeAgentStatus
@@ -619,6 +620,7 @@ func (e *Edge) Connected() []EdgeAgentStatus {
 
 // Stats returns a snapshot of the counters.
 func (e *Edge) Stats() EdgeStats {
+	e.init()
 	e.mu.Lock()
 	n := len(e.sessions)
 	e.mu.Unlock()
