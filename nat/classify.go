@@ -277,9 +277,10 @@ const (
 )
 
 // portSet is a pure function from (local, mapped) pairs to the public port
-// ranges they fell in and whether those look restricted: Yes when no
-// mapping kept its local port and the public ports huddle in a few narrow
-// runs; No when ports were kept (the NAT may use any port) or spread wide;
+// ranges they fell in and whether those look restricted: Yes when at most a
+// quarter of the mappings kept their local port (a local port that happens
+// to lie inside the line's range is kept by the NAT) and the public ports
+// huddle in a few narrow runs; No when ports were kept (the NAT may use any port) or spread wide;
 // Unknown with too few samples. Ranges are only reported when no port was
 // kept.
 func portSet(pairs [][2]netip.AddrPort) ([]PortRange, Answer) {
@@ -311,7 +312,7 @@ func portSet(pairs [][2]netip.AddrPort) ([]PortRange, Answer) {
 	for _, r := range rs {
 		span += int(r.Last-r.First) + 1
 	}
-	if kept == 0 && len(rs) <= maxRestrictedRanges && span <= maxRestrictedSpan {
+	if kept*4 <= len(pairs) && len(rs) <= maxRestrictedRanges && span <= maxRestrictedSpan {
 		return rs, Yes
 	}
 	return rs, No
