@@ -487,7 +487,7 @@ var mappingTest = []TestKind{MappingAltIPTest, MappingAltIPPortTest}
 
 // bind runs one Binding transaction from s to dst and records it.
 func (c *Client) bind(ctx context.Context, e *engine, s *socket, dst netip.AddrPort, req request, sp spaced, rec *recorder, test TestKind, order int) obs {
-	out := e.exchangeSpaced(ctx, s, s, dst, req, from(dst), false, sp)
+	out := e.exchange(ctx, s, s, dst, req, from(dst), false, sp)
 	o := toObs(out, s, dst, e)
 	rec.add(test, order, probeOf(test, o, req, out))
 	return o
@@ -547,7 +547,7 @@ func (c *Client) filter(ctx context.Context, e *engine, p plan, changeIP bool, s
 			*ports = append(*ports, [2]netip.AddrPort{s.effectiveLocal(), ctl.mapped})
 			mu.Unlock()
 			req := request{txid: newTxID(), changeIP: changeIP, changePort: true}
-			out := e.exchangeSpaced(ctx, s, s, p.primary, req, accept, false, share)
+			out := e.exchange(ctx, s, s, p.primary, req, accept, false, share)
 			o := toObs(out, s, p.primary, nil)
 			o.ran = true
 			rec.add(test, i, probeOf(test, o, req, out))
@@ -586,7 +586,7 @@ func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan,
 		return (src == want && m.success) || (src == p.primary && !m.success)
 	}
 	req := request{txid: newTxID(), changeIP: true}
-	out := e.exchangeSpaced(ctx, a, a, p.primary, req, accept, false, sp)
+	out := e.exchange(ctx, a, a, p.primary, req, accept, false, sp)
 	o := toObs(out, a, p.primary, e)
 	rec.add(VerifyChangeIPTest, 0, probeOf(VerifyChangeIPTest, o, req, out))
 	return o
@@ -621,7 +621,7 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	// address as a LAND attack, so the test stays as quiet as it can.
 	few := sp
 	few.tries = func() int { return min(e.triesNeeded(), maxHairpinPackets) }
-	out := e.exchangeSpaced(ctx, h, a, mappedA, req, anySource, true, few)
+	out := e.exchange(ctx, h, a, mappedA, req, anySource, true, few)
 	o := toObs(out, h, mappedA, nil)
 	o.ran = true
 	o.weak = !out.answered && (out.cut || out.sent < e.triesNeeded())

@@ -170,7 +170,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 				return false, fmt.Errorf("nat: lifetime: two sockets got different public IPs (%v, %v)", checkerPublic, b.mapped.Addr())
 			}
 			req := request{txid: newTxID(), responsePort: b.mapped.Port()}
-			out := e.exchangeSpaced(ctx, checker, x, srv, req, from(srv), false, sch)
+			out := e.exchange(ctx, checker, x, srv, req, from(srv), false, sch)
 			if out.answered && !out.arrival.msg.success {
 				return false, fmt.Errorf("nat: lifetime: RESPONSE-PORT refused with error %d", out.arrival.msg.errorCode)
 			}

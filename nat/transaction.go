@@ -287,54 +287,21 @@ type outcome struct {
 	cut bool
 }
 
-// exchange sends req from sendOn to dst on schedule sch until an acceptable
-// answer arrives on recvOn, the schedule ends, or ctx is done.
-func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip.AddrPort, req request, accept func(netip.AddrPort, message) bool, wantRequest bool, sch schedule) outcome {
-	t := &tx{id: req.txid, recvOn: recvOn, accept: accept, wantRequest: wantRequest, ch: make(chan arrival, 1)}
-	e.mu.Lock()
-	e.pending[t.id] = t
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.pending, t.id)
-		e.mu.Unlock()
-	}()
-	raw := req.encode()
-	to := net.UDPAddrFromAddrPort(dst)
-	var out outcome
-	start := time.Now()
-	rto := sch.rto
-	timer := time.NewTimer(rto)
-	defer timer.Stop()
-	for i := 0; i < sch.sends; i++ {
-		if _, err := sendOn.pc.WriteTo(raw, to); err == nil {
-			out.sent++
-		}
-		wait := rto
-		if i == sch.sends-1 {
-			wait = time.Duration(sch.last) * sch.rto
-		}
-		timer.Reset(wait)
-		select {
-		case a := <-t.ch:
-			out.answered = true
-			out.arrival = a
-			out.rtt = a.at.Sub(start)
-			i = sch.sends
-		case <-timer.C:
-		case <-ctx.Done():
-			out.cut = true
-			i = sch.sends
-		}
-		rto *= 2
+// retransmitPlan says how long to wait for an answer after the sent-th send
+// and whether that send is the last one. A plan is asked again when a last
+// wait ends unanswered, so a plan whose tries depend on the loss measured
+// meanwhile can ask for more.
+type retransmitPlan interface {
+	wait(sent int) (d time.Duration, last bool)
+}
+
+// wait doubles the timeout after each send (RFC 5389 §7.2.1), and waits
+// last×rto after the final one.
+func (s schedule) wait(sent int) (time.Duration, bool) {
+	if sent >= s.sends {
+		return time.Duration(s.last) * s.rto, true
 	}
-	t.mu.Lock()
-	out.strays = slices.Clone(t.strays)
-	t.mu.Unlock()
-	if out.answered && !wantRequest {
-		e.noteLoss(out.sent)
-	}
-	return out
+	return s.rto << (sent - 1), false
 }
 
 // spaced is the retransmission plan of a test once the round-trip time is
@@ -350,9 +317,17 @@ type spaced struct {
 	tries func() int
 }
 
-// exchangeSpaced runs one transaction on plan sp. Answered exchanges
-// count in the loss measurement.
-func (e *engine) exchangeSpaced(ctx context.Context, sendOn, recvOn *socket, dst netip.AddrPort, req request, accept func(netip.AddrPort, message) bool, wantRequest bool, sp spaced) outcome {
+func (sp spaced) wait(sent int) (time.Duration, bool) {
+	if sent >= sp.tries() {
+		return sp.tail, true
+	}
+	return sp.interval, false
+}
+
+// exchange sends req from sendOn to dst on plan until an acceptable answer
+// arrives on recvOn, the plan ends, or ctx is done. Answered exchanges count
+// in the loss measurement.
+func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip.AddrPort, req request, accept func(netip.AddrPort, message) bool, wantRequest bool, plan retransmitPlan) outcome {
 	t := &tx{id: req.txid, recvOn: recvOn, accept: accept, wantRequest: wantRequest, ch: make(chan arrival, 1)}
 	e.mu.Lock()
 	e.pending[t.id] = t
@@ -366,18 +341,16 @@ func (e *engine) exchangeSpaced(ctx context.Context, sendOn, recvOn *socket, dst
 	to := net.UDPAddrFromAddrPort(dst)
 	var out outcome
 	start := time.Now()
-	timer := time.NewTimer(sp.interval)
+	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	sends := 0
 loop:
 	for {
+		sends++
 		if _, err := sendOn.pc.WriteTo(raw, to); err == nil {
 			out.sent++
 		}
-		final := out.sent >= sp.tries()
-		wait := sp.interval
-		if final {
-			wait = sp.tail
-		}
+		wait, last := plan.wait(sends)
 		timer.Reset(wait)
 		select {
 		case a := <-t.ch:
@@ -386,9 +359,10 @@ loop:
 			out.rtt = a.at.Sub(start)
 			break loop
 		case <-timer.C:
-			// The loss measured meanwhile may ask for more tries.
-			if final && out.sent >= sp.tries() {
-				break loop
+			if last {
+				if _, still := plan.wait(sends); still {
+					break loop
+				}
 			}
 		case <-ctx.Done():
 			out.cut = true
