@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // tlsUpstream runs a DNS-over-TLS server on loopback with a fresh
@@ -48,7 +50,7 @@ func tlsUpstream(t testing.TB, h dns.HandlerFunc) (netip.AddrPort, *tls.Config) 
 	go func() { defer close(done); srv.ActivateAndServe() }()
 	<-started
 	t.Cleanup(func() { srv.Shutdown(); <-done })
-	return addrPortOf(l.Addr()), &tls.Config{RootCAs: pool}
+	return netcore.AddrPort(l.Addr()), &tls.Config{RootCAs: pool}
 }
 
 func TestDoTUpstream(t *testing.T) {
@@ -251,7 +253,7 @@ func rawUpstream(t *testing.T, reply func(q []byte) []byte) netip.AddrPort {
 		}
 	}()
 	t.Cleanup(func() { pc.Close(); <-done })
-	return addrPortOf(pc.LocalAddr())
+	return netcore.AddrPort(pc.LocalAddr())
 }
 
 func TestUDPRetransmit(t *testing.T) {

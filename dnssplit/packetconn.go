@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // packetIO reads queries with the address they arrived on and writes replies
@@ -73,7 +75,7 @@ type plainIO struct {
 
 func (p plainIO) read(b []byte) (int, netip.AddrPort, netip.Addr, error) {
 	n, a, err := p.c.ReadFrom(b)
-	return n, addrPortOf(a), p.bound, err
+	return n, netcore.AddrPort(a), p.bound, err
 }
 
 func (p plainIO) write(b []byte, dst netip.AddrPort, _ netip.Addr) error {
@@ -163,7 +165,7 @@ func (v *batchIO) readBatch(ps []*packet) (int, error) {
 	}
 	for i := range n {
 		pk := ps[i]
-		pk.n, pk.src, pk.local = ms[i].N, addrPortOf(ms[i].Addr), v.p.bound
+		pk.n, pk.src, pk.local = ms[i].N, netcore.AddrPort(ms[i].Addr), v.p.bound
 		if ms[i].NN > 0 {
 			pk.local = dstOf(ms[i].OOB[:ms[i].NN], v.p.bound, &v.rcm6, &v.rcm4)
 		}
@@ -209,24 +211,4 @@ func (v *batchIO) writeBatch(ps []*packet) error {
 		}
 	}
 	return batchWriter(ms, func(ms []ipv4.Message) (int, error) { return v.pc.WriteBatch(ms, 0) })
-}
-
-// addrPortOf converts a net.Addr from a UDP or TCP socket to a netip.AddrPort
-// with IPv4-mapped addresses unmapped.
-func addrPortOf(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		ap := a.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	case *net.TCPAddr:
-		ap := a.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	case nil:
-		return netip.AddrPort{}
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

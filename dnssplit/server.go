@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ErrServerClosed is returned by Serve and ServePacket after Shutdown or Close.
@@ -397,8 +399,8 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	s.wg.Add(1) // Shutdown waits for queries on this path too
 	s.mu.Unlock()
 	defer s.wg.Done()
-	src := addrPortOf(w.RemoteAddr())
-	local := addrPortOf(w.LocalAddr()).Addr()
+	src := netcore.AddrPort(w.RemoteAddr())
+	local := netcore.AddrPort(w.LocalAddr()).Addr()
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	out := s.Resolve(s.bgCtx, r, Client{Source: src.Addr(), Local: local}, tcp)
 	if out == nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/miekg/dns"
 )
 
@@ -109,7 +110,7 @@ func upstream(t testing.TB, h dns.HandlerFunc) (netip.AddrPort, func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return addrPortOf(pc.LocalAddr()), stop
+	return netcore.AddrPort(pc.LocalAddr()), stop
 }
 
 func answerA(ip string, ttl uint32) dns.HandlerFunc {

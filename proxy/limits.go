@@ -150,7 +150,7 @@ type loopGuard struct {
 }
 
 func (g *loopGuard) addListener(a net.Addr) {
-	ap := addrPortOf(a)
+	ap := netcore.AddrPort(a)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.listeners == nil {
@@ -160,7 +160,7 @@ func (g *loopGuard) addListener(a net.Addr) {
 }
 
 func (g *loopGuard) removeListener(a net.Addr) {
-	ap := unmapAP(addrPortOf(a))
+	ap := unmapAP(netcore.AddrPort(a))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.listeners[ap] <= 1 {
@@ -207,7 +207,7 @@ func isLocal(a netip.Addr, extra []netip.Addr) bool {
 type connKey struct{ local, remote netip.AddrPort }
 
 func keyOf(c net.Conn) connKey {
-	return connKey{unmapAP(addrPortOf(c.LocalAddr())), unmapAP(addrPortOf(c.RemoteAddr()))}
+	return connKey{unmapAP(netcore.AddrPort(c.LocalAddr())), unmapAP(netcore.AddrPort(c.RemoteAddr()))}
 }
 
 // addDial records a backend connection we dialed.

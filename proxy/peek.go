@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // peekResult is what routing read from a connection.
@@ -23,7 +25,7 @@ const initialPeekBuf = 2048
 // maxPeekBytes, and stops at an absolute deadline that it clears before
 // returning. The returned hello is never nil.
 func (p *Proxy) peek(c net.Conn, src netip.AddrPort, proto Protocol) (peekResult, error) {
-	h := &Hello{Source: src, Dest: addrPortOf(c.LocalAddr())}
+	h := &Hello{Source: src, Dest: netcore.AddrPort(c.LocalAddr())}
 	res := peekResult{hello: h}
 	trusted := p.trusted(src.Addr())
 	budget := p.maxPeekBytes()

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Balance chooses how a [Pool] spreads connections over healthy backends.
@@ -282,7 +284,7 @@ func (pl *Pool) dialOne(ctx context.Context, c *Conn, addr string) (net.Conn, er
 	}
 	if p != nil {
 		setTCPOptions(bc, p.KeepAlive, p.UserTimeout)
-		if p.loops.isListener(addrPortOf(bc.RemoteAddr()), p.ownAddrs()) {
+		if p.loops.isListener(netcore.AddrPort(bc.RemoteAddr()), p.ownAddrs()) {
 			bc.Close()
 			return nil, fmt.Errorf("%s: %w", addr, errLoop)
 		}

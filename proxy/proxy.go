@@ -380,8 +380,7 @@ func (p *Proxy) ServeProtocol(l net.Listener, proto Protocol) error {
 				return ErrServerClosed
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+			if netcore.IsTemporary(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				p.logger().Warn("proxy: accept", "err", err, "retry", backoff)
 				select {
@@ -400,14 +399,6 @@ func (p *Proxy) ServeProtocol(l net.Listener, proto Protocol) error {
 		}
 		go p.handle(c, proto)
 	}
-}
-
-// isTemporary reports accept errors worth retrying (EMFILE, ENFILE,
-// ECONNABORTED), as net/http does.
-func isTemporary(err error) bool {
-	type temporary interface{ Temporary() bool }
-	var t temporary
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // track registers an accepted connection. During a graceful Shutdown the
@@ -502,7 +493,7 @@ func (p *Proxy) handle(c net.Conn, proto Protocol) {
 	p.stats.accepted.Add(1)
 	open := p.stats.open.Add(1)
 	defer p.stats.open.Add(-1)
-	src := addrPortOf(c.RemoteAddr())
+	src := netcore.AddrPort(c.RemoteAddr())
 	if m := limitOr(p.MaxConns, 16384); m > 0 && open > int64(m) {
 		p.rejected(c, &Hello{Source: src}, ReasonLimit, nil)
 		return

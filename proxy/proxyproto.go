@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ProxyProtocol selects the PROXY protocol header a [Pool] sends to its
@@ -100,20 +102,10 @@ func parseProxyHeader(b []byte) (h *proxyproto.Header, src, dst netip.AddrPort, 
 		return nil, src, dst, err
 	}
 	if h.Command.IsProxy() {
-		src = addrPortOf(h.SourceAddr)
-		dst = addrPortOf(h.DestinationAddr)
+		src = netcore.AddrPort(h.SourceAddr)
+		dst = netcore.AddrPort(h.DestinationAddr)
 	}
 	return h, src, dst, nil
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.AddrPort()
-	case *net.UDPAddr:
-		return a.AddrPort()
-	}
-	return netip.AddrPort{}
 }
 
 // uniqueIDs makes PP2_TYPE_UNIQUE_ID values: 8 random bytes naming this

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 )
@@ -24,19 +23,6 @@ type allocTable struct {
 	mu      sync.Mutex
 	allocs  map[allocKey]*allocInfo
 	perUser map[string]int
-}
-
-func addrPortOf(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		return unmapAP(a.AddrPort())
-	case *net.TCPAddr:
-		return unmapAP(a.AddrPort())
-	case nil:
-		return netip.AddrPort{}
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return unmapAP(ap)
 }
 
 func unmapAP(ap netip.AddrPort) netip.AddrPort {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/pion/stun/v3"
 )
 
@@ -148,7 +149,7 @@ func BenchmarkChannelData(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pc.Close()
-	peer := addrPortOf(pc.LocalAddr())
+	peer := netcore.AddrPort(pc.LocalAddr())
 	if c.channelBind(0x4000, peer) != 0 {
 		b.Fatal("channel bind")
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/interop"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // freeUDPPort picks a loopback UDP port for a program that wants a number.
@@ -21,7 +22,7 @@ func freeUDPPort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	return int(addrPortOf(pc.LocalAddr()).Port())
+	return int(netcore.AddrPort(pc.LocalAddr()).Port())
 }
 
 // startTurnutilsPeer runs coturn's echo peer on loopback.

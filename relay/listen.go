@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-reuseport"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // maxReaders caps the UDP sockets ListenAndServe opens on one port: beyond
@@ -82,7 +84,7 @@ func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
 		}
 		if i == 0 {
 			// A ":0" address picks a port once; the other readers join it.
-			addr = net.JoinHostPort(host, strconv.Itoa(int(addrPortOf(pc.LocalAddr()).Port())))
+			addr = net.JoinHostPort(host, strconv.Itoa(int(netcore.AddrPort(pc.LocalAddr()).Port())))
 		}
 		pcs = append(pcs, pc)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 var errBadFrame = errors.New("relay: stream carries neither STUN nor ChannelData")
@@ -47,7 +49,7 @@ func (w *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := w.l.Accept()
 		if err != nil {
-			if retryAccept(err) {
+			if netcore.IsTemporary(err) {
 				// Out of descriptors and the like: remote clients can
 				// cause it, so back off and go on rather than stop.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
@@ -63,7 +65,7 @@ func (w *listener) Accept() (net.Conn, error) {
 			w.once.Do(func() { close(w.done) })
 			return nil, err
 		}
-		src := addrPortOf(c.RemoteAddr())
+		src := netcore.AddrPort(c.RemoteAddr())
 		limit := w.s.Limits.connsPerSource()
 		w.mu.Lock()
 		if limit > 0 && w.perSrc[src.Addr()] >= limit {
@@ -76,7 +78,7 @@ func (w *listener) Accept() (net.Conn, error) {
 		w.perSrc[src.Addr()]++
 		sc := &streamConn{Conn: c, w: w, store: make([]byte, 4096)}
 		sc.buf = sc.store[:0]
-		sc.src = frameSource{client: src, server: addrPortOf(c.LocalAddr()), transport: w.transport, reply: sc.reply}
+		sc.src = frameSource{client: src, server: netcore.AddrPort(c.LocalAddr()), transport: w.transport, reply: sc.reply}
 		w.conns[sc] = struct{}{}
 		w.mu.Unlock()
 		// The TLS handshake and the first authenticated request must
@@ -136,21 +138,6 @@ func (w *listener) wait() {
 func (w *listener) Close() error {
 	w.closeOnce.Do(func() { close(w.closing) })
 	return w.l.Close()
-}
-
-// retryAccept reports whether an Accept error is passing: out of
-// descriptors or memory, a connection aborted before it was accepted, a
-// timeout.
-func retryAccept(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	// Temporary is deprecated for its vague meaning, but on accept errors it
-	// names exactly EMFILE, ENFILE, ECONNABORTED and the like (net/http
-	// uses it the same way).
-	var te interface{ Temporary() bool }
-	return errors.As(err, &te) && te.Temporary()
 }
 
 func (w *listener) Addr() net.Addr { return w.l.Addr() }

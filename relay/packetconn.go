@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // packetConn sits between a client-facing UDP socket and the engine: every
@@ -38,7 +40,7 @@ func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 		s:     s,
 		pc:    pc,
 		local: localAddr16(pc.LocalAddr()),
-		srv:   addrPortOf(pc.LocalAddr()),
+		srv:   netcore.AddrPort(pc.LocalAddr()),
 		addrs: make(map[netip.AddrPort]*net.UDPAddr),
 		done:  make(chan struct{}),
 	}
@@ -101,7 +103,7 @@ func (w *packetConn) readOne(p []byte) (int, netip.AddrPort, net.Addr, error) {
 		return n, unmapAP(ap), nil, err
 	}
 	n, a, err := w.pc.ReadFrom(p)
-	return n, addrPortOf(a), a, err
+	return n, netcore.AddrPort(a), a, err
 }
 
 // ReadFrom returns the next datagram the engine should handle.

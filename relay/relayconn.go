@@ -14,6 +14,8 @@ import (
 
 	"github.com/libp2p/go-reuseport"
 	"github.com/pion/turn/v5"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // PortRange is an inclusive range of relay ports. The zero value means
@@ -176,7 +178,7 @@ func outboundAddr(v6 bool) netip.Addr {
 		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	}
 	defer c.Close()
-	return addrPortOf(c.LocalAddr()).Addr()
+	return netcore.AddrPort(c.LocalAddr()).Addr()
 }
 
 func (g *relayGen) ports(requested int) []uint16 {
@@ -251,7 +253,7 @@ func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 }
 
 func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
-	remote := addrPortOf(conf.RemoteAddr)
+	remote := netcore.AddrPort(conf.RemoteAddr)
 	if d := g.s.policy.Check(remote.Addr()); d != "" {
 		g.s.counters.peerDenials.Add(1)
 		return nil, fmt.Errorf("%w: %s (%s)", errPeerDenied, remote, d)
@@ -260,7 +262,7 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	local := netip.AddrPortFrom(bind, addrPortOf(conf.LocalAddr).Port())
+	local := netip.AddrPortFrom(bind, netcore.AddrPort(conf.LocalAddr).Port())
 	ctx, cancel := context.WithTimeout(g.s.stopCtx, 30*time.Second) // RFC 6062: at least 30 s
 	defer cancel()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(local), Control: reuseport.Control}
@@ -367,7 +369,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // another of our own allocations gets it in process, through its private
 // socket address, so no hairpin through the NAT router is needed.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	dst := addrPortOf(addr)
+	dst := netcore.AddrPort(addr)
 	if other := c.s.reg.get(dst.Port()); other != nil && other.advertised == dst {
 		c.s.counters.inProcess.Add(1)
 		dst = other.local

@@ -12,8 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/pion/turn/v5"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ErrServerClosed is returned by the Serve methods after Close or Shutdown.
@@ -203,7 +204,7 @@ func (s *Server) bindFor(local net.Addr) netip.Addr {
 	if s.RelayAddr.IsValid() {
 		return s.RelayAddr.Unmap()
 	}
-	a := addrPortOf(local).Addr()
+	a := netcore.AddrPort(local).Addr()
 	if !a.IsValid() {
 		return netip.IPv4Unspecified()
 	}
@@ -228,21 +229,21 @@ func (s *Server) engineConfig(gen *relayGen) turn.ServerConfig {
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 				s.counters.allocationsTotal.Add(1)
-				s.allocs.created(allocKey{addrPortOf(src), addrPortOf(dst)}, userID, s.users.get(userID))
+				s.allocs.created(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, userID, s.users.get(userID))
 				s.logger().Debug("relay: allocation created", "client", src, "user", userID, "relay", relayAddr)
 			},
 			OnAllocationDeleted: func(src, dst net.Addr, _, userID, _ string) {
-				s.allocs.deleted(allocKey{addrPortOf(src), addrPortOf(dst)})
+				s.allocs.deleted(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)})
 				s.logger().Debug("relay: allocation deleted", "client", src, "user", userID)
 			},
 			OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 				if a, ok := netip.AddrFromSlice(peer); ok {
-					s.allocs.permission(allocKey{addrPortOf(src), addrPortOf(dst)}, Canonical(a), true)
+					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, Canonical(a), true)
 				}
 			},
 			OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 				if a, ok := netip.AddrFromSlice(peer); ok {
-					s.allocs.permission(allocKey{addrPortOf(src), addrPortOf(dst)}, Canonical(a), false)
+					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, Canonical(a), false)
 				}
 			},
 		},

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
 )
@@ -201,7 +202,7 @@ func TestRelayUDP(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer peer.Close()
-			peerAddr := addrPortOf(peer.LocalAddr())
+			peerAddr := netcore.AddrPort(peer.LocalAddr())
 			if code := c.permit(peerAddr); code != 0 {
 				t.Fatalf("permit: %d", code)
 			}
@@ -212,7 +213,7 @@ func TestRelayUDP(t *testing.T) {
 			if err != nil || string(buf[:n]) != "hello peer" {
 				t.Fatalf("peer got %q, %v", buf[:n], err)
 			}
-			if addrPortOf(from) != c.relayed {
+			if netcore.AddrPort(from) != c.relayed {
 				t.Errorf("peer saw %s, relayed address is %s", from, c.relayed)
 			}
 			if transport == "udp" {
@@ -486,7 +487,7 @@ func TestTCPAllocationConnect(t *testing.T) {
 		}
 		close(accepted)
 	}()
-	peerAddr := addrPortOf(peer.Addr())
+	peerAddr := netcore.AddrPort(peer.Addr())
 	for _, tt := range []struct {
 		name   string
 		policy PeerPolicy
@@ -511,7 +512,7 @@ func TestTCPAllocationConnect(t *testing.T) {
 				}
 				defer pc.Close()
 				// RFC 6062 §5.2: the relay dials from the relayed address.
-				if got := addrPortOf(pc.RemoteAddr()).Port(); got != c.relayed.Port() {
+				if got := netcore.AddrPort(pc.RemoteAddr()).Port(); got != c.relayed.Port() {
 					t.Errorf("peer connection from port %d, relayed port is %d", got, c.relayed.Port())
 				}
 			}
@@ -546,14 +547,14 @@ func TestRelayIPv6(t *testing.T) {
 	if code := c.permit(netip.MustParseAddrPort("[fd00::1]:9")); code != 403 {
 		t.Errorf("ULA peer: %d, want 403", code)
 	}
-	if code := c.permit(addrPortOf(peer.LocalAddr())); code != 0 {
+	if code := c.permit(netcore.AddrPort(peer.LocalAddr())); code != 0 {
 		t.Fatalf("permit ::1: %d", code)
 	}
-	c.send(addrPortOf(peer.LocalAddr()), []byte("v6"))
+	c.send(netcore.AddrPort(peer.LocalAddr()), []byte("v6"))
 	buf := make([]byte, 100)
 	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
 	n, from, err := peer.ReadFrom(buf)
-	if err != nil || string(buf[:n]) != "v6" || addrPortOf(from) != c.relayed {
+	if err != nil || string(buf[:n]) != "v6" || netcore.AddrPort(from) != c.relayed {
 		t.Fatalf("peer got %q from %v: %v", buf[:n], from, err)
 	}
 }

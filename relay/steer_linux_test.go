@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-reuseport"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // TestSteerBySourceKeepsAHostOnOneSocket: datagrams from many ports of one
@@ -39,7 +41,7 @@ func TestSteerBySourceKeepsAHostOnOneSocket(t *testing.T) {
 				if err != nil {
 					return
 				}
-				got <- [2]int{i, int(addrPortOf(from).Addr().As4()[3])}
+				got <- [2]int{i, int(netcore.AddrPort(from).Addr().As4()[3])}
 			}
 		}()
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 var tcpTransport = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{6, 0, 0, 0}}
@@ -20,7 +22,7 @@ func freeTCPPort(t testing.TB) uint16 {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	return addrPortOf(l.Addr()).Port()
+	return netcore.AddrPort(l.Addr()).Port()
 }
 
 // allocateTCP makes an RFC 6062 TCP allocation on c and returns its code.
