@@ -60,10 +60,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "read nat.stun and nat.hairpin from this configuration file")
 	portmap := fs.Bool("portmap", false, "also ask the default gateway which port-mapping protocols (PCP, NAT-PMP, UPnP IGD) it answers")
 	fs.Usage = func() {
+		fmt.Fprintln(stderr, "natcheck reports how the NAT in front of this host behaves (RFC 4787 mapping, filtering, hairpinning, lifetime).")
 		fmt.Fprintln(stderr, "usage: natcheck [-json] [-timeout 5s] [-tcp] [-lifetime] [-6] [-no-hairpin] [-config FILE] [server ...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *timeout <= 0 {

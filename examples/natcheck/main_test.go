@@ -234,3 +234,13 @@ func TestExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), []string{"-h"}, &out, &errb); code != 0 {
+		t.Errorf("-h: exit %d", code)
+	}
+	if !strings.HasPrefix(errb.String(), "natcheck reports") || !strings.Contains(errb.String(), "-json") {
+		t.Errorf("-h printed %q", errb.String())
+	}
+}

@@ -44,7 +44,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	rate := fs.Int("rate", 0, "requests per second per source IP (0: default, negative: unlimited)")
 	verbose := fs.Bool("v", false, "log every request at debug level")
 	cfgPath := fs.String("config", "", "serve nat.server from this configuration file")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "stunserver runs an RFC 5780 STUN server (NAT behaviour discovery) over UDP and TCP.")
+		fmt.Fprintln(stderr, "usage: stunserver -primary IP:PORT [-alternate IP:PORT] [-rate N] [-v] [-config FILE]")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if *cfgPath != "" {

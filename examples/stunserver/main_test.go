@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,5 +120,15 @@ func TestUsage(t *testing.T) {
 		if code := run(t.Context(), args, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var errb bytes.Buffer
+	if code := run(t.Context(), []string{"-h"}, &errb); code != 0 {
+		t.Errorf("-h: exit %d", code)
+	}
+	if !strings.HasPrefix(errb.String(), "stunserver runs") || !strings.Contains(errb.String(), "-primary") {
+		t.Errorf("-h printed %q", errb.String())
 	}
 }
