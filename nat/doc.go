@@ -32,6 +32,6 @@
 //		Primary:   netip.MustParseAddrPort("192.0.2.1:3478"),
 //		Alternate: netip.MustParseAddrPort("192.0.2.2:3479"),
 //	}
-//	go s.ListenAndServe()
+//	go s.ListenAndServe("") // "": Primary, Alternate and their cross pairs
 //	defer s.Close()
 package nat
