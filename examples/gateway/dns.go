@@ -39,7 +39,8 @@ type dnsPart struct {
 	srv       *dnssplit.Server
 	setPublic func(netip.Addr) error
 	retired   dnssplit.Stats // counters of the servers a reload replaced
-	wg        sync.WaitGroup // serving goroutines and retiring servers
+	udp       *sync.WaitGroup // the current server's UDP serving goroutines
+	wg        sync.WaitGroup  // serving goroutines and retiring servers
 }
 
 // retireTimeout is how long a DNS server replaced by a reload keeps its TCP
@@ -65,8 +66,9 @@ func (d *dnsPart) listen(addrs []string) error {
 	return nil
 }
 
-// serve starts srv on duplicates of every socket.
-func (d *dnsPart) serve(srv *dnssplit.Server) error {
+// serve starts srv on duplicates of every socket and returns the UDP
+// serving goroutines of the server it replaces (nil at the first start).
+func (d *dnsPart) serve(srv *dnssplit.Server) (replaced *sync.WaitGroup, err error) {
 	var pcs []net.PacketConn
 	var ls []net.Listener
 	closeAll := func() {
@@ -81,20 +83,23 @@ func (d *dnsPart) serve(srv *dnssplit.Server) error {
 		pc, err := dupPacketConn(d.pcs[i])
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("gateway: dns: %w", err)
+			return nil, fmt.Errorf("gateway: dns: %w", err)
 		}
 		pcs = append(pcs, pc)
 		l, err := dupListener(d.ls[i])
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("gateway: dns: %w", err)
+			return nil, fmt.Errorf("gateway: dns: %w", err)
 		}
 		ls = append(ls, l)
 	}
-	run := func(part string, fn func() error) {
+	udp := new(sync.WaitGroup)
+	run := func(part string, also *sync.WaitGroup, fn func() error) {
 		d.wg.Add(1)
+		also.Add(1)
 		go func() {
 			defer d.wg.Done()
+			defer also.Done()
 			if err := fn(); err != nil && !errors.Is(err, dnssplit.ErrServerClosed) {
 				d.fail(part, err)
 			}
@@ -102,10 +107,14 @@ func (d *dnsPart) serve(srv *dnssplit.Server) error {
 	}
 	for i := range pcs {
 		pc, l := pcs[i], ls[i]
-		run("dns/udp", func() error { return srv.ServePacket(pc) })
-		run("dns/tcp", func() error { return srv.Serve(l) })
+		run("dns/udp", udp, func() error { return srv.ServePacket(pc) })
+		run("dns/tcp", new(sync.WaitGroup), func() error { return srv.Serve(l) })
 	}
-	return nil
+	d.mu.Lock()
+	old := d.udp
+	d.udp = udp
+	d.mu.Unlock()
+	return old, nil
 }
 
 func (d *dnsPart) server() *dnssplit.Server {
@@ -155,7 +164,8 @@ func (d *dnsPart) prepare(next *config.DNS, public netip.Addr) (func() error, er
 		}, nil
 	}
 	return func() error {
-		if err := d.serve(srv); err != nil {
+		oldUDP, err := d.serve(srv)
+		if err != nil {
 			return err
 		}
 		d.mu.Lock()
@@ -175,6 +185,11 @@ func (d *dnsPart) prepare(next *config.DNS, public netip.Addr) (func() error, er
 			d.retired = addStats(d.retired, st)
 			d.mu.Unlock()
 		}()
+		// Both servers read duplicates of one UDP socket: until the old one
+		// stops reading, the kernel hands it part of the queries and they get
+		// the old settings. The reload is done when only the new one answers.
+		// Shutdown, just started, ends its UDP reads with a past deadline.
+		oldUDP.Wait()
 		return nil
 	}, nil
 }

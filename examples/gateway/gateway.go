@@ -290,7 +290,7 @@ func (g *gateway) startDNS() error {
 		return err
 	}
 	g.dnsAddrs = d.addrs
-	if err := d.serve(srv); err != nil {
+	if _, err := d.serve(srv); err != nil {
 		return err
 	}
 	for _, a := range d.addrs {
