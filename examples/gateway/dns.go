@@ -38,7 +38,7 @@ type dnsPart struct {
 	cfg       *config.DNS
 	srv       *dnssplit.Server
 	setPublic func(netip.Addr) error
-	retired   dnssplit.Stats // counters of the servers a reload replaced
+	retired   dnssplit.Stats  // counters of the servers a reload replaced
 	udp       *sync.WaitGroup // the current server's UDP serving goroutines
 	wg        sync.WaitGroup  // serving goroutines and retiring servers
 }
