@@ -95,6 +95,7 @@ type Edge struct {
 	byAgent   map[*EdgeAgent]*edgeSession // one session per agent
 	handshake atomic.Int64                // TCP handshakes running
 	wg        sync.WaitGroup              // session goroutines
+	serveWG   sync.WaitGroup              // Serve loops
 	stats     edgeCounters
 }
 
@@ -132,6 +133,21 @@ type edgeSession struct {
 	names   []string // granted patterns, normalized
 	streams atomic.Int64
 	since   time.Time
+	// failedAt is when a stream open last failed (unix nanos; 0: never
+	// or since succeeded): such a holder is tried after the others, so a
+	// dead tunnel the edge has not noticed yet costs one OpenTimeout, not
+	// one per client.
+	failedAt atomic.Int64
+}
+
+// suspectFor is how long a holder whose stream open failed is tried last:
+// longer than the tunnel's idle timeout at the default keepalive (45 s),
+// by which the dead tunnel is gone.
+const suspectFor = time.Minute
+
+func (es *edgeSession) suspect(now time.Time) bool {
+	f := es.failedAt.Load()
+	return f != 0 && now.Sub(time.Unix(0, f)) < suspectFor
 }
 
 func (e *Edge) init() error {
@@ -279,13 +295,17 @@ func (e *Edge) addStopper(f func()) (*func(), bool) {
 	}
 	p := &f
 	e.stoppers[p] = struct{}{}
+	e.serveWG.Add(1)
 	return p, true
 }
 
+// removeStopper ends a Serve loop, once its socket is closed: Close waits
+// for that, so a restarted edge can bind the same address at once.
 func (e *Edge) removeStopper(p *func()) {
 	e.mu.Lock()
 	delete(e.stoppers, p)
 	e.mu.Unlock()
+	e.serveWG.Done()
 }
 
 // ServeQUIC accepts agent connections over QUIC on pc until [Edge.Close],
@@ -309,7 +329,7 @@ func (e *Edge) ServeQUIC(pc net.PacketConn) error {
 		tr.Close()
 		return ErrEdgeClosed
 	}
-	defer e.removeStopper(stop)
+	defer func() { pc.Close(); e.removeStopper(stop) }()
 	defer tr.Close()
 	defer ln.Close()
 	defer cancel()
@@ -345,7 +365,7 @@ func (e *Edge) ServeTCP(l net.Listener) error {
 	if !ok {
 		return ErrEdgeClosed
 	}
-	defer e.removeStopper(stop)
+	defer func() { l.Close(); e.removeStopper(stop) }()
 	err := netcore.AcceptLoop(l, stopCh, func(c net.Conn) {
 		if m := limitOr(e.MaxHandshakes, 64); m > 0 && e.handshake.Add(1) > int64(m) {
 			e.handshake.Add(-1)
@@ -569,14 +589,22 @@ func (e *Edge) unregister(es *edgeSession) {
 }
 
 // holders returns the sessions that can take a connection for name: those
-// of the most specific pattern first, each group by fewest open streams.
+// of the most specific pattern first, each group by fewest open streams,
+// holders whose last open failed recently after the others.
 func (e *Edge) holders(name string) []*edgeSession {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := time.Now()
 	var out []*edgeSession
 	for _, p := range claimPatterns(name) {
 		l := slices.Clone(e.claims[p])
 		slices.SortStableFunc(l, func(a, b *edgeSession) int {
+			if sa, sb := a.suspect(now), b.suspect(now); sa != sb {
+				if sa {
+					return 1
+				}
+				return -1
+			}
 			return int(a.streams.Load() - b.streams.Load())
 		})
 		for _, s := range l {
@@ -637,12 +665,14 @@ func (e *Edge) Stats() EdgeStats {
 }
 
 // Close stops the listeners, closes every agent connection (and so the
-// client connections carried on them) and waits for the edge's goroutines.
+// client connections carried on them) and waits for the edge's goroutines;
+// the sockets given to Serve are closed when it returns.
 func (e *Edge) Close() error {
 	e.init()
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		e.serveWG.Wait()
 		e.wg.Wait()
 		return nil
 	}
@@ -665,6 +695,7 @@ func (e *Edge) Close() error {
 	for _, s := range sess {
 		s.close("edge closing")
 	}
+	e.serveWG.Wait()
 	e.wg.Wait()
 	return nil
 }
@@ -690,6 +721,10 @@ func (e *Edge) HandleConn(ctx context.Context, c *Conn) {
 }
 
 var errNoAgent = errors.New("proxy: edge: no agent holds the name")
+
+// errStreamRefused: the agent answered, no (busy, or not its name); the
+// tunnel works.
+var errStreamRefused = errors.New("refused")
 
 // fail closes c fast: a 503 for HTTP (the service exists but is not
 // reachable now), a close for TLS; the proxy counts it as backend down.
@@ -737,9 +772,13 @@ func (e *Edge) open(ctx context.Context, c *Conn) (net.Conn, *edgeSession, error
 		tried++
 		st, err := e.openOn(ctx, es, hdr)
 		if err == nil {
+			es.failedAt.Store(0)
 			return st, es, nil
 		}
 		es.streams.Add(-1)
+		if !errors.Is(err, errStreamRefused) && ctx.Err() == nil {
+			es.failedAt.Store(time.Now().UnixNano())
+		}
 		errs = append(errs, fmt.Errorf("agent %q: %w", es.agent.Name, err))
 		if ctx.Err() != nil {
 			break
@@ -772,7 +811,7 @@ func (e *Edge) openOn(ctx context.Context, es *edgeSession, hdr []byte) (net.Con
 	st.SetDeadline(time.Time{})
 	if ans[0] != streamOK {
 		st.Close()
-		return nil, fmt.Errorf("refused (%d)", ans[0])
+		return nil, fmt.Errorf("%w (%d)", errStreamRefused, ans[0])
 	}
 	return st, nil
 }

@@ -6,10 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -102,29 +105,99 @@ func TestEdgeHTTP(t *testing.T) {
 	}
 }
 
-// TestEdgeNoAgentFastFailure: a TLS client for a name nobody holds is
-// closed at once (well before any timeout of the edge), counted as
-// backend down by the public proxy.
+// TestEdgeNoAgentFastFailure: a client for a name nobody holds is failed
+// at once, well before any timeout of the edge (OpenTimeout is a minute):
+// TLS is closed, plain HTTP gets a 503; the public proxy counts it as
+// backend down. The bound (2 s) is far above the milliseconds it takes
+// and far below the edge's and proxy's own timeouts.
 func TestEdgeNoAgentFastFailure(t *testing.T) {
+	const bound = 2 * time.Second
 	e := &Edge{Key: testKey(t), OpenTimeout: time.Minute, Agents: []EdgeAgent{
 		{Name: "home", PublicKey: pubOf(testKey(t)), Names: []string{"blog.example.com"}},
 	}}
 	startEdge(t, e)
 	p, pubAddr := publicProxy(t, e)
 	rej := newRejects(p)
-	c, err := net.Dial("tcp", pubAddr)
-	if err != nil {
-		t.Fatal(err)
+	t.Run("tls", func(t *testing.T) {
+		c, err := net.Dial("tcp", pubAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		c.SetDeadline(start.Add(20 * time.Second))
+		tc := tls.Client(c, &tls.Config{ServerName: "blog.example.com", InsecureSkipVerify: true})
+		err = tc.Handshake()
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("handshake = %v, want a close (not a hang)", err)
+		}
+		if d := time.Since(start); d > bound {
+			t.Errorf("closed after %v, want within %v", d, bound)
+		}
+		rej.want(t, ReasonBackendDown, 10*time.Second)
+	})
+	t.Run("http", func(t *testing.T) {
+		c, err := net.Dial("tcp", pubAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		c.SetDeadline(start.Add(20 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: blog.example.com\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("status %d, want 503", resp.StatusCode)
+		}
+		if d := time.Since(start); d > bound {
+			t.Errorf("answered after %v, want within %v", d, bound)
+		}
+		rej.want(t, ReasonBackendDown, 10*time.Second)
+	})
+	if n := e.Stats().NoAgent; n != 2 {
+		t.Errorf("NoAgent = %d, want 2", n)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	tc := tls.Client(c, &tls.Config{ServerName: "blog.example.com", InsecureSkipVerify: true})
-	err = tc.Handshake()
-	var ne net.Error
-	if err == nil || errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("handshake = %v, want a close (not a hang)", err)
+}
+
+// logRecords collects log records, for tests that check what was logged
+// by message and attributes rather than by text.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.recs = append(l.recs, r.Clone())
+	l.mu.Unlock()
+	return nil
+}
+
+// find returns the attributes of the records with message msg at level.
+func (l *logRecords) find(level slog.Level, msg string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.recs {
+		if r.Level != level || r.Message != msg {
+			continue
+		}
+		m := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			m[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, m)
 	}
-	rej.want(t, ReasonBackendDown, 10*time.Second)
+	return out
 }
 
 // TestEdgeUnauthorisedClaim: a claim outside the agent's list is refused
@@ -133,7 +206,8 @@ func TestEdgeNoAgentFastFailure(t *testing.T) {
 func TestEdgeUnauthorisedClaim(t *testing.T) {
 	blog := newTLSBackend(t, "blog.example.com")
 	edgeKey, homeKey := testKey(t), testKey(t)
-	e := &Edge{Key: edgeKey, Agents: []EdgeAgent{
+	var logs logRecords
+	e := &Edge{Key: edgeKey, Logger: slog.New(&logs), Agents: []EdgeAgent{
 		{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"blog.example.com"}},
 	}}
 	ea := startEdge(t, e)
@@ -148,6 +222,14 @@ func TestEdgeUnauthorisedClaim(t *testing.T) {
 	}
 	if n := e.Stats().ClaimsRefused; n != 2 {
 		t.Errorf("ClaimsRefused = %d, want 2", n)
+	}
+	refusals := logs.find(slog.LevelWarn, "proxy: edge: claim refused")
+	want := []map[string]string{
+		{"agent": "home", "name": "bank.example.org", "reason": "not authorised"},
+		{"agent": "home", "name": "*.example.com", "reason": "not authorised"},
+	}
+	if !slices.EqualFunc(refusals, want, maps.Equal) {
+		t.Errorf("logged refusals %v, want %v", refusals, want)
 	}
 	if _, err := dialTLSAny(t, pubAddr, "bank.example.org"); err == nil {
 		t.Error("bank.example.org reached a backend")
