@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -60,4 +61,18 @@ func claimPatterns(name string) []string {
 		}
 	}
 	return ps
+}
+
+// CheckTunnelName reports whether name can be claimed by an [Agent] or
+// authorised on an [Edge]: an exact host name or "*.suffix", not the
+// default route. The error says what is wrong.
+func CheckTunnelName(name string) error {
+	if name == "*" {
+		return errors.New("proxy: the default route cannot be claimed")
+	}
+	_, err := normalizeClaim(name)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
 }

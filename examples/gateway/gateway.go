@@ -46,6 +46,7 @@ type gateway struct {
 	relaySetPublic func(netip.Addr)
 	relayAddrs     []net.Addr
 	creds          *credentialsServer
+	tunnel         tunnelPart // edge.go
 
 	prober  *nat.Client // guarded by mu: a reload may replace it
 	stun    *nat.Server
@@ -97,6 +98,9 @@ func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway,
 		if err := g.startRelay(); err != nil {
 			return g, err
 		}
+	}
+	if err := g.startTunnel(); err != nil {
+		return g, err
 	}
 	if cfg.Relay != nil && cfg.Relay.Credentials != nil {
 		if g.creds, err = g.startCredentials(cfg.Relay); err != nil {
@@ -439,7 +443,7 @@ func (g *gateway) healthy() error {
 // shutdown stops every part, waiting for their goroutines until ctx is done.
 func (g *gateway) shutdown(ctx context.Context) error {
 	g.cancel()
-	var errs []error
+	errs := []error{g.tunnel.shutdown(ctx)}
 	if g.proxy != nil {
 		errs = append(errs, ignoreClosed(g.proxy.Shutdown(ctx)))
 	}

@@ -19,6 +19,9 @@ type File struct {
 	DNS   *DNS   `yaml:"dns"`
 	Proxy *Proxy `yaml:"proxy"`
 	Relay *Relay `yaml:"relay"`
+	// Edge and Tunnel are the two ends of the tunnel (edge.go).
+	Edge   *Edge   `yaml:"edge"`
+	Tunnel *Tunnel `yaml:"tunnel"`
 
 	// Metrics is the address of the Prometheus and /healthz HTTP endpoint;
 	// empty means none.
@@ -102,6 +105,7 @@ func (f *File) validate() error {
 	if f.Demo != nil {
 		errs = append(errs, f.Demo.validate())
 	}
+	errs = append(errs, f.validateTunnel())
 	if f.Metrics != "" {
 		if _, err := netip.ParseAddrPort(f.Metrics); err != nil {
 			errs = append(errs, Errorf("metrics", f.Metrics, "want ip:port: %v", err))
@@ -165,6 +169,7 @@ func (f *File) listeners() []listener {
 			tcp("relay.credentials.listen", c.Listen)
 		}
 	}
+	out = append(out, f.tunnelListeners()...)
 	if f.Metrics != "" {
 		tcp("metrics", f.Metrics)
 	}

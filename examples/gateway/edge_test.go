@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/proxy"
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// TestEdgeAndTunnelRoles runs both roles of the gateway in one process
+// from two configuration files: an edge (agent listener, one agent with
+// its key and name, a public TLS listener) and a home gateway whose
+// tunnel: section dials it and whose proxy: routes serve the streams. A
+// client of the edge's public port reaches the home TLS backend (verifying
+// its certificate: the edge never decrypts), and the backend sees the
+// client's address in the PROXY v2 header the home proxy sends.
+func TestEdgeAndTunnelRoles(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := func(name string) (string, ed25519.PublicKey) {
+		k, err := proxy.GenerateTunnelKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := proxy.MarshalTunnelKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p, k.Public().(ed25519.PublicKey)
+	}
+	edgeKey, edgePub := keyFile("edge.key")
+	homeKey, homePub := keyFile("home.key")
+
+	// The home backend: TLS behind a required PROXY v2 header.
+	cert, err := selfSigned([]string{"blog.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := tls.NewListener(&proxyproto.Listener{Listener: bl}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if c.(*tls.Conn).Handshake() == nil {
+					io.WriteString(c, "blog "+c.RemoteAddr().String())
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { tl.Close(); wg.Wait() })
+
+	startGW := func(yaml string) *gateway {
+		t.Helper()
+		cfg, err := config.Parse([]byte(yaml))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, yaml)
+		}
+		gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := gw.shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		})
+		return gw
+	}
+	edgeGW := startGW(fmt.Sprintf(`edge:
+  key: %s
+  listen: ["127.0.0.1:0"]
+  tls: ["127.0.0.1:0"]
+  allow: ["0.0.0.0/0", "::/0"]
+  agents:
+    - name: home
+      key: %q
+      names: ["blog.example.com"]
+`, edgeKey, proxy.FormatPublicKey(homePub)))
+	ta := edgeGW.tunnel.agentAddrs
+	if len(ta) != 2 || len(edgeGW.tunnel.publicAddrs) != 1 {
+		t.Fatalf("edge listens on %v and %v", ta, edgeGW.tunnel.publicAddrs)
+	}
+	homeGW := startGW(fmt.Sprintf(`proxy:
+  routes:
+    - host: blog.example.com
+      backends: [%q]
+      proxyProtocol: v2
+      allow: ["0.0.0.0/0", "::/0"]
+      healthCheck: {interval: "off"}
+tunnel:
+  key: %s
+  names: ["blog.example.com"]
+  edges:
+    - addr: %q
+      tcpAddr: %q
+      key: %q
+`, bl.Addr().String(), homeKey, ta[0].String(), ta[1].String(), proxy.FormatPublicKey(edgePub)))
+
+	// The agent's status has no change signal outside package proxy.
+	deadline := time.Now().Add(20 * time.Second)
+	for !homeGW.tunnel.agent.Status()[0].Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnel not up: %+v", homeGW.tunnel.agent.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := tls.Dialer{Config: &tls.Config{ServerName: "blog.example.com", RootCAs: roots}}
+	c, err := d.DialContext(t.Context(), "tcp", edgeGW.tunnel.publicAddrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	said, err := bufio.NewReader(c).ReadString('\n')
+	if err != io.EOF {
+		t.Fatalf("read: %q, %v", said, err)
+	}
+	if want := "blog " + c.LocalAddr().String(); strings.TrimSpace(said) != want {
+		t.Errorf("backend said %q, want %q", said, want)
+	}
+	if s := edgeGW.tunnel.edge.Stats(); s.Agents != 1 || s.StreamsTotal != 1 {
+		t.Errorf("edge stats %+v, want 1 agent, 1 stream", s)
+	}
+}
