@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -148,3 +149,28 @@ type eofConn struct{ net.Conn }
 
 func (eofConn) Read([]byte) (int, error)        { return 0, io.EOF }
 func (eofConn) SetReadDeadline(time.Time) error { return nil }
+
+// FuzzChunkSize checks the strict chunk-size parser: what it accepts starts
+// with the hex digits it returns, and carries no CR, LF or NUL.
+func FuzzChunkSize(f *testing.F) {
+	for _, s := range []string{"5", "5;a=b", "5 ;a", "0x5", " 5", "5 ", "fffffffffffffff", "1000000000000000", "-1", ";"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		n, err := chunkSize(line)
+		if err != nil {
+			return
+		}
+		if bytes.ContainsAny(line, "\r\n\x00") {
+			t.Fatalf("accepted %q", line)
+		}
+		i := 0
+		for i < len(line) && isHex(line[i]) {
+			i++
+		}
+		want, perr := strconv.ParseUint(string(line[:i]), 16, 64)
+		if perr != nil || want != n {
+			t.Fatalf("chunkSize(%q) = %d, digits say %d (%v)", line, n, want, perr)
+		}
+	})
+}

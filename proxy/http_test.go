@@ -46,7 +46,7 @@ func TestHTTPHostRouting(t *testing.T) {
 	}{
 		{"host", []exchange{{"GET /a HTTP/1.1\r\nHost: blog.example.com\r\n\r\n", "blog GET /a 0"}}},
 		{"host with port and case", []exchange{{"GET /a HTTP/1.1\r\nHost: BLOG.example.com:8080\r\n\r\n", "blog GET /a 0"}}},
-		{"absolute-form wins", []exchange{{"GET http://v1.api.example.com/x HTTP/1.1\r\nHost: blog.example.com\r\n\r\n", "api GET /x 0"}}},
+		{"absolute-form", []exchange{{"GET http://v1.api.example.com/x HTTP/1.1\r\nHost: V1.api.example.com:80\r\n\r\n", "api GET /x 0"}}},
 		{"keep-alive same route", []exchange{
 			{"GET /1 HTTP/1.1\r\nHost: blog.example.com\r\n\r\n", "blog GET /1 0"},
 			{"POST /2 HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 5\r\n\r\nhello", "blog POST /2 5"},
@@ -95,6 +95,9 @@ func TestHTTPHostRouting(t *testing.T) {
 		status int
 	}{
 		{"GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n", ReasonNoRoute, 404},
+		// The URL names a route, the Host another site of the backend (before,
+		// forwarded as is: the backend served blog.example.com's site).
+		{"GET http://v1.api.example.com/x HTTP/1.1\r\nHost: blog.example.com\r\n\r\n", ReasonBadRequest, 400},
 		{"GET / HTTP/1.0\r\n\r\n", ReasonNoHost, 400},
 		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ReasonNoHost, 400},
 		{"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ReasonBadRequest, 400},

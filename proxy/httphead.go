@@ -113,8 +113,37 @@ func parseHead(head []byte) (requestHead, error) {
 	if err != nil {
 		return rh, reject(ReasonNoHost, err)
 	}
+	// An absolute-form target routes by its authority, but a backend that
+	// picks its site by the Host line would serve the Host's site: a request
+	// for a public route reaching a restricted one. RFC 9112 section 3.2.2
+	// lets a server replace Host with the authority; we forward heads
+	// verbatim, so a Host that names another host is refused instead.
+	if req.URL.Host != "" {
+		if hv, ok := headerValue(head, "host"); ok {
+			h, err := hostWithoutPort(hv)
+			if err != nil {
+				return rh, reject(ReasonNoHost, err)
+			}
+			if h != host {
+				return rh, reject(ReasonBadRequest, fmt.Errorf("absolute-form target %q with Host %q", req.URL.Host, hv))
+			}
+		}
+	}
 	rh.host = host
 	return rh, nil
+}
+
+// headerValue returns the value of the first header line of head named name
+// (lower case), with the surrounding white space removed.
+func headerValue(head []byte, name string) (string, bool) {
+	lines := bytes.Split(head, []byte("\n"))
+	for _, line := range lines[1:] {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			return string(bytes.TrimSpace(v)), true
+		}
+	}
+	return "", false
 }
 
 // headerCount counts the header lines of head named name (lower case).
@@ -340,30 +369,36 @@ func readHead(br *bufio.Reader) ([]byte, error) {
 // maxChunkLine bounds a chunk-size line with extensions.
 const maxChunkLine = 4 << 10
 
-// copyChunked copies one chunked body verbatim, trailers included.
+// copyChunked copies one chunked body verbatim, trailers included. It is
+// strict where backends are known to disagree (RFC 9112 section 7.1): a
+// chunk size is hex digits only (no sign, prefix, or white space before
+// it), white space may follow it only before an extension, and every line
+// ends in CRLF, not a bare LF.
 func copyChunked(dst io.Writer, br *bufio.Reader) error {
 	readLine := func() ([]byte, error) {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull || len(line) > maxChunkLine {
 			return nil, errors.New("proxy: chunk line too long")
 		}
-		return line, err
+		if err != nil {
+			return line, err
+		}
+		if len(line) < 2 || line[len(line)-2] != '\r' {
+			return nil, errors.New("proxy: chunked line not ended by CRLF")
+		}
+		return line, nil
 	}
 	for {
 		line, err := readLine()
 		if err != nil {
 			return err
 		}
-		if _, err := dst.Write(line); err != nil {
+		n, err := chunkSize(line[:len(line)-2])
+		if err != nil {
 			return err
 		}
-		sz := strings.TrimSpace(string(line))
-		if i := strings.IndexByte(sz, ';'); i >= 0 {
-			sz = strings.TrimSpace(sz[:i])
-		}
-		n, err := strconv.ParseUint(sz, 16, 63)
-		if err != nil {
-			return fmt.Errorf("proxy: bad chunk size %q", sz)
+		if _, err := dst.Write(line); err != nil {
+			return err
 		}
 		if n == 0 {
 			for { // trailers up to the blank line
@@ -374,7 +409,7 @@ func copyChunked(dst io.Writer, br *bufio.Reader) error {
 				if _, err := dst.Write(line); err != nil {
 					return err
 				}
-				if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				if len(line) == 2 {
 					return nil
 				}
 			}
@@ -386,11 +421,37 @@ func copyChunked(dst io.Writer, br *bufio.Reader) error {
 		if err != nil {
 			return err
 		}
-		if len(bytes.TrimRight(line, "\r\n")) != 0 {
+		if len(line) != 2 {
 			return errors.New("proxy: chunk not followed by CRLF")
 		}
 		if _, err := dst.Write(line); err != nil {
 			return err
 		}
 	}
+}
+
+// chunkSize parses a chunk-size line without its CRLF:
+// 1*HEXDIG [ BWS ";" chunk-ext ].
+func chunkSize(line []byte) (uint64, error) {
+	i := 0
+	for i < len(line) && isHex(line[i]) {
+		i++
+	}
+	digits := line[:i]
+	rest := bytes.TrimLeft(line[i:], " \t")
+	if len(digits) == 0 || len(digits) > 15 || (len(rest) > 0 && rest[0] != ';') || (len(rest) == 0 && i != len(line)) {
+		return 0, fmt.Errorf("proxy: bad chunk size line %q", line)
+	}
+	if bytes.ContainsAny(rest, "\r\n\x00") {
+		return 0, fmt.Errorf("proxy: bad chunk extension %q", rest)
+	}
+	n, err := strconv.ParseUint(string(digits), 16, 63)
+	if err != nil {
+		return 0, fmt.Errorf("proxy: bad chunk size %q", digits)
+	}
+	return n, nil
+}
+
+func isHex(b byte) bool {
+	return '0' <= b && b <= '9' || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F'
 }
