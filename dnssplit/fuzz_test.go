@@ -87,3 +87,68 @@ func FuzzServeDNS(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUpstreamAnswer feeds raw upstream answers to validate and scrub, the
+// path every forwarded answer takes: no panic, and what scrub keeps is only
+// the question's chain (no additional records, no NS, TTLs capped).
+func FuzzUpstreamAnswer(f *testing.F) {
+	seed := func(name string, qtype uint16, rrs ...string) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		m.Response = true
+		for _, s := range rrs {
+			rr, err := dns.NewRR(s)
+			if err != nil {
+				f.Fatal(err)
+			}
+			switch rr.Header().Rrtype {
+			case dns.TypeSOA, dns.TypeNS:
+				m.Ns = append(m.Ns, rr)
+			default:
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+		m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "glue.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 9}, A: []byte{6, 6, 6, 6}})
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, qtype, true)
+	}
+	seed("a.example.net.", dns.TypeA, "a.example.net. 2147483647 IN A 198.51.100.9", "blog.example.com. 60 IN A 6.6.6.6")
+	seed("c.example.net.", dns.TypeA, "c.example.net. 60 IN CNAME d.example.net.", "d.example.net. 60 IN CNAME c.example.net.")
+	seed("x.sub.example.net.", dns.TypeA, "sub.example.net. 60 IN DNAME example.org.", "x.sub.example.net. 60 IN CNAME x.example.org.", "x.example.org. 60 IN A 192.0.2.1")
+	seed("n.example.net.", dns.TypeAAAA, "example.net. 60 IN SOA a. b. 1 2 3 4 60", "example.net. 60 IN NS ns.evil.test.")
+	const maxTTL = time.Hour
+	f.Fuzz(func(t *testing.T, b []byte, qtype uint16, do bool) {
+		r := new(dns.Msg)
+		if r.Unpack(b) != nil || len(r.Question) != 1 {
+			return
+		}
+		q := dns.Question{Name: r.Question[0].Name, Qtype: qtype, Qclass: dns.ClassINET}
+		query := new(dns.Msg)
+		query.Id = r.Id
+		query.Question = []dns.Question{q}
+		if validate(query, r) != nil {
+			return
+		}
+		out, _, err := scrub(q, r, do, maxTTL)
+		if err != nil {
+			return
+		}
+		if len(out.Extra) != 0 {
+			t.Fatalf("additional records kept: %v", out.Extra)
+		}
+		for _, sec := range [][]dns.RR{out.Answer, out.Ns} {
+			for _, rr := range sec {
+				h := rr.Header()
+				if h.Ttl > uint32(maxTTL/time.Second) {
+					t.Fatalf("TTL not capped: %v", rr)
+				}
+				if h.Rrtype == dns.TypeNS && q.Qtype != dns.TypeNS && q.Qtype != dns.TypeANY {
+					t.Fatalf("NS kept for a %s query: %v", dns.TypeToString[q.Qtype], rr)
+				}
+			}
+		}
+	})
+}
