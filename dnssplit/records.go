@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -656,4 +657,74 @@ func (r *Records) fromNode(qname, owner, apex string, types map[uint16][]dns.RR,
 		}
 	}
 	return a
+}
+
+// carrySerials makes the serials of r follow those of old, the records the
+// same view served before a reload, so that a secondary follows every change
+// and transfers nothing when nothing changed: a zone whose records are the
+// same keeps old's serial; a changed zone with a synthesized SOA gets a
+// serial above old's (RFC 1982); a changed zone whose data brings its own
+// SOA keeps it, and is returned in stale when that serial is not above
+// old's, since secondaries would then keep the old data.
+func (r *Records) carrySerials(old *Records) (stale []SerialWarning) {
+	if r == old || old == nil {
+		return nil
+	}
+	for _, apex := range r.Zones() {
+		oldSOA, ok := old.SOA(apex)
+		if !ok {
+			continue
+		}
+		same := sameZoneContent(r, old, apex)
+		r.mu.Lock()
+		z := r.zones[apex]
+		soa := dns.Copy(r.soaLocked(apex, z)).(*dns.SOA)
+		switch {
+		case z.explicit:
+			if !same && !serialLess(oldSOA.Serial, soa.Serial) {
+				stale = append(stale, SerialWarning{Zone: apex, Old: oldSOA.Serial, New: soa.Serial})
+			}
+		case same:
+			soa.Serial = oldSOA.Serial
+		case !serialLess(oldSOA.Serial, soa.Serial):
+			soa.Serial = oldSOA.Serial + 1
+		}
+		z.soa = soa
+		if z.explicit {
+			r.names[apex][dns.TypeSOA] = []dns.RR{soa}
+		}
+		r.mu.Unlock()
+	}
+	return stale
+}
+
+// SerialWarning names a zone whose data changed on a reload while the SOA
+// serial that data brings did not increase.
+type SerialWarning struct {
+	Zone     string
+	Old, New uint32
+}
+
+// sameZoneContent reports whether apex holds the same records, SOA serial
+// aside, in a and b.
+func sameZoneContent(a, b *Records, apex string) bool {
+	ra, _ := a.ZoneRecords(apex)
+	rb, _ := b.ZoneRecords(apex)
+	if len(ra) != len(rb) {
+		return false
+	}
+	key := func(rrs []dns.RR) []string {
+		out := make([]string, len(rrs))
+		for i, rr := range rrs {
+			rr = dns.Copy(rr)
+			rr.Header().Name = dns.CanonicalName(rr.Header().Name)
+			if soa, ok := rr.(*dns.SOA); ok {
+				soa.Serial = 0
+			}
+			out[i] = rr.String()
+		}
+		sort.Strings(out)
+		return out
+	}
+	return slices.Equal(key(ra), key(rb))
 }

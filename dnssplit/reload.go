@@ -9,9 +9,29 @@ package dnssplit
 // With Transfer.Notify set, the zones of the new views are watched for
 // changes like the old ones, and their secondaries are sent NOTIFY at once,
 // since a reload may have changed any record.
+//
+// Serials follow the data across the reload: a zone that a view with the same
+// name served before keeps its serial when its records are the same and gets
+// a higher one when they changed; when the new data brings its own SOA whose
+// serial is not higher although the records changed, a warning is logged
+// (secondaries would keep the old data).
 func (s *Server) SetViews(views []*View) {
 	s.init()
 	v := append([]*View(nil), views...)
+	old := map[string]*View{}
+	for _, ov := range s.views() {
+		old[ov.Name] = ov
+	}
+	for _, nv := range v {
+		ov := old[nv.Name]
+		if ov == nil || nv.Records == nil {
+			continue
+		}
+		for _, w := range nv.Records.carrySerials(ov.Records) {
+			s.logger().Warn("dnssplit: zone changed on reload but its SOA serial did not increase; secondaries keep the old data",
+				"view", nv.Name, "zone", w.Zone, "oldSerial", w.Old, "newSerial", w.New)
+		}
+	}
 	s.swapped.Store(&v)
 	if s.notifier == nil {
 		return
