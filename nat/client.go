@@ -362,6 +362,12 @@ func (c *Client) probeUDP(ctx context.Context, e *engine, servers []netip.AddrPo
 		})
 	}
 	wg.Wait()
+	// The hairpin test sends few packets and ran beside the others: its
+	// silence is judged by the loss measured over the whole run, which on a
+	// clean link has seen enough packets for three silent tries to decide.
+	if h := &ev.hairpin; h.ran && !h.answered {
+		h.weak = h.cut || h.sent < e.triesNeeded()
+	}
 	for i := range ev.first {
 		ev.first[i].local = a.effectiveLocal()
 	}
@@ -593,8 +599,11 @@ func (c *Client) verifyChange(ctx context.Context, e *engine, a *socket, p plan,
 }
 
 // maxHairpinPackets bounds the hairpin test's packets to the NAT's own
-// public address: a firewall may log each as a LAND attack.
-const maxHairpinPackets = 3
+// public address: a firewall may log each as a LAND attack. Four is what a
+// clean link needs for silence to decide: a probe measures its loss over
+// about 21 answered transmissions, and the bound on loss that leaves
+// (1/21) makes three silent tries a 1.1e-4 chance, just over silenceRisk.
+const maxHairpinPackets = 4
 
 // hairpin binds a second socket to srv, punches socket A's filter towards the
 // second socket's mapping, then sends Binding requests from the second
@@ -616,7 +625,7 @@ func (c *Client) hairpin(ctx context.Context, e *engine, a *socket, srv, mappedA
 	punch := request{txid: newTxID()}.encode()
 	_, _ = a.pc.WriteTo(punch, net.UDPAddrFromAddrPort(hb.mapped))
 	req := request{txid: newTxID()}
-	// Few test packets (with the punch, at most four to the public address
+	// Few test packets (with the punch, at most five to the public address
 	// in all): a firewall may log a packet from inside to its own public
 	// address as a LAND attack, so the test stays as quiet as it can.
 	few := sp
