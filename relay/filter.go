@@ -57,7 +57,7 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 			return true
 		}
 		for _, peer := range peerAddrs(m) {
-			if d := s.checkPeer(peer.Addr()); d != "" {
+			if d := s.checkPeerPort(peer, false); d != "" {
 				s.deny(src, "", peer.Addr(), d, "Send")
 				return false
 			}
@@ -145,7 +145,12 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 		peers := peerAddrs(m)
 		addrs := make([]netip.Addr, 0, len(peers))
 		for _, peer := range peers {
-			if d := s.checkPeer(peer.Addr()); d != "" {
+			d := s.checkPeer(peer.Addr())
+			if method != stun.MethodCreatePermission && d == "" {
+				// A permission names an address only; these name a port.
+				d = s.checkPeerPort(peer, method == stun.MethodConnect)
+			}
+			if d != "" {
 				s.deny(src, cred.userID, peer.Addr(), d, method.String())
 				src.reply(errorReply(m, stun.CodeForbidden, key))
 				return false

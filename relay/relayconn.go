@@ -68,6 +68,41 @@ type registry struct {
 	ports map[uint16]*relayConn
 	own   map[netip.Addr]int // advertised relay addresses (not loopback)
 	tcp   atomic.Int64       // TCP relay listeners
+	// tcpAddrs holds the advertised and bound address of every TCP relay
+	// listener, so that no peer connection is made to one of them.
+	tcpAddrs map[netip.AddrPort]int
+}
+
+func (r *registry) addTCP(aps ...netip.AddrPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tcpAddrs == nil {
+		r.tcpAddrs = make(map[netip.AddrPort]int)
+	}
+	for _, ap := range aps {
+		r.tcpAddrs[ap]++
+	}
+}
+
+func (r *registry) removeTCP(aps ...netip.AddrPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ap := range aps {
+		if r.tcpAddrs[ap]--; r.tcpAddrs[ap] <= 0 {
+			delete(r.tcpAddrs, ap)
+		}
+	}
+}
+
+// isTCPRelay reports whether peer is a TCP relayed address of ours: as
+// advertised, as bound, or any host address when bound to a wildcard.
+func (r *registry) isTCPRelay(peer netip.AddrPort) bool {
+	r.mu.RLock()
+	exact := r.tcpAddrs[peer] > 0
+	wild := r.tcpAddrs[netip.AddrPortFrom(netip.IPv4Unspecified(), peer.Port())] > 0 ||
+		r.tcpAddrs[netip.AddrPortFrom(netip.IPv6Unspecified(), peer.Port())] > 0
+	r.mu.RUnlock()
+	return exact || wild && (peer.Addr().IsLoopback() || isHostAddr(peer.Addr()))
 }
 
 func (r *registry) add(c *relayConn) bool {
@@ -246,7 +281,9 @@ func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 			continue
 		}
 		g.s.reg.tcp.Add(1)
-		tl := &tcpRelayListener{Listener: ln, reg: &g.s.reg}
+		addrs := []netip.AddrPort{netip.AddrPortFrom(adv, port), netip.AddrPortFrom(bind, port)}
+		g.s.reg.addTCP(addrs...)
+		tl := &tcpRelayListener{Listener: ln, reg: &g.s.reg, addrs: addrs}
 		return tl, net.TCPAddrFromAddrPort(netip.AddrPortFrom(adv, port)), nil
 	}
 	return nil, nil, errNoPort
@@ -254,7 +291,7 @@ func (g *relayGen) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 
 func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	remote := netcore.AddrPort(conf.RemoteAddr)
-	if d := g.s.policy.Check(remote.Addr()); d != "" {
+	if d := g.s.checkPeerPort(remote, true); d != "" {
 		g.s.counters.peerDenials.Add(1)
 		return nil, fmt.Errorf("%w: %s (%s)", errPeerDenied, remote, d)
 	}
@@ -271,12 +308,16 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 
 type tcpRelayListener struct {
 	net.Listener
-	reg  *registry
-	once sync.Once
+	reg   *registry
+	addrs []netip.AddrPort // advertised and bound
+	once  sync.Once
 }
 
 func (l *tcpRelayListener) Close() error {
-	l.once.Do(func() { l.reg.tcp.Add(-1) })
+	l.once.Do(func() {
+		l.reg.tcp.Add(-1)
+		l.reg.removeTCP(l.addrs...)
+	})
 	return l.Listener.Close()
 }
 
@@ -373,7 +414,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if other := c.s.reg.get(dst.Port()); other != nil && other.advertised == dst {
 		c.s.counters.inProcess.Add(1)
 		dst = other.local
-	} else if d := c.s.policy.Check(dst.Addr()); d != "" || c.s.isOwnRelayAddr(dst.Addr()) {
+	} else if d := c.s.policy.Check(dst.Addr()); d != "" || c.s.isOwnRelayAddr(dst.Addr()) ||
+		c.s.listens.matches(netip.AddrPortFrom(Canonical(dst.Addr()), dst.Port()), c.s.isOwnRelayAddr) ||
+		c.s.reg.isTCPRelay(netip.AddrPortFrom(Canonical(dst.Addr()), dst.Port())) {
 		c.s.counters.peerDenials.Add(1)
 		return 0, errPeerDenied
 	}

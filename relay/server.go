@@ -31,6 +31,11 @@ const defaultRealm = "hairpin"
 //
 // The peer policy is safe by default: no loopback, private, link-local,
 // metadata or other special-purpose peers unless listed in Peers.Allow.
+// Whatever Peers allows, the server never relays to itself: ChannelBind,
+// Send and Connect to one of its listening addresses or TCP relayed
+// addresses are refused (403, DenyOwn), and so is every relayed packet to
+// them. Another allocation's UDP relayed address is allowed and relayed in
+// process, so two clients of one relay can reach each other.
 //
 // Server is safe for concurrent use.
 type Server struct {
@@ -101,6 +106,7 @@ type Server struct {
 	users    userTable
 	allocs   allocTable
 	reg      registry
+	listens  listenSet
 	counters counters
 	public   atomic.Pointer[netip.Addr]
 	// stopCtx is cancelled by Close: it ends peer dials (RFC 6062 Connect)
@@ -269,6 +275,9 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 		return err
 	}
 	defer s.untrack(sv)
+	own := netcore.AddrPort(pc.LocalAddr())
+	s.listens.add(own)
+	defer s.listens.remove(own)
 	gen := &relayGen{s: s, bind: s.bindFor(pc.LocalAddr())}
 	cfg := s.engineConfig(gen)
 	cfg.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
@@ -311,6 +320,9 @@ func (s *Server) serveListener(l net.Listener, transport string) error {
 		return err
 	}
 	defer s.untrack(sv)
+	own := netcore.AddrPort(l.Addr())
+	s.listens.add(own)
+	defer s.listens.remove(own)
 	gen := &relayGen{s: s, bind: s.bindFor(l.Addr())}
 	cfg := s.engineConfig(gen)
 	cfg.ListenerConfigs = []turn.ListenerConfig{{Listener: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}

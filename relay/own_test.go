@@ -1,0 +1,113 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
+)
+
+// waitDenials waits until s counted more peer denials than before.
+func waitDenials(t *testing.T, s *Server, before uint64) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for s.Stats().PeerDenials == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.Stats().PeerDenials
+}
+
+// TestOwnAddressesRefused: with a peer allow-list that covers the server's
+// own addresses (loopback here), ChannelBind, Send and Connect to the
+// server's listening addresses (UDP and TCP, bound or wildcard) and to its
+// TCP relayed addresses are refused with 403; another allocation's UDP
+// relayed address stays reachable (relayed in process), and so does an
+// ordinary allowed peer.
+func TestOwnAddressesRefused(t *testing.T) {
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := netcore.AddrPort(peer.LocalAddr())
+
+	s := &Server{Users: map[string]string{"a": "pw", "b": "pw"}, Peers: loopbackOnly}
+	udpAddr := netip.MustParseAddrPort(serve(t, s, "udp"))
+	tcpAddr := netip.MustParseAddrPort(serve(t, s, "tcp"))
+	// A wildcard listener: every host address with its port is ours.
+	wl, err := net.ListenPacket("udp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildcard := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), netcore.AddrPort(wl.LocalAddr()).Port())
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServePacket(wl) }()
+	t.Cleanup(func() { s.Close(); <-errc })
+
+	a := dialRaw(t, "udp", udpAddr.String(), "a", "pw")
+	if code := a.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	b := dialRaw(t, "udp", udpAddr.String(), "b", "pw")
+	if code := b.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	bt := dialRaw(t, "tcp", tcpAddr.String(), "b", "pw")
+	if code := bt.allocateTCP(); code != 0 {
+		t.Fatalf("TCP allocate: %d", code)
+	}
+	at := dialRaw(t, "tcp", tcpAddr.String(), "a", "pw")
+	if code := at.allocateTCP(); code != 0 {
+		t.Fatalf("TCP allocate: %d", code)
+	}
+
+	own := map[string]netip.AddrPort{
+		"UDP listener":      udpAddr,
+		"TCP listener":      tcpAddr,
+		"wildcard listener": wildcard,
+		"TCP relayed":       bt.relayed,
+	}
+	ch := uint16(0x4000)
+	for name, ap := range own {
+		t.Run(name, func(t *testing.T) {
+			ch++
+			if code := a.channelBind(ch, ap); code != 403 {
+				t.Errorf("ChannelBind %s: got %d, want 403", ap, code)
+			}
+			before := s.Stats().PeerDenials
+			a.send(ap, []byte("loop"))
+			if got := waitDenials(t, s, before); got != before+1 {
+				t.Errorf("Send %s: denials %d, want %d", ap, got, before+1)
+			}
+			if _, code := at.do(stun.MethodConnect, peerAttr(ap)); code != 403 {
+				t.Errorf("Connect %s: got %d, want 403", ap, code)
+			}
+		})
+	}
+
+	// The controls: a real peer and another allocation's UDP relayed
+	// address are still served.
+	if code := a.channelBind(0x4100, peerAddr); code != 0 {
+		t.Fatalf("ChannelBind to an allowed peer: %d", code)
+	}
+	a.channelData(0x4100, []byte("to peer"))
+	buf := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, _, err := peer.ReadFrom(buf); err != nil || string(buf[:n]) != "to peer" {
+		t.Fatalf("peer got %q, %v", buf[:n], err)
+	}
+	if code := a.channelBind(0x4101, b.relayed); code != 0 {
+		t.Fatalf("ChannelBind to another allocation's relayed address: %d", code)
+	}
+	if code := b.permit(a.relayed); code != 0 {
+		t.Fatalf("permission: %d", code)
+	}
+	a.channelData(0x4101, []byte("in process"))
+	if got, err := b.readData(); err != nil || string(got) != "in process" {
+		t.Fatalf("b got %q, %v", got, err)
+	}
+}
