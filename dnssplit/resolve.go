@@ -73,6 +73,11 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	}
 	q := req.Question[0]
 	subnet, _ := clientSubnet(req)
+	if subnet.Bits() == 0 {
+		// SOURCE PREFIX-LENGTH 0: the client asks that its address not
+		// be used (RFC 7871 section 7.1.2); the answer's scope stays 0.
+		subnet = netip.Prefix{}
+	}
 	client.Subnet = subnet
 	choice := SelectView(s.views(), s.TrustedProxies, client)
 	v := choice.View
@@ -113,7 +118,11 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	if ede != nil {
 		opts = append(opts, ede)
 	}
-	return s.finish(req, m, tcp, opts...), oc
+	var scope uint8
+	if choice.Reason == ReasonClientSubnet || (subnet.IsValid() && choice.Reason == ReasonDefault && !choice.SubnetIgnored) {
+		scope = subnetScope(s.views(), choice.Address)
+	}
+	return s.finishScoped(req, m, tcp, scope, opts...), oc
 }
 
 func cookieOpt(c *dns.EDNS0_COOKIE) []dns.EDNS0 {
@@ -261,6 +270,12 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.
 func (s *Server) finish(req, m *dns.Msg, tcp bool, opts ...dns.EDNS0) *dns.Msg {
+	return s.finishScoped(req, m, tcp, 0, opts...)
+}
+
+// finishScoped is finish with the scope prefix length of the echoed client
+// subnet (RFC 7871): how far the answer depends on the client's network.
+func (s *Server) finishScoped(req, m *dns.Msg, tcp bool, scope uint8, opts ...dns.EDNS0) *dns.Msg {
 	m.Compress = true
 	// Drop any OPT copied from upstream data; ours (if the client spoke
 	// EDNS) is the only one.
@@ -278,10 +293,10 @@ func (s *Server) finish(req, m *dns.Msg, tcp bool, opts ...dns.EDNS0) *dns.Msg {
 			m.IsEdns0().SetExtendedRcode(uint16(rcode))
 		}
 		if p, e := clientSubnet(req); p.IsValid() && e != nil {
-			// Echo the client subnet with scope 0: answers do not depend
-			// on it beyond view selection.
+			// Echo the client subnet with the scope the view choice
+			// gives (0 when the subnet did not choose it).
 			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{
-				Code: dns.EDNS0SUBNET, Family: e.Family, SourceNetmask: e.SourceNetmask, Address: e.Address,
+				Code: dns.EDNS0SUBNET, Family: e.Family, SourceNetmask: e.SourceNetmask, SourceScope: scope, Address: e.Address,
 			})
 		}
 		m.IsEdns0().Option = append(m.IsEdns0().Option, opts...)

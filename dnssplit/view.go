@@ -233,3 +233,34 @@ func clientSubnet(m *dns.Msg) (netip.Prefix, *dns.EDNS0_SUBNET) {
 	}
 	return netip.Prefix{}, nil
 }
+
+// subnetScope is the ECS scope prefix length (RFC 7871 section 7.2.1) of an
+// answer whose view was chosen by the client subnet addr: the shortest
+// prefix of addr inside which every address selects the same view, so that
+// an ECS-aware cache in front of us never hands one view's answer to a
+// client of another. Every network of every view counts as a boundary.
+func subnetScope(views []*View, addr netip.Addr) uint8 {
+	addr = addr.Unmap()
+	bits := addr.BitLen()
+	var nets []netip.Prefix
+	for _, v := range views {
+		if v == nil {
+			continue
+		}
+		for _, p := range v.Networks {
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			if p.Addr().BitLen() == bits {
+				nets = append(nets, p.Masked())
+			}
+		}
+	}
+	for l := 0; l < bits; l++ {
+		cand, _ := addr.Prefix(l)
+		if !slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Bits() > l && p.Overlaps(cand) }) {
+			return uint8(l)
+		}
+	}
+	return uint8(bits)
+}
