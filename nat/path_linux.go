@@ -7,12 +7,10 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
-)
+	"unsafe"
 
-// Linux socket error queue constants (linux/errqueue.h).
-const (
-	soEEOriginICMP   = 2  // SO_EE_ORIGIN_ICMP
-	icmpTimeExceeded = 11 // ICMP type
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // traceHop sends one Binding request with the given TTL from pc and returns
@@ -31,8 +29,8 @@ func traceHop(ctx context.Context, pc net.PacketConn, dst netip.AddrPort, ttl in
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = errors.Join(
-			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_RECVERR, 1),
-			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TTL, ttl))
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1),
+			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ttl))
 	}); err != nil || serr != nil {
 		return netip.Addr{}
 	}
@@ -51,34 +49,37 @@ func traceHop(ctx context.Context, pc net.PacketConn, dst netip.AddrPort, ttl in
 	buf := make([]byte, 1500)
 	oob := make([]byte, 512)
 	_ = rc.Read(func(fd uintptr) bool {
-		_, oobn, _, _, err := syscall.Recvmsg(int(fd), buf, oob, syscall.MSG_ERRQUEUE)
-		if errors.Is(err, syscall.EAGAIN) {
+		_, oobn, _, _, err := unix.Recvmsg(int(fd), buf, oob, unix.MSG_ERRQUEUE)
+		if errors.Is(err, unix.EAGAIN) {
 			// Nothing queued: drain a plain datagram (an answer, had the
 			// TTL sufficed) so readiness does not spin, then keep waiting.
-			_, _, _ = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+			_, _, _ = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
 			return false
 		}
 		if err != nil {
 			return true
 		}
-		msgs, err := syscall.ParseSocketControlMessage(oob[:oobn])
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 		if err != nil {
 			return true
 		}
+		const eeSize = int(unsafe.Sizeof(unix.SockExtendedErr{}))
 		for _, m := range msgs {
-			if m.Header.Level != syscall.IPPROTO_IP || m.Header.Type != syscall.IP_RECVERR || len(m.Data) < 16+8 {
+			// struct sock_extended_err, then the offender's sockaddr_in.
+			if m.Header.Level != unix.IPPROTO_IP || m.Header.Type != unix.IP_RECVERR || len(m.Data) < eeSize+unix.SizeofSockaddrInet4 {
 				continue
 			}
-			// struct sock_extended_err: errno u32, origin u8, type u8, code
-			// u8, pad u8, info u32, data u32; then the offender sockaddr_in.
-			if m.Data[4] != soEEOriginICMP || m.Data[5] != icmpTimeExceeded {
+			var ee unix.SockExtendedErr
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ee)), eeSize), m.Data)
+			if ee.Origin != unix.SO_EE_ORIGIN_ICMP || ee.Type != uint8(ipv4.ICMPTypeTimeExceeded) {
 				continue
 			}
-			off := m.Data[16:]
-			if off[0]|off[1] == 0 {
+			var off unix.RawSockaddrInet4
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&off)), unix.SizeofSockaddrInet4), m.Data[eeSize:])
+			if off.Family != unix.AF_INET {
 				continue // no offender address
 			}
-			hop = netip.AddrFrom4([4]byte(off[4:8]))
+			hop = netip.AddrFrom4(off.Addr)
 		}
 		return hop.IsValid()
 	})
