@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"net"
-	"syscall"
 	"time"
-)
 
-// tcpUserTimeout is TCP_USER_TIMEOUT from linux/tcp.h.
-const tcpUserTimeout = 0x12
+	"golang.org/x/sys/unix"
+)
 
 func setUserTimeout(tc *net.TCPConn, d time.Duration) {
 	rc, err := tc.SyscallConn()
@@ -15,6 +13,6 @@ func setUserTimeout(tc *net.TCPConn, d time.Duration) {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
-		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(d/time.Millisecond))
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
 	})
 }
