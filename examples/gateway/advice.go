@@ -34,6 +34,9 @@ func advice(r *nat.Report) []string {
 	if r.CarrierGradeNAT == nat.Yes || r.DoubleNAT == nat.Yes {
 		out = append(out, "there is a second NAT (carrier-grade or double NAT): port forwards on your router alone will not make services reachable from the internet")
 	}
+	if r.InboundIPv4 == nat.No {
+		out = append(out, noInboundAdvice(r))
+	}
 	if r.MappingLifetime > 0 {
 		out = append(out, lifetimeAdvice(r))
 	}
@@ -57,4 +60,15 @@ func classic(r *nat.Report) string {
 		return "unknown"
 	}
 	return r.Classic
+}
+
+// noInboundAdvice says what to do on a line where no inbound IPv4 port can
+// work (carrier-grade NAT, DS-Lite, MAP-E without the port): publish the
+// names through an edge.
+func noInboundAdvice(r *nat.Report) string {
+	why := r.InboundIPv4Reason
+	if why == "" {
+		why = "no port can be forwarded to this host"
+	}
+	return "no inbound IPv4 is possible on this line (" + why + "): run the gateway with an edge: section on a host with a public address and add a tunnel: section here, so internet clients reach your names through the edge"
 }

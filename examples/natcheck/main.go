@@ -167,6 +167,13 @@ func printTable(w io.Writer, r *nat.Report, lifetime bool) {
 		row("Carrier-grade NAT", r.CarrierGradeNAT)
 		row("Double NAT", r.DoubleNAT)
 	}
+	if r.InboundIPv4 != nat.Unknown {
+		v := r.InboundIPv4.String()
+		if r.InboundIPv4Reason != "" {
+			v += " (" + r.InboundIPv4Reason + ")"
+		}
+		row("Inbound IPv4", v)
+	}
 	row("Classic label", r.Classic)
 	srv := r.Server.RFC5780.String()
 	if len(r.Server.Problems) > 0 {
@@ -191,6 +198,11 @@ func printTable(w io.Writer, r *nat.Report, lifetime bool) {
 	}
 	row("Took", r.Duration.Round(time.Millisecond))
 	tw.Flush()
+	if r.InboundIPv4 == nat.No {
+		fmt.Fprintln(w, "\nNo port forward can make a server here reachable over IPv4. Publish it through an edge:")
+		fmt.Fprintln(w, "a host with a public address runs proxy.Edge (the gateway's edge: section), and this site runs")
+		fmt.Fprintln(w, "proxy.Agent (the gateway's tunnel: section), which dials out to it; see the proxy package docs.")
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TEST\tLOCAL\tSERVER\tCHANGE\tANSWER\tMAPPED\tFROM\tRTT\tNOTE")

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,26 @@ func TestHelp(t *testing.T) {
 	}
 	if !strings.HasPrefix(errb.String(), "natcheck reports") || !strings.Contains(errb.String(), "-json") {
 		t.Errorf("-h printed %q", errb.String())
+	}
+}
+
+// TestTableNoInbound: a report saying no inbound IPv4 is possible shows the
+// row with its reason and points to the edge tunnel; one where it is
+// possible does not.
+func TestTableNoInbound(t *testing.T) {
+	var out bytes.Buffer
+	printTable(&out, &nat.Report{UDP: true, BehindNAT: nat.Yes, CarrierGradeNAT: nat.Yes, InboundIPv4: nat.No, InboundIPv4Reason: "carrier-grade NAT and no port mapping"}, false)
+	if !regexp.MustCompile(`(?m)^Inbound IPv4 +no \(carrier-grade NAT and no port mapping\)$`).MatchString(out.String()) {
+		t.Errorf("table lacks the inbound row:\n%s", out.String())
+	}
+	for _, want := range []string{"proxy.Edge", "tunnel: section"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	printTable(&out, &nat.Report{UDP: true, BehindNAT: nat.Yes, InboundIPv4: nat.Yes}, false)
+	if strings.Contains(out.String(), "proxy.Edge") || !strings.Contains(out.String(), "Inbound IPv4") {
+		t.Errorf("inbound possible:\n%s", out.String())
 	}
 }
