@@ -42,11 +42,20 @@ func TestMain(m *testing.M) {
 // does not build it only to remove it.
 var built atomic.Bool
 
+// handedOut holds every port freePort returned in this process: a port
+// released by one call can come back from the kernel on the next, and two
+// listeners of one config must not be given the same port.
+var handedOut struct {
+	sync.Mutex
+	ports map[string]bool
+}
+
 // freePort asks the kernel for a port that is free for both TCP and UDP on
-// 127.0.0.1 and releases it for the gateway to bind.
+// 127.0.0.1 and releases it for the gateway to bind. It never returns the
+// same port twice in one test process.
 func freePort(t *testing.T) string {
 	t.Helper()
-	for range 20 {
+	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -58,6 +67,16 @@ func freePort(t *testing.T) string {
 			continue
 		}
 		pc.Close()
+		handedOut.Lock()
+		seen := handedOut.ports[addr]
+		if handedOut.ports == nil {
+			handedOut.ports = map[string]bool{}
+		}
+		handedOut.ports[addr] = true
+		handedOut.Unlock()
+		if seen {
+			continue
+		}
 		return addr
 	}
 	t.Fatal("no port free for both TCP and UDP")
