@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,12 @@ import (
 // freePort finds a loopback port free for both UDP and TCP, for a peer that
 // cannot report the port it bound. The tiny race until the peer binds it is
 // accepted: only loopback, only tests.
+// handedOut holds the ports freePort returned in this test process.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	for range 50 {
@@ -32,7 +39,18 @@ func freePort(t *testing.T) int {
 		pc.Close()
 		if err == nil {
 			l.Close()
-			return port
+			// A released port can come back from the kernel on the next
+			// call: never hand one out twice (two peers of one test).
+			handedOut.Lock()
+			seen := handedOut.ports[port]
+			if handedOut.ports == nil {
+				handedOut.ports = map[int]bool{}
+			}
+			handedOut.ports[port] = true
+			handedOut.Unlock()
+			if !seen {
+				return port
+			}
 		}
 	}
 	t.Fatal("no free port")
