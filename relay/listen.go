@@ -3,6 +3,7 @@ package relay
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strconv"
@@ -39,7 +40,7 @@ func (s *Server) ListenAndServeTLS(addr, certFile, keyFile string) error {
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return errors.Join(errors.New("relay: load TLS key pair"), err)
+			return fmt.Errorf("relay: load TLS key pair: %w", err)
 		}
 		if cfg == nil {
 			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -70,13 +71,18 @@ func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return errors.Join(errors.New("relay: listen"), err)
+		return fmt.Errorf("relay: listen %q: %w", addr, err)
 	}
 	for i := 0; i < n; i++ {
-		pc, err := reuseport.ListenPacket("udp", addr)
+		var pc net.PacketConn
+		if i == 0 {
+			pc, err = listenUDPExclusive(addr)
+		} else {
+			pc, err = reuseport.ListenPacket("udp", addr)
+		}
 		if err != nil {
 			closeAll()
-			return errors.Join(errors.New("relay: listen"), err)
+			return fmt.Errorf("relay: %w", err)
 		}
 		if uc, ok := pc.(*net.UDPConn); ok {
 			_ = uc.SetReadBuffer(listenerBuffer)
@@ -104,7 +110,7 @@ func (s *Server) listenAndServe(addr string, tlsCfg *tls.Config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		closeAll()
-		return errors.Join(errors.New("relay: listen"), err)
+		return fmt.Errorf("relay: %w", err)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(pcs)+1)

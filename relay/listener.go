@@ -29,64 +29,71 @@ type listener struct {
 	conns   map[*streamConn]struct{}
 	drained *sync.Cond
 
-	once      sync.Once
-	done      chan struct{} // closed when Accept failed: the engine's loop ends
-	err       error
+	accepted  chan *streamConn // from run to Accept
+	done      chan struct{}    // closed when run ended: the engine's loop ends
+	err       error            // why run ended, set before done closes
 	closeOnce sync.Once
-	closing   chan struct{} // closed by Close: ends an accept back-off
+	closing   chan struct{} // closed by Close: ends the accept loop
 }
 
 func newListener(s *Server, l net.Listener, transport string) *listener {
 	w := &listener{s: s, l: l, transport: transport, perSrc: map[netip.Addr]int{},
-		conns: map[*streamConn]struct{}{}, done: make(chan struct{}), closing: make(chan struct{})}
+		conns: map[*streamConn]struct{}{}, accepted: make(chan *streamConn),
+		done: make(chan struct{}), closing: make(chan struct{})}
 	w.drained = sync.NewCond(&w.mu)
 	return w
 }
 
+// run accepts connections from the client-facing listener with the shared
+// accept loop (temporary errors such as EMFILE back off and go on) and hands
+// them to Accept, until Close or a permanent error. serveListener starts
+// it and waits for it through done.
+func (w *listener) run() {
+	err := netcore.AcceptLoop(w.l, w.closing, w.admit)
+	if err == nil {
+		err = net.ErrClosed
+	}
+	w.err = err
+	close(w.done)
+}
+
+// admit applies the per-source cap to c and passes it to Accept. It waits
+// until the engine takes it (the engine accepts as fast as it can) or Close.
+func (w *listener) admit(c net.Conn) {
+	src := netcore.AddrPort(c.RemoteAddr())
+	limit := w.s.Limits.connsPerSource()
+	w.mu.Lock()
+	if limit > 0 && w.perSrc[src.Addr()] >= limit {
+		w.mu.Unlock()
+		w.s.counters.connsRejected.Add(1)
+		c.Close()
+		return
+	}
+	w.perSrc[src.Addr()]++
+	sc := &streamConn{Conn: c, w: w, store: make([]byte, 4096)}
+	sc.buf = sc.store[:0]
+	sc.src = frameSource{client: src, server: netcore.AddrPort(c.LocalAddr()), transport: w.transport, reply: sc.reply}
+	w.conns[sc] = struct{}{}
+	w.mu.Unlock()
+	// The TLS handshake and the first authenticated request must
+	// arrive in time.
+	if d := w.s.Limits.handshake(); d > 0 { // 0: the limit was removed
+		_ = c.SetDeadline(time.Now().Add(d))
+	}
+	select {
+	case w.accepted <- sc:
+	case <-w.closing:
+		sc.Close()
+	}
+}
+
 // Accept returns the next client connection within the per-source cap.
 func (w *listener) Accept() (net.Conn, error) {
-	var delay time.Duration
-	for {
-		c, err := w.l.Accept()
-		if err != nil {
-			if netcore.IsTemporary(err) {
-				// Out of descriptors and the like: remote clients can
-				// cause it, so back off and go on rather than stop.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-					continue
-				case <-w.closing:
-					t.Stop()
-				}
-			}
-			w.err = err
-			w.once.Do(func() { close(w.done) })
-			return nil, err
-		}
-		src := netcore.AddrPort(c.RemoteAddr())
-		limit := w.s.Limits.connsPerSource()
-		w.mu.Lock()
-		if limit > 0 && w.perSrc[src.Addr()] >= limit {
-			w.mu.Unlock()
-			w.s.counters.connsRejected.Add(1)
-			c.Close()
-			continue
-		}
-		delay = 0
-		w.perSrc[src.Addr()]++
-		sc := &streamConn{Conn: c, w: w, store: make([]byte, 4096)}
-		sc.buf = sc.store[:0]
-		sc.src = frameSource{client: src, server: netcore.AddrPort(c.LocalAddr()), transport: w.transport, reply: sc.reply}
-		w.conns[sc] = struct{}{}
-		w.mu.Unlock()
-		// The TLS handshake and the first authenticated request must
-		// arrive in time.
-		if d := w.s.Limits.handshake(); d > 0 { // 0: the limit was removed
-			_ = c.SetDeadline(time.Now().Add(d))
-		}
+	select {
+	case sc := <-w.accepted:
 		return sc, nil
+	case <-w.done:
+		return nil, w.err
 	}
 }
 

@@ -30,19 +30,30 @@ type packetConn struct {
 	src   frameSource
 	addrs map[netip.AddrPort]*net.UDPAddr // reader-only cache
 
-	once sync.Once
-	done chan struct{} // closed when ReadFrom failed: the engine's loop ends
-	err  error
+	once      sync.Once
+	done      chan struct{} // closed when ReadFrom failed: the engine's loop ends
+	err       error
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close: ends a read back-off
+	backoff   time.Duration // reader-only: pause after failed reads in a row
 }
+
+// Back-off bounds after failed UDP reads, as for accept errors: recover
+// within a second once descriptors are free, never spin a core.
+const (
+	readMinBackoff = 5 * time.Millisecond
+	readMaxBackoff = time.Second
+)
 
 func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 	w := &packetConn{
-		s:     s,
-		pc:    pc,
-		local: localAddr16(pc.LocalAddr()),
-		srv:   netcore.AddrPort(pc.LocalAddr()),
-		addrs: make(map[netip.AddrPort]*net.UDPAddr),
-		done:  make(chan struct{}),
+		s:       s,
+		pc:      pc,
+		local:   localAddr16(pc.LocalAddr()),
+		srv:     netcore.AddrPort(pc.LocalAddr()),
+		addrs:   make(map[netip.AddrPort]*net.UDPAddr),
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
 	}
 	w.udp, _ = pc.(*net.UDPConn)
 	if w.udp != nil && s.batchSize() > 1 {
@@ -111,10 +122,18 @@ func (w *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, ap, a, err := w.readOne(p)
 		if err != nil {
+			if !netcore.IsClosed(err) && w.pause() {
+				// EMFILE, ENOBUFS and the like must not stop the
+				// server: count, pause (longer each time in a row), go on.
+				w.s.counters.readErrors.Add(1)
+				w.s.logger().Debug("relay: udp read", "err", err)
+				continue
+			}
 			w.err = err
 			w.once.Do(func() { close(w.done) })
 			return 0, nil, err
 		}
+		w.backoff = 0
 		w.src.client = ap
 		if isChannelData(p[:n]) || w.s.inspect(p[:n], &w.src) {
 			if a == nil {
@@ -135,7 +154,24 @@ func (w *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return w.pc.WriteTo(p, addr)
 }
 
-func (w *packetConn) Close() error                       { return w.pc.Close() }
+// pause waits out the read back-off; false means Close came first.
+func (w *packetConn) pause() bool {
+	w.backoff = min(max(2*w.backoff, readMinBackoff), readMaxBackoff)
+	t := time.NewTimer(w.backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.closing:
+		return false
+	}
+}
+
+func (w *packetConn) Close() error {
+	w.closeOnce.Do(func() { close(w.closing) })
+	return w.pc.Close()
+}
+
 func (w *packetConn) LocalAddr() net.Addr                { return w.local }
 func (w *packetConn) SetDeadline(t time.Time) error      { return w.pc.SetDeadline(t) }
 func (w *packetConn) SetReadDeadline(t time.Time) error  { return w.pc.SetReadDeadline(t) }

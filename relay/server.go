@@ -326,9 +326,11 @@ func (s *Server) serveListener(l net.Listener, transport string) error {
 	gen := &relayGen{s: s, bind: s.bindFor(l.Addr())}
 	cfg := s.engineConfig(gen)
 	cfg.ListenerConfigs = []turn.ListenerConfig{{Listener: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
+	go w.run()
 	eng, err := turn.NewServer(cfg)
 	if err != nil {
 		w.Close()
+		<-w.done
 		return fmt.Errorf("relay: start engine: %w", err)
 	}
 	<-w.done
@@ -412,6 +414,7 @@ func (s *Server) Stats() Stats {
 		BandwidthDrops:    c.bandwidthDrops.Load(),
 		Malformed:         c.malformed.Load(),
 		ConnsRejected:     c.connsRejected.Load(),
+		ReadErrors:        c.readErrors.Load(),
 		InProcess:         c.inProcess.Load(),
 		Users:             users,
 		OtherUsers:        other,

@@ -13,14 +13,13 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/hairpin-go/hairpin/internal/netcore"
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v5"
 )
@@ -559,20 +558,6 @@ func TestRelayIPv6(t *testing.T) {
 	}
 }
 
-// flakyListener fails its first Accept as a listener out of descriptors does.
-type flakyListener struct {
-	net.Listener
-	failed bool
-}
-
-func (l *flakyListener) Accept() (net.Conn, error) {
-	if !l.failed {
-		l.failed = true
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
-
 // TestServeSurvivesEMFILE: running out of descriptors (which remote clients
 // can cause) pauses accepting; it must not stop TCP serving.
 func TestServeSurvivesEMFILE(t *testing.T) {
@@ -582,7 +567,8 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	}
 	s := &Server{Users: map[string]string{"a": "pw"}}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(&flakyListener{Listener: l}) }()
+	fl := netcoretest.NewListener(l, 5)
+	go func() { done <- s.Serve(fl) }()
 	t.Cleanup(func() {
 		s.Close()
 		if err := <-done; !errors.Is(err, ErrServerClosed) {
@@ -599,7 +585,10 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	}
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.ReadFull(c, make([]byte, 20)); err != nil {
-		t.Errorf("no Binding answer after one EMFILE: %v", err)
+		t.Errorf("no Binding answer after EMFILE: %v", err)
+	}
+	if n := fl.Failures.Load(); n != 5 {
+		t.Errorf("%d EMFILE failures injected, want 5", n)
 	}
 }
 

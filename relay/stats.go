@@ -23,6 +23,7 @@ type Stats struct {
 	BandwidthDrops    uint64 // packets dropped by the per-allocation bandwidth cap
 	Malformed         uint64 // frames that are neither STUN nor ChannelData
 	ConnsRejected     uint64 // TCP/TLS connections refused (cap, handshake)
+	ReadErrors        uint64 // UDP reads that failed and were retried (EMFILE, ENOBUFS)
 	InProcess         uint64 // packets relayed between our own allocations in process
 
 	// Users holds per-user counters for at most Limits.TrackedUsers users;
@@ -42,7 +43,7 @@ type UserStats struct {
 
 type counters struct {
 	allocationsTotal, authFailures, challenges, unauthDrops, failureDrops, userFailureDrops, peerDenials,
-	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess atomic.Uint64
+	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess, readErrors atomic.Uint64
 }
 
 type userCounters struct {

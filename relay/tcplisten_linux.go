@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -57,4 +58,28 @@ func listenRelayTCP(network string, laddr netip.AddrPort) (net.Listener, error) 
 		return nil, fmt.Errorf("relay: relay listener %s: %w", laddr, err)
 	}
 	return l, nil
+}
+
+// listenUDPExclusive opens the first client-facing UDP socket of
+// ListenAndServe: bound without SO_REUSEPORT, so that a port any other
+// socket holds (another relay, coturn, a second copy of this one) is an
+// error instead of a silent share of the clients, and only then made
+// shareable for this server's other readers.
+func listenUDPExclusive(addr string) (net.PacketConn, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := pc.(*net.UDPConn).SyscallConn()
+	if err == nil {
+		cerr := sc.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		err = errors.Join(cerr, err)
+	}
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("SO_REUSEPORT on %s: %w", addr, err)
+	}
+	return pc, nil
 }

@@ -14,3 +14,10 @@ import (
 func listenRelayTCP(network string, laddr netip.AddrPort) (net.Listener, error) {
 	return net.Listen(network, laddr.String())
 }
+
+// listenUDPExclusive opens the first client-facing UDP socket, without
+// SO_REUSEPORT, so that a port another socket holds is an error; elsewhere
+// than on Linux ListenAndServe serves one UDP reader.
+func listenUDPExclusive(addr string) (net.PacketConn, error) {
+	return net.ListenPacket("udp", addr)
+}
