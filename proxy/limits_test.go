@@ -3,11 +3,14 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -216,6 +219,39 @@ func TestLimiterNetworks(t *testing.T) {
 		_, _, ok := l.acquire(nil, netip.MustParseAddr(tc.src), lim, true)
 		if ok != tc.want {
 			t.Errorf("acquire %s = %v, want %v", tc.src, ok, tc.want)
+		}
+	}
+}
+
+// TestListenAndServeBusyPort: a port held by another listener, with
+// SO_REUSEPORT (another proxy started with Listen) or without, makes
+// ListenAndServe an error naming the address; before, the SO_REUSEPORT case
+// started and the kernel split the connections between the two.
+func TestListenAndServeBusyPort(t *testing.T) {
+	for _, takeover := range []bool{true, false} {
+		var l net.Listener
+		var err error
+		if takeover {
+			l, err = Listen("tcp", "127.0.0.1:0")
+		} else {
+			l, err = net.Listen("tcp", "127.0.0.1:0")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		p := &Proxy{}
+		errc := make(chan error, 1)
+		go func() { errc <- p.ListenAndServe(addr) }()
+		select {
+		case err = <-errc:
+		case <-time.After(5 * time.Second):
+			p.Close()
+			t.Fatalf("SO_REUSEPORT holder %v: ListenAndServe(%s) is serving on a port another listener holds", takeover, addr)
+		}
+		l.Close()
+		if err == nil || !strings.Contains(err.Error(), "proxy: listen "+addr) || !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("SO_REUSEPORT holder %v: ListenAndServe(%s) = %v, want an address-in-use error naming it", takeover, addr, err)
 		}
 	}
 }

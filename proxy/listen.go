@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 
 	reuseport "github.com/libp2p/go-reuseport"
@@ -19,11 +20,14 @@ func Listen(network, addr string) (net.Listener, error) {
 	return reuseport.Listen(network, addr)
 }
 
-// ListenAndServe listens on addr with [Listen] and calls [Proxy.Serve].
+// ListenAndServe listens on addr and calls [Proxy.Serve]. It binds without
+// SO_REUSEPORT, so a port another process holds (with SO_REUSEPORT or
+// without) is an error rather than a silent split of the connections; a
+// takeover by a new process uses [Listen] and [Proxy.Serve] instead.
 func (p *Proxy) ListenAndServe(addr string) error {
-	l, err := Listen("tcp", addr)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("proxy: listen %s: %w", addr, err)
 	}
 	return p.Serve(l)
 }
