@@ -51,17 +51,34 @@ type engine struct {
 	// many of them went unanswered (every send before the answering one):
 	// the loss the probe sees.
 	sent, lost int
+	// late holds answered exchanges that retransmitted: a second answer to
+	// one means a transmission counted lost was only slow (an answer
+	// outrun by a retransmission under load), so it is taken back.
+	late map[txID]*lateTx
 }
 
-// noteLoss records an answered exchange that took sent transmissions.
-func (e *engine) noteLoss(sent int) {
+// lateTx is an answered exchange whose earlier transmissions were counted
+// lost; left is how many of them a late answer can still take back.
+type lateTx struct {
+	recvOn *socket
+	accept func(netip.AddrPort, message) bool
+	left   int
+}
+
+// noteLossLocked records an answered exchange that took sent
+// transmissions: every send but one counts lost, less the answers that
+// arrived beyond the first, and an exchange with losses left stays in
+// e.late so later duplicates take them back. The caller holds e.mu.
+func (e *engine) noteLossLocked(t *tx, sent int) {
 	if sent <= 0 {
 		return
 	}
-	e.mu.Lock()
+	lost := max(sent-1-max(t.answers-1, 0), 0)
 	e.sent += sent
-	e.lost += sent - 1
-	e.mu.Unlock()
+	e.lost += lost
+	if lost > 0 {
+		e.late[t.id] = &lateTx{recvOn: t.recvOn, accept: t.accept, left: lost}
+	}
 }
 
 // loss returns the measured loss and the transmissions it rests on.
@@ -135,6 +152,9 @@ type tx struct {
 	accept      func(from netip.AddrPort, m message) bool
 	wantRequest bool
 	ch          chan arrival
+	// answers counts the acceptable arrivals (under engine.mu): more than
+	// one means a retransmission was answered too.
+	answers int
 
 	mu     sync.Mutex
 	strays []netip.AddrPort
@@ -149,7 +169,7 @@ type arrival struct {
 var errEngineClosed = errors.New("nat: probe finished")
 
 func newEngine(listen func(ctx context.Context) (net.PacketConn, error)) *engine {
-	return &engine{listen: listen, pending: map[txID]*tx{}}
+	return &engine{listen: listen, pending: map[txID]*tx{}, late: map[txID]*lateTx{}}
 }
 
 // open makes a fresh socket and starts its reader.
@@ -228,6 +248,10 @@ func (e *engine) read(s *socket) {
 		}
 		e.mu.Lock()
 		t := e.pending[msg.txid]
+		if l := e.late[msg.txid]; t == nil && l != nil && l.left > 0 && l.recvOn == s && !msg.request && l.accept(from, msg) {
+			l.left--
+			e.lost--
+		}
 		e.mu.Unlock()
 		if t == nil {
 			continue
@@ -245,6 +269,9 @@ func (e *engine) read(s *socket) {
 			s.dst = a.Unmap()
 			s.mu.Unlock()
 		}
+		e.mu.Lock()
+		t.answers++
+		e.mu.Unlock()
 		select {
 		case t.ch <- arrival{msg: msg, from: from, at: time.Now()}:
 		default:
@@ -332,11 +359,6 @@ func (e *engine) exchange(ctx context.Context, sendOn, recvOn *socket, dst netip
 	e.mu.Lock()
 	e.pending[t.id] = t
 	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.pending, t.id)
-		e.mu.Unlock()
-	}()
 	raw := req.encode()
 	to := net.UDPAddrFromAddrPort(dst)
 	var out outcome
@@ -372,9 +394,12 @@ loop:
 	t.mu.Lock()
 	out.strays = slices.Clone(t.strays)
 	t.mu.Unlock()
+	e.mu.Lock()
+	delete(e.pending, t.id)
 	if out.answered && !wantRequest {
-		e.noteLoss(out.sent)
+		e.noteLossLocked(t, out.sent)
 	}
+	e.mu.Unlock()
 	return out
 }
 
