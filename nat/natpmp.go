@@ -139,6 +139,7 @@ func (m *PortMapper) natpmpExternal(ctx context.Context, gw netip.Addr) (netip.A
 		if r.opcode != natpmpOpExternal {
 			return false, nil
 		}
+		m.observeEpoch(PortMapNATPMP, gw, r.epoch)
 		if r.result != natpmpResultOK {
 			return true, &PortMapError{Protocol: PortMapNATPMP, Code: int(r.result), Reason: natpmpResultName(r.result)}
 		}
@@ -169,6 +170,7 @@ func (m *PortMapper) natpmpMap(ctx context.Context, gw, local netip.Addr, t Tran
 		if r.opcode != natpmpOp(t) {
 			return false, nil
 		}
+		m.observeEpoch(PortMapNATPMP, gw, r.epoch)
 		if r.result != natpmpResultOK {
 			return true, &PortMapError{Protocol: PortMapNATPMP, Code: int(r.result), Reason: natpmpResultName(r.result)}
 		}

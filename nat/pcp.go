@@ -205,6 +205,7 @@ func (m *PortMapper) pcpAnnounce(ctx context.Context, gw, local netip.Addr) (net
 		if r.opcode != pcpOpAnnounce {
 			return false, nil
 		}
+		m.observeEpoch(PortMapPCP, gw, r.epoch)
 		if r.result != pcpResultSuccess {
 			return true, &PortMapError{Protocol: PortMapPCP, Code: int(r.result), Reason: pcpResultName(r.result)}
 		}
@@ -232,6 +233,7 @@ func (m *PortMapper) pcpMap(ctx context.Context, gw, local netip.Addr, t Transpo
 		if r.hasMap && (r.nonce != nonce || r.proto != pcpProto(t) || r.internalPort != internal) {
 			return false, nil // another request's answer
 		}
+		m.observeEpoch(PortMapPCP, gw, r.epoch)
 		if r.result != pcpResultSuccess {
 			return true, &PortMapError{Protocol: PortMapPCP, Code: int(r.result), Reason: pcpResultName(r.result)}
 		}

@@ -284,10 +284,13 @@ type PortMapper struct {
 	preferred PortMapProtocol
 	upnp      *upnpDevice
 	maps      []*mapState
-	wake      chan struct{}
-	stop      chan struct{}
-	done      chan struct{}
-	started   bool
+	epochs    map[PortMapProtocol]epochObservation
+	// epochResets counts the router restarts the epochs revealed.
+	epochResets int
+	wake        chan struct{}
+	stop        chan struct{}
+	done        chan struct{}
+	started     bool
 }
 
 // mapState is one mapping as asked and as granted.
