@@ -20,7 +20,10 @@
 // canonicalising IPv4-mapped, IPv4-compatible, NAT64 and 6to4 forms. Loopback,
 // private, CGNAT, link-local (169.254.169.254 included), documentation,
 // benchmarking, multicast, reserved and IPv6 unique-local peers are refused
-// with 403 unless allowed by prefix.
+// with 403 unless allowed by prefix. Whatever the policy allows, the relay
+// never relays to its own sockets (DenyOwn): its listening addresses, its TCP
+// relayed addresses, and its UDP relay sockets under any address but the
+// one they advertise.
 //
 // Behind a NAT that forwards the relay ports, set Public (or call SetPublic
 // when the address changes): relay sockets bind the private address and

@@ -145,9 +145,10 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 		peers := peerAddrs(m)
 		addrs := make([]netip.Addr, 0, len(peers))
 		for _, peer := range peers {
-			d := s.checkPeer(peer.Addr())
-			if method != stun.MethodCreatePermission && d == "" {
-				// A permission names an address only; these name a port.
+			var d Denial
+			if method == stun.MethodCreatePermission {
+				d = s.checkPermission(peer)
+			} else if d = s.checkPeer(peer.Addr()); d == "" {
 				d = s.checkPeerPort(peer, method == stun.MethodConnect)
 			}
 			if d != "" {
@@ -169,6 +170,9 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 
 func (s *Server) deny(src *frameSource, user string, peer netip.Addr, why Denial, what string) {
 	s.counters.peerDenials.Add(1)
+	if why == DenyOwn {
+		s.counters.ownDenials.Add(1)
+	}
 	level := slog.LevelInfo
 	if what == "Send" {
 		level = slog.LevelDebug // per packet, and unauthenticated: no log flood

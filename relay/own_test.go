@@ -111,3 +111,125 @@ func TestOwnAddressesRefused(t *testing.T) {
 		t.Fatalf("b got %q, %v", got, err)
 	}
 }
+
+// TestPermissionToOwnSocketRefused: with a peer allow-list that covers the
+// server's own address (loopback), a client asking for a permission to one
+// of the server's own sockets gets 403: its UDP, TCP and wildcard listening
+// addresses, the public address at a listener's port, a TCP relayed address
+// (as advertised and as bound), and a UDP relay socket under its bound
+// address when it advertises another one (the public address). ChannelBind,
+// Send and Connect to that bound relay address are refused as well. The
+// controls: a loopback peer the server does not own is permitted and gets
+// data, and another allocation's UDP relayed address as advertised is
+// permitted and relayed in process.
+func TestPermissionToOwnSocketRefused(t *testing.T) {
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := netcore.AddrPort(peer.LocalAddr())
+
+	public := netip.MustParseAddr("203.0.113.9")
+	s := &Server{Users: map[string]string{"a": "pw", "b": "pw"}, Peers: loopbackOnly, Public: public}
+	udpAddr := netip.MustParseAddrPort(serve(t, s, "udp"))
+	tcpAddr := netip.MustParseAddrPort(serve(t, s, "tcp"))
+	wl, err := net.ListenPacket("udp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildcard := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), netcore.AddrPort(wl.LocalAddr()).Port())
+	errc := make(chan error, 1)
+	go func() { errc <- s.ServePacket(wl) }()
+	t.Cleanup(func() { s.Close(); <-errc })
+
+	a := dialRaw(t, "udp", udpAddr.String(), "a", "pw")
+	if code := a.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	b := dialRaw(t, "udp", udpAddr.String(), "b", "pw")
+	if code := b.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	if b.relayed.Addr() != public {
+		t.Fatalf("relayed %s, want the public address %s", b.relayed, public)
+	}
+	// b's relay socket is bound to the listener's address, 127.0.0.1.
+	bBound := netip.AddrPortFrom(udpAddr.Addr(), b.relayed.Port())
+	bt := dialRaw(t, "tcp", tcpAddr.String(), "b", "pw")
+	if code := bt.allocateTCP(); code != 0 {
+		t.Fatalf("TCP allocate: %d", code)
+	}
+	at := dialRaw(t, "tcp", tcpAddr.String(), "a", "pw")
+	if code := at.allocateTCP(); code != 0 {
+		t.Fatalf("TCP allocate: %d", code)
+	}
+
+	own := []struct {
+		name string
+		ap   netip.AddrPort
+	}{
+		{"UDP listener", udpAddr},
+		{"TCP listener", tcpAddr},
+		{"wildcard listener", wildcard},
+		{"public address at the listener port", netip.AddrPortFrom(public, udpAddr.Port())},
+		{"TCP relayed as advertised", bt.relayed},
+		{"TCP relayed as bound", netip.AddrPortFrom(tcpAddr.Addr(), bt.relayed.Port())},
+		{"UDP relay socket as bound", bBound},
+	}
+	for _, tc := range own {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Stats()
+			if code := a.permit(tc.ap); code != 403 {
+				t.Errorf("CreatePermission %s: got %d, want 403", tc.ap, code)
+			}
+			if code := at.permit(tc.ap); code != 403 {
+				t.Errorf("CreatePermission %s on a TCP allocation: got %d, want 403", tc.ap, code)
+			}
+			after := s.Stats()
+			if after.OwnDenials != before.OwnDenials+2 || after.PeerDenials != before.PeerDenials+2 {
+				t.Errorf("OwnDenials %d -> %d, PeerDenials %d -> %d; want both +2",
+					before.OwnDenials, after.OwnDenials, before.PeerDenials, after.PeerDenials)
+			}
+		})
+	}
+
+	t.Run("UDP relay socket as bound: ChannelBind, Send, Connect", func(t *testing.T) {
+		if code := a.channelBind(0x4200, bBound); code != 403 {
+			t.Errorf("ChannelBind %s: got %d, want 403", bBound, code)
+		}
+		before := s.Stats().PeerDenials
+		a.send(bBound, []byte("loop"))
+		if got := waitDenials(t, s, before); got != before+1 {
+			t.Errorf("Send %s: denials %d, want %d", bBound, got, before+1)
+		}
+		if _, code := at.do(stun.MethodConnect, peerAttr(bBound)); code != 403 {
+			t.Errorf("Connect %s: got %d, want 403", bBound, code)
+		}
+	})
+
+	// Controls: a loopback peer the server does not own, and b's relayed
+	// address as advertised (in process).
+	if code := a.permit(peerAddr); code != 0 {
+		t.Fatalf("CreatePermission to a loopback peer: %d", code)
+	}
+	if code := a.channelBind(0x4300, peerAddr); code != 0 {
+		t.Fatalf("ChannelBind to a loopback peer: %d", code)
+	}
+	a.channelData(0x4300, []byte("to peer"))
+	buf := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, _, err := peer.ReadFrom(buf); err != nil || string(buf[:n]) != "to peer" {
+		t.Fatalf("peer got %q, %v", buf[:n], err)
+	}
+	if code := a.permit(b.relayed); code != 0 {
+		t.Fatalf("CreatePermission to another allocation's relayed address: %d", code)
+	}
+	if code := b.permit(a.relayed); code != 0 {
+		t.Fatalf("CreatePermission back: %d", code)
+	}
+	a.send(b.relayed, []byte("in process"))
+	if got, err := b.readData(); err != nil || string(got) != "in process" {
+		t.Fatalf("b got %q, %v", got, err)
+	}
+}

@@ -96,13 +96,13 @@ func (r *registry) removeTCP(aps ...netip.AddrPort) {
 
 // isTCPRelay reports whether peer is a TCP relayed address of ours: as
 // advertised, as bound, or any host address when bound to a wildcard.
-func (r *registry) isTCPRelay(peer netip.AddrPort) bool {
+func (r *registry) isTCPRelay(peer netip.AddrPort, local func(netip.Addr) bool) bool {
 	r.mu.RLock()
 	exact := r.tcpAddrs[peer] > 0
 	wild := r.tcpAddrs[netip.AddrPortFrom(netip.IPv4Unspecified(), peer.Port())] > 0 ||
 		r.tcpAddrs[netip.AddrPortFrom(netip.IPv6Unspecified(), peer.Port())] > 0
 	r.mu.RUnlock()
-	return exact || wild && (peer.Addr().IsLoopback() || isHostAddr(peer.Addr()))
+	return exact || wild && local(peer.Addr())
 }
 
 func (r *registry) add(c *relayConn) bool {
@@ -293,6 +293,9 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 	remote := netcore.AddrPort(conf.RemoteAddr)
 	if d := g.s.checkPeerPort(remote, true); d != "" {
 		g.s.counters.peerDenials.Add(1)
+		if d == DenyOwn {
+			g.s.counters.ownDenials.Add(1)
+		}
 		return nil, fmt.Errorf("%w: %s (%s)", errPeerDenied, remote, d)
 	}
 	bind, err := g.family(conf.Network)
@@ -411,12 +414,15 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // socket address, so no hairpin through the NAT router is needed.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	dst := netcore.AddrPort(addr)
-	if other := c.s.reg.get(dst.Port()); other != nil && other.advertised == dst {
+	canon := canonicalAP(dst)
+	if other := c.s.reg.get(canon.Port()); other != nil && other.advertised == canon {
 		c.s.counters.inProcess.Add(1)
 		dst = other.local
-	} else if d := c.s.policy.Check(dst.Addr()); d != "" || c.s.isOwnRelayAddr(dst.Addr()) ||
-		c.s.listens.matches(netip.AddrPortFrom(Canonical(dst.Addr()), dst.Port()), c.s.isOwnRelayAddr) ||
-		c.s.reg.isTCPRelay(netip.AddrPortFrom(Canonical(dst.Addr()), dst.Port())) {
+	} else if c.s.isOwnRelayAddr(canon.Addr()) || c.s.ownSocket(canon, other) {
+		c.s.counters.peerDenials.Add(1)
+		c.s.counters.ownDenials.Add(1)
+		return 0, errPeerDenied
+	} else if d := c.s.policy.Check(dst.Addr()); d != "" {
 		c.s.counters.peerDenials.Add(1)
 		return 0, errPeerDenied
 	}
@@ -427,6 +433,16 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	c.user.packetsToPeer.Add(1)
 	c.user.bytesToPeer.Add(uint64(len(p)))
 	return c.conn.WriteToUDPAddrPort(p, dst)
+}
+
+// boundTo reports whether a (canonical) reaches this socket through the
+// host's network stack: its bound address, or loopback and any address of
+// the host when it is bound to a wildcard.
+func (c *relayConn) boundTo(a netip.Addr) bool {
+	if a == c.bind || a == c.local.Addr() {
+		return true
+	}
+	return c.bind.IsUnspecified() && c.s.hosts.local(a)
 }
 
 func (c *relayConn) Close() error {

@@ -31,11 +31,18 @@ const defaultRealm = "hairpin"
 //
 // The peer policy is safe by default: no loopback, private, link-local,
 // metadata or other special-purpose peers unless listed in Peers.Allow.
-// Whatever Peers allows, the server never relays to itself: ChannelBind,
-// Send and Connect to one of its listening addresses or TCP relayed
-// addresses are refused (403, DenyOwn), and so is every relayed packet to
-// them. Another allocation's UDP relayed address is allowed and relayed in
-// process, so two clients of one relay can reach each other.
+// Whatever Peers allows, the server never relays to itself: CreatePermission,
+// ChannelBind, Send and Connect naming one of its listening addresses (UDP,
+// TCP or TLS, bound or wildcard, or the public address at a listener's
+// port), a TCP relayed address, or a UDP relay socket under an address it
+// does not advertise (its bound address behind a NAT) are refused (403,
+// DenyOwn; Send is dropped), and so is every relayed packet to them;
+// Stats.OwnDenials counts them. ChannelBind, Send and Connect are refused at
+// any port of the public address that no allocation holds as well. Another
+// allocation's UDP relayed address as advertised is allowed and relayed in
+// process, never through the network, so two clients of one relay can reach
+// each other (relay-to-relay candidate pairs, the only path between two
+// symmetric NATs).
 //
 // Server is safe for concurrent use.
 type Server struct {
@@ -107,6 +114,7 @@ type Server struct {
 	allocs   allocTable
 	reg      registry
 	listens  listenSet
+	hosts    hostAddrs
 	counters counters
 	public   atomic.Pointer[netip.Addr]
 	// stopCtx is cancelled by Close: it ends peer dials (RFC 6062 Connect)
@@ -410,6 +418,7 @@ func (s *Server) Stats() Stats {
 		FailureDrops:      c.failureDrops.Load(),
 		UserFailureDrops:  c.userFailureDrops.Load(),
 		PeerDenials:       c.peerDenials.Load(),
+		OwnDenials:        c.ownDenials.Load(),
 		QuotaRejections:   c.quotaRejections.Load(),
 		BandwidthDrops:    c.bandwidthDrops.Load(),
 		Malformed:         c.malformed.Load(),

@@ -19,6 +19,7 @@ type Stats struct {
 	FailureDrops      uint64 // requests dropped unchecked: the source's failure budget is spent
 	UserFailureDrops  uint64 // requests dropped unchecked: the user's failure budget is spent
 	PeerDenials       uint64 // requests or packets refused by the peer policy
+	OwnDenials        uint64 // of PeerDenials, those naming the relay's own sockets (DenyOwn): loop attempts
 	QuotaRejections   uint64 // allocations or permissions refused by a limit
 	BandwidthDrops    uint64 // packets dropped by the per-allocation bandwidth cap
 	Malformed         uint64 // frames that are neither STUN nor ChannelData
@@ -42,7 +43,7 @@ type UserStats struct {
 }
 
 type counters struct {
-	allocationsTotal, authFailures, challenges, unauthDrops, failureDrops, userFailureDrops, peerDenials,
+	allocationsTotal, authFailures, challenges, unauthDrops, failureDrops, userFailureDrops, peerDenials, ownDenials,
 	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess, readErrors atomic.Uint64
 }
 
