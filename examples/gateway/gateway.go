@@ -13,6 +13,7 @@ import (
 
 	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/serve"
 	"github.com/hairpin-go/hairpin/nat"
 	"github.com/hairpin-go/hairpin/proxy"
 	"github.com/hairpin-go/hairpin/relay"
@@ -36,14 +37,14 @@ type gateway struct {
 	// lifetime is the report of the mapping lifetime search, nil until done.
 	lifetime *nat.Report
 
-	dns      *dnsPart
+	dns      *serve.DNS
 	dnsAddrs []net.Addr
 
 	proxy      *proxy.Proxy
 	proxyAddrs []net.Addr
 
 	relay          *relay.Server
-	relaySetPublic func(netip.Addr)
+	relaySetPublic func(netip.Addr) // guarded by mu: a reload of relay.public replaces it
 	relayAddrs     []net.Addr
 	creds          *credentialsServer
 	tunnel         tunnelPart // edge.go
@@ -263,41 +264,31 @@ func (g *gateway) nextProbe(first bool) time.Duration {
 func (g *gateway) setPublic(a netip.Addr) {
 	g.mu.Lock()
 	g.public = a
+	relaySetPublic := g.relaySetPublic
 	g.mu.Unlock()
 	if g.dns != nil {
-		if err := g.dns.setPublicAddr(a); err != nil {
+		if err := g.dns.SetPublicAddr(a); err != nil {
 			g.log.Error("gateway: dns: cannot set the public address in records", "err", err)
 		}
 	}
 	if g.proxy != nil {
 		g.proxy.SetPublicAddrs(a)
 	}
-	if g.relaySetPublic != nil {
-		g.relaySetPublic(a)
+	if relaySetPublic != nil {
+		relaySetPublic(a)
 	}
 }
 
 func (g *gateway) startDNS() error {
-	log := g.log.With("part", "dns")
-	srv, setPublic, err := g.cfg.DNS.Build(log)
+	d, err := serve.NewDNS(g.cfg.DNS, g.public, g.log.With("part", "dns"), g.failPart, g.runCtx)
 	if err != nil {
 		return err
 	}
-	d := &dnsPart{log: log, fail: g.failPart, stop: g.runCtx, cfg: g.cfg.DNS, srv: srv, setPublic: setPublic}
-	g.dns = d
-	if g.public.IsValid() {
-		if err := setPublic(g.public); err != nil {
-			return err
-		}
+	if err := d.Listen(g.cfg.DNS.Listen); err != nil {
+		return fmt.Errorf("gateway: %w", err)
 	}
-	if err := d.listen(g.cfg.DNS.Listen); err != nil {
-		return err
-	}
-	g.dnsAddrs = d.addrs
-	if _, err := d.serve(srv); err != nil {
-		return err
-	}
-	for _, a := range d.addrs {
+	g.dns, g.dnsAddrs = d, d.Addrs()
+	for _, a := range d.Addrs() {
 		g.log.Info("dns listening", "addr", a.String())
 	}
 	return nil
@@ -358,47 +349,12 @@ func (g *gateway) startRelay() error {
 	if g.public.IsValid() {
 		setPublic(g.public)
 	}
-	var pcs []net.PacketConn
-	var ls, tlsLs []net.Listener
-	fail := func(err error) error {
-		for _, pc := range pcs {
-			pc.Close()
-		}
-		for _, l := range append(ls, tlsLs...) {
-			l.Close()
-		}
-		return fmt.Errorf("gateway: relay: %w", err)
+	socks, err := serve.ListenRelay(g.cfg.Relay)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
 	}
-	for _, a := range g.cfg.Relay.Listen {
-		pc, err := net.ListenPacket("udp", a)
-		if err != nil {
-			return fail(err)
-		}
-		pcs = append(pcs, pc)
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			return fail(err)
-		}
-		ls = append(ls, l)
-	}
-	for _, a := range g.cfg.Relay.TLSListen {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			return fail(err)
-		}
-		tlsLs = append(tlsLs, l)
-	}
-	for _, pc := range pcs {
-		g.relayAddrs = append(g.relayAddrs, pc.LocalAddr())
-		g.serve("relay/udp", func() error { return srv.ServePacket(pc) }, relay.ErrServerClosed)
-	}
-	for _, l := range ls {
-		g.serve("relay/tcp", func() error { return srv.Serve(l) }, relay.ErrServerClosed)
-	}
-	for _, l := range tlsLs {
-		g.relayAddrs = append(g.relayAddrs, l.Addr())
-		g.serve("relay/tls", func() error { return srv.ServeTLS(l) }, relay.ErrServerClosed)
-	}
+	g.relayAddrs = socks.Addrs()
+	socks.Serve(srv, func(part string, fn func() error) { g.serve(part, fn, relay.ErrServerClosed) })
 	g.log.Info("relay listening", "addrs", g.relayAddrs)
 	return nil
 }
@@ -448,7 +404,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 		errs = append(errs, ignoreClosed(g.proxy.Shutdown(ctx)))
 	}
 	if g.dns != nil {
-		errs = append(errs, ignoreClosed(g.dns.shutdown(ctx)))
+		errs = append(errs, ignoreClosed(g.dns.Shutdown(ctx)))
 	}
 	if g.relay != nil {
 		rctx, cancel := context.WithTimeout(ctx, relayDrain)
@@ -475,9 +431,6 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		g.wg.Wait()
-		if g.dns != nil {
-			g.dns.wg.Wait()
-		}
 		close(done)
 	}()
 	select {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,12 +15,12 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/hairpin-go/hairpin/nat"
@@ -30,58 +29,14 @@ import (
 
 func TestMain(m *testing.M) {
 	code := leakcheck.Run(m)
-	if built.Load() {
-		if path, err := binary(); err == nil {
-			os.RemoveAll(filepath.Dir(path))
-		}
-	}
+	gatewayBin.Cleanup()
 	os.Exit(code)
 }
 
-// built records whether a test asked for the gateway binary, so TestMain
-// does not build it only to remove it.
-var built atomic.Bool
+// gatewayBin is the gateway binary, built once for the tests that run it.
+var gatewayBin = &proctest.Binary{Dir: "."}
 
-// handedOut holds every port freePort returned in this process: a port
-// released by one call can come back from the kernel on the next, and two
-// listeners of one config must not be given the same port.
-var handedOut struct {
-	sync.Mutex
-	ports map[string]bool
-}
-
-// freePort asks the kernel for a port that is free for both TCP and UDP on
-// 127.0.0.1 and releases it for the gateway to bind. It never returns the
-// same port twice in one test process.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		handedOut.Lock()
-		seen := handedOut.ports[addr]
-		if handedOut.ports == nil {
-			handedOut.ports = map[string]bool{}
-		}
-		handedOut.ports[addr] = true
-		handedOut.Unlock()
-		if seen {
-			continue
-		}
-		return addr
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return ""
-}
+func freePort(t *testing.T) string { return proctest.FreePort(t) }
 
 // loopbackConfig is the built-in default with every port replaced by a free one.
 func loopbackConfig(t *testing.T) []byte {
@@ -347,129 +302,12 @@ func TestCheckNamesFieldAndLine(t *testing.T) {
 	}
 }
 
-// binary builds the gateway once per test binary.
-var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "hairpin-gateway-")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "gateway")
-	out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return path, nil
-})
-
-func buildGateway(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the gateway binary; skipped with -short")
-	}
-	built.Store(true)
-	path, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// process is a running gateway binary whose log lines are watched.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the process has been waited for
-	mu     sync.Mutex
-	lines  []string
-	cond   *sync.Cond
-	done   bool
-}
-
-func startProcess(t *testing.T, cmd *exec.Cmd) *process {
-	t.Helper()
-	p := &process{cmd: cmd, exited: make(chan struct{})}
-	p.cond = sync.NewCond(&p.mu)
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		}
-		p.mu.Lock()
-		p.done = true
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}()
-	go func() {
-		_ = cmd.Wait()
-		pw.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		p.waitExit(t, 15*time.Second)
-		if t.Failed() {
-			t.Logf("gateway output:\n%s", p.output())
-		}
-	})
-	return p
-}
-
-func (p *process) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-// waitFor blocks until a log line containing s appears after line from, and
-// returns the index after it.
-func (p *process) waitFor(t *testing.T, from int, s string, within time.Duration) int {
-	t.Helper()
-	timer := time.AfterFunc(within, func() {
-		p.mu.Lock()
-		p.done = true // wake the waiter; reported below
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer timer.Stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := from; ; {
-		for ; i < len(p.lines); i++ {
-			if strings.Contains(p.lines[i], s) {
-				return i + 1
-			}
-		}
-		if p.done {
-			t.Fatalf("gateway never logged %q; output:\n%s", s, strings.Join(p.lines, "\n"))
-		}
-		p.cond.Wait()
-	}
-}
-
-func (p *process) waitExit(t *testing.T, within time.Duration) {
-	t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(within):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		t.Errorf("gateway did not exit within %s of SIGTERM", within)
-	}
-}
-
 func TestReloadKeepsServingOnBadFile(t *testing.T) {
-	bin := buildGateway(t)
+	bin := gatewayBin.Path(t)
 	good := loopbackConfig(t)
 	path := writeConfig(t, good)
-	p := startProcess(t, exec.CommandContext(t.Context(), bin, "-config", path))
-	n := p.waitFor(t, 0, "gateway ready", 20*time.Second)
+	p := proctest.Start(t, exec.CommandContext(t.Context(), bin, "-config", path))
+	n := p.WaitFor(t, 0, "gateway ready", 20*time.Second)
 	cfg, err := config.Parse(good)
 	if err != nil {
 		t.Fatal(err)
@@ -481,10 +319,10 @@ func TestReloadKeepsServingOnBadFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	n = p.waitFor(t, n, "reload rejected", 10*time.Second)
-	if !strings.Contains(p.output(), "dns.views[0].records[0]") {
-		t.Errorf("the rejection does not name the field:\n%s", p.output())
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	n = p.WaitFor(t, n, "reload rejected", 10*time.Second)
+	if !strings.Contains(p.Output(), "dns.views[0].records[0]") {
+		t.Errorf("the rejection does not name the field:\n%s", p.Output())
 	}
 	if got, _ := query(t, dnsAddr, "127.0.0.1", "blog.example.com"); len(got) != 1 || got[0] != "192.168.1.20" {
 		t.Fatalf("after a bad reload: %v, want the old [192.168.1.20]", got)
@@ -499,8 +337,8 @@ func TestReloadKeepsServingOnBadFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitFor(t, n, "configuration reloaded", 10*time.Second)
+	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
+	p.WaitFor(t, n, "configuration reloaded", 10*time.Second)
 	if got, _ := query(t, dnsAddr, "127.0.0.1", "blog.example.com"); len(got) != 1 || got[0] != "192.168.1.99" {
 		t.Fatalf("after a good reload: %v, want [192.168.1.99]", got)
 	}
@@ -518,7 +356,7 @@ func TestReloadKeepsServingOnBadFile(t *testing.T) {
 func TestQuickstartBinaryNoArguments(t *testing.T) {
 	interop.NeedRoot(t)
 	paths := interop.Need(t, "ip", "dig")
-	bin := buildGateway(t)
+	bin := gatewayBin.Path(t)
 	ns := fmt.Sprintf("hpgw%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
 	if out, err := exec.Command(paths["ip"], "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v\n%s", err, out)
@@ -527,10 +365,10 @@ func TestQuickstartBinaryNoArguments(t *testing.T) {
 	if out, err := exec.Command(paths["ip"], "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up: %v\n%s", err, out)
 	}
-	p := startProcess(t, exec.CommandContext(t.Context(), paths["ip"], "netns", "exec", ns, bin))
-	p.waitFor(t, 0, "gateway ready", 20*time.Second)
-	if !strings.Contains(p.output(), "dig @127.0.0.1 -p 5353 blog.example.com") {
-		t.Errorf("the quickstart does not print what to try:\n%s", p.output())
+	p := proctest.Start(t, exec.CommandContext(t.Context(), paths["ip"], "netns", "exec", ns, bin))
+	p.WaitFor(t, 0, "gateway ready", 20*time.Second)
+	if !strings.Contains(p.Output(), "dig @127.0.0.1 -p 5353 blog.example.com") {
+		t.Errorf("the quickstart does not print what to try:\n%s", p.Output())
 	}
 	in := func(args ...string) string {
 		out, err := exec.CommandContext(t.Context(), paths["ip"], append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
@@ -667,7 +505,7 @@ func TestRestartKeys(t *testing.T) {
 	}
 	restart := func(next string) string {
 		var out []string
-		for _, p := range diffPaths(parse(base), parse(next)) {
+		for _, p := range config.Changed(parse(base), parse(next)) {
 			if !isLive(p) {
 				out = append(out, p)
 			}

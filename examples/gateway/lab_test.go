@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 	"github.com/hairpin-go/hairpin/internal/icecheck"
 	"github.com/hairpin-go/hairpin/internal/natlab"
 	"github.com/hairpin-go/hairpin/nat"
@@ -114,7 +115,7 @@ func TestLabGatewayBehindNonHairpinningRouter(t *testing.T) {
 	const udpTimeout = 8 * time.Second
 	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted, Hairpin: false, SiteB: natlab.Symmetric,
 		Forwards: fw, UDPTimeout: udpTimeout})
-	bin := buildGateway(t)
+	bin := gatewayBin.Path(t)
 	gwIP := lab.Addr(natlab.LAN1)
 	backendIP := lab.Addr(natlab.LAN2)
 	public := lab.PublicAddr()
@@ -183,9 +184,9 @@ log:
   level: debug
 `, s1, gwIP, backendIP, secret, relayLo, relayHi)
 	path := writeConfig(t, []byte(cfg))
-	p := startProcess(t, lab.CommandContext(t.Context(), natlab.LAN1, bin, "-config", path))
-	p.waitFor(t, 0, "gateway ready", 30*time.Second)
-	out := p.output()
+	p := proctest.Start(t, lab.CommandContext(t.Context(), natlab.LAN1, bin, "-config", path))
+	p.WaitFor(t, 0, "gateway ready", 30*time.Second)
+	out := p.Output()
 	if !strings.Contains(out, "public="+public.String()) {
 		t.Fatalf("the gateway did not learn the public address %s by probing:\n%s", public, out)
 	}
@@ -234,8 +235,8 @@ log:
 		}
 	})
 	t.Run("the operator is told how long UDP mappings live", func(t *testing.T) {
-		i := p.waitFor(t, 0, "UDP mappings expire after", 60*time.Second)
-		line := strings.Split(p.output(), "\n")[i-1]
+		i := p.WaitFor(t, 0, "UDP mappings expire after", 60*time.Second)
+		line := strings.Split(p.Output(), "\n")[i-1]
 		var secs int
 		if j := strings.Index(line, "expire after ~"); j >= 0 {
 			fmt.Sscanf(line[j+len("expire after ~"):], "%ds", &secs)

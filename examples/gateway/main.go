@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	gateway [-config FILE] [-check] [-print-default-config]
+//	gateway [-config FILE] [-check] [-print-default-config] [-shutdown-timeout D]
 //
 // With no -config it runs a built-in default on loopback ports, with demo
 // backends, and prints what to try. -print-default-config prints that default;
@@ -24,18 +24,13 @@
 package main
 
 import (
-	"context"
 	_ "embed"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/daemon"
 )
 
 //go:embed default.yaml
@@ -50,114 +45,61 @@ const description = "gateway: split-horizon DNS, SNI proxy, TURN relay and NAT p
 
 // run is main without the exit, for tests: it returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration `file` (default: the built-in loopback demo)")
-	check := fs.Bool("check", false, "do everything a start does short of serving (parse, load zone files, certificates and keys), then exit")
-	printDefault := fs.Bool("print-default-config", false, "print the built-in default configuration and exit")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), description)
-		fmt.Fprintln(fs.Output(), "\nUsage: gateway [-config FILE] [-check] [-print-default-config] [-shutdown-timeout D]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gateway: unexpected arguments: %v\n", fs.Args())
-		return 2
+	cmd := daemon.New("gateway", description,
+		"gateway [-config FILE] [-check] [-print-default-config] [-shutdown-timeout D]", stdout, stderr)
+	printDefault := cmd.Flags.Bool("print-default-config", false, "print the built-in default configuration and exit")
+	if code, ok := cmd.Parse(args); !ok {
+		return code
 	}
 	if *printDefault {
 		stdout.Write(defaultConfig)
 		return 0
 	}
+	path := cmd.Config
 	load := func() (*config.File, error) {
-		if *path == "" {
+		if path == "" {
 			return config.Parse(defaultConfig)
 		}
-		return config.Load(*path)
+		return config.Load(path)
 	}
 	cfg, err := load()
-	if err == nil && *check {
+	if err == nil && cmd.Check {
 		err = checkBuild(cfg)
 	}
 	if err != nil {
-		// One error per line for a person at a terminal; each names its key and line.
-		for _, e := range config.Errors(err) {
-			fmt.Fprintln(stderr, e)
-		}
-		return 1
+		return cmd.Fail(err)
 	}
-	if *check {
+	if cmd.Check {
 		fmt.Fprintln(stdout, "configuration OK")
 		return 0
 	}
 	log := cfg.Log.Logger(stderr)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	gw, err := start(ctx, cfg, log)
+	sig := daemon.Notify()
+	defer sig.Stop()
+	gw, err := start(sig.Context(), cfg, log)
 	if err != nil {
 		log.Error("gateway did not start", "err", err)
 		return 1
 	}
-	if *path == "" {
+	if path == "" {
 		printQuickstart(stdout, cfg)
 	}
-	log.Info("gateway ready")
-	shutdown := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-		defer cancel()
-		err := gw.shutdown(sctx)
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
-		return err
-	}
-	for {
-		select {
-		case <-hup:
+	return sig.Serve(daemon.Service{
+		Name:    "gateway",
+		Log:     log,
+		Timeout: cmd.ShutdownTimeout,
+		Reload: func() ([]string, error) {
 			next, err := load()
 			if err == nil {
 				err = checkBuild(next)
 			}
 			if err != nil {
-				log.Error("reload rejected; still serving the previous configuration", "err", err)
-				continue
+				return nil, err
 			}
-			restart, err := gw.reload(next)
-			if err != nil {
-				log.Error("reload rejected; still serving the previous configuration", "err", err)
-				continue
-			}
-			if len(restart) > 0 {
-				log.Warn("configuration reloaded; these keys changed but take effect at the next restart", "restart", restart)
-			} else {
-				log.Info("configuration reloaded")
-			}
-		case err := <-gw.failed:
-			log.Error("a part stopped serving; shutting down", "err", err)
-			if serr := shutdown(); serr != nil {
-				log.Error("shutdown", "err", serr)
-			}
-			return 1
-		case <-ctx.Done():
-			log.Info("shutting down", "deadline", shutdownTimeout.String())
-			if err := shutdown(); err != nil {
-				log.Error("shutdown", "err", err)
-				return 1
-			}
-			return 0
-		}
-	}
+			return gw.reload(next)
+		},
+		Shutdown: gw.shutdown,
+		Failed:   gw.failed,
+	})
 }

@@ -24,7 +24,7 @@ func (g *gateway) register(reg *prometheus.Registry) {
 		reg.MustRegister(&statsCollector{
 			descs: []*prometheus.Desc{queries, hits, misses, entries, upFail, stale, limited, malformed},
 			collect: func(ch chan<- prometheus.Metric) {
-				s := srv.stats()
+				s := srv.Stats()
 				for view, byRcode := range s.Queries {
 					for rcode, n := range byRcode {
 						ch <- prometheus.MustNewConstMetric(queries, prometheus.CounterValue, float64(n), view, rcode)

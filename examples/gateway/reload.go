@@ -1,38 +1,27 @@
 package main
 
 import (
-	"reflect"
-	"sort"
-	"strings"
+	"net/netip"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/serve"
 )
 
 // liveKeys are the key paths a reload applies while serving; a change
 // anywhere else waits for a restart and is named in the log. A path covers
 // the keys below it.
-var liveKeys = []string{
-	// DNS: views and records swap in place; every other setting below swaps
-	// the server on the same sockets (see dnsPart).
-	"dns.views", "dns.upstreams", "dns.policy", "dns.upstreamTimeout", "dns.trustedProxies",
-	"dns.cache", "dns.rateLimit", "dns.transfer", "dns.udpSize", "dns.workers",
-	"dns.maxTCPConns", "dns.tcpIdleTimeout", "dns.cookieSecret",
+var liveKeys = append(serve.DNSLiveKeys(),
 	// Proxy routes swap atomically (connections already routed are untouched).
 	"proxy.routes",
 	// The probe reads these at each round.
 	"nat.stun", "nat.public", "nat.interval", "nat.hairpin", "nat.tcp", "nat.timeout", "nat.ipv6",
+	// New allocations get the new advertised address.
+	"relay.public",
 	// The credentials endpoint reads its settings at each request.
 	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl",
-}
+)
 
-func isLive(path string) bool {
-	for _, k := range liveKeys {
-		if path == k || strings.HasPrefix(path, k+".") || strings.HasPrefix(path, k+"[") {
-			return true
-		}
-	}
-	return false
-}
+func isLive(path string) bool { return config.Covered(path, liveKeys) }
 
 // reload applies a new configuration. Everything is built and validated
 // first; on any error the running configuration stays as it was. It
@@ -42,17 +31,11 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 	cur := g.cfg
 	public := g.public
 	g.mu.Unlock()
-	changed := diffPaths(cur, next)
-	var restart []string
-	for _, p := range changed {
-		if !isLive(p) {
-			restart = append(restart, p)
-		}
-	}
+	restart := config.Restart(config.Changed(cur, next), liveKeys)
 	// A section added or removed is a restart: nothing runs to take it.
 	var dnsApply func() error
 	if cur.DNS != nil && next.DNS != nil {
-		apply, err := g.dns.prepare(next.DNS, public)
+		apply, err := g.dns.Prepare(next.DNS, public)
 		if err != nil {
 			return nil, err
 		}
@@ -89,6 +72,17 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 	if (cur.Relay == nil) != (next.Relay == nil) {
 		kept.Relay = cur.Relay
 	}
+	if g.relay != nil && cur.Relay != nil && next.Relay != nil && next.Relay.Public != cur.Relay.Public {
+		// "{public}" follows the probed address; a fixed one replaces it.
+		if next.Relay.Public == config.PublicPlaceholder {
+			g.relaySetPublic = g.relay.SetPublic
+			g.relay.SetPublic(public)
+		} else {
+			a, _ := netip.ParseAddr(next.Relay.Public) // validated; "" is the socket's own
+			g.relaySetPublic = func(netip.Addr) {}
+			g.relay.SetPublic(a)
+		}
+	}
 	g.cfg = &kept
 	g.mu.Unlock()
 	if next.NAT != nil && cur.NAT != nil {
@@ -97,46 +91,4 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 		}
 	}
 	return restart, nil
-}
-
-// diffPaths returns the key paths whose values differ between two
-// configurations, as they are spelt in the file: "dns.listen",
-// "relay.limits.bandwidth". Lists and maps are compared whole; a section
-// present in one and absent in the other is its own key.
-func diffPaths(a, b *config.File) []string {
-	var out []string
-	diffValue(reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem(), "", &out)
-	sort.Strings(out)
-	return out
-}
-
-func diffValue(a, b reflect.Value, path string, out *[]string) {
-	switch a.Kind() {
-	case reflect.Pointer:
-		if a.IsNil() || b.IsNil() {
-			if a.IsNil() != b.IsNil() {
-				*out = append(*out, path)
-			}
-			return
-		}
-		diffValue(a.Elem(), b.Elem(), path, out)
-	case reflect.Struct:
-		t := a.Type()
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			p := name
-			if path != "" {
-				p = path + "." + name
-			}
-			diffValue(a.Field(i), b.Field(i), p, out)
-		}
-	default:
-		if !reflect.DeepEqual(a.Interface(), b.Interface()) {
-			*out = append(*out, path)
-		}
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestReloadAppliesDNSSettingsLive(t *testing.T) {
 	if _, rcode := query(t, dnsAddr, "127.0.0.1", "www.example.org"); rcode != dns.RcodeServerFailure {
 		t.Fatalf("recursion with no upstream: rcode %s, want SERVFAIL", dns.RcodeToString[rcode])
 	}
-	before := gw.dns.stats()
+	before := gw.dns.Stats()
 
 	up := fakeUpstream(t)
 	next := strings.Replace(base, "upstreams: []", `upstreams: ["`+up+`"]`, 1)
@@ -89,7 +90,7 @@ func TestReloadAppliesDNSSettingsLive(t *testing.T) {
 	if answered > 3 {
 		t.Errorf("%d of 10 answered after rateLimit perSecond 1 burst 1", answered)
 	}
-	after := gw.dns.stats()
+	after := gw.dns.Stats()
 	if after.RateLimited == 0 {
 		t.Error("no query counted as rate limited")
 	}
@@ -183,5 +184,47 @@ func TestCheckLoadsFiles(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q, want %q", code, stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestReloadRelayPublic: relay.public applies to new allocations on reload,
+// as in turnserver: a fixed address replaces the probed one, and "{public}"
+// brings the probed one back.
+func TestReloadRelayPublic(t *testing.T) {
+	base := string(loopbackConfig(t))
+	cfg, err := config.Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.shutdown(ctx)
+	})
+	if got := gw.relay.PublicAddr().String(); got != "203.0.113.1" {
+		t.Fatalf("relay public %s at start, want nat.public 203.0.113.1", got)
+	}
+	for _, tt := range []struct{ public, want string }{{`"198.51.100.7"`, "198.51.100.7"}, {`"{public}"`, "203.0.113.1"}} {
+		next := strings.Replace(base, `public: "{public}"`, "public: "+tt.public, 1)
+		ncfg, err := config.Parse([]byte(next))
+		if err != nil {
+			t.Fatal(err)
+		}
+		restart, err := gw.reload(ncfg)
+		if err != nil || len(restart) != 0 {
+			t.Fatalf("reload relay.public %s: %v, restart %v", tt.public, err, restart)
+		}
+		if got := gw.relay.PublicAddr().String(); got != tt.want {
+			t.Errorf("relay.public %s: advertised %s, want %s", tt.public, got, tt.want)
+		}
+	}
+	// A probe result after the reload to "{public}" reaches the relay again.
+	gw.setPublic(netip.MustParseAddr("203.0.113.9"))
+	if got := gw.relay.PublicAddr().String(); got != "203.0.113.9" {
+		t.Errorf("after a new probed address: relay advertises %s", got)
 	}
 }

@@ -2,66 +2,82 @@
 // `proxy:` section of a hairpin configuration file: TLS is routed by SNI
 // without being decrypted, plain HTTP by Host.
 //
-//	sniproxy -config hairpin.yaml
+//	sniproxy -config hairpin.yaml [-check] [-shutdown-timeout D]
 //
-// Listeners use SO_REUSEPORT, so a new sniproxy can start on the same ports
-// before the old one is stopped. SIGHUP re-reads the file and swaps the
-// routes atomically (listeners and limits need a restart); SIGINT or SIGTERM
-// stop accepting and wait up to -grace for open connections.
+// example.yaml next to this file is a commented starting point. Listeners
+// use SO_REUSEPORT, so a new sniproxy can start on the same ports before the
+// old one is stopped.
+//
+// Signals: SIGHUP re-reads the file and swaps proxy.routes atomically, as
+// the gateway does (connections already routed are untouched); the log names
+// by key path the changes that wait for a restart (listeners, limits,
+// timeouts, trustProxyFrom), and a bad file is rejected with the running
+// routes kept. SIGINT and SIGTERM stop accepting and wait up to
+// -shutdown-timeout for open connections, then close them. If a listener
+// stops serving, sniproxy exits with status 1.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/daemon"
 	"github.com/hairpin-go/hairpin/proxy"
 )
 
+// description is the one line -h prints first.
+const description = "sniproxy: one port shared by many backends, TLS routed by SNI and HTTP by Host, from the proxy: section of a hairpin configuration (see example.yaml)."
+
+// liveKeys are the key paths a reload applies while serving (the same as
+// the gateway's for the proxy: section).
+var liveKeys = []string{"proxy.routes"}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	if err := run(ctx, os.Args[1:], hup, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "sniproxy:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run serves until ctx ends; a value on reload re-reads the file. ready, if
-// not nil, is called with the listeners' addresses once they are open.
-func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func([]net.Addr)) error {
-	fs := flag.NewFlagSet("sniproxy", flag.ContinueOnError)
-	path := fs.String("config", "", "configuration file (YAML with a proxy: section)")
-	grace := fs.Duration("grace", 30*time.Second, "how long to wait for open connections on shutdown")
-	if err := fs.Parse(args); err != nil {
-		return err
+// run is main without the exit, for tests: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := daemon.New("sniproxy", description, "sniproxy -config FILE [-check] [-shutdown-timeout D]", stdout, stderr)
+	if code, ok := cmd.Parse(args); !ok {
+		return code
 	}
-	if *path == "" {
-		fs.Usage()
-		return errors.New("-config is required")
+	if cmd.Config == "" {
+		return cmd.Usagef("-config is required")
 	}
-	f, err := config.Load(*path)
+	load := func() (*config.File, error) {
+		f, err := config.Load(cmd.Config)
+		if err == nil && f.Proxy == nil {
+			err = fmt.Errorf("config: %s has no proxy: section", cmd.Config)
+		}
+		if err == nil && len(f.Proxy.TLS)+len(f.Proxy.HTTP) == 0 {
+			err = config.Errorf("proxy", nil, "no tls or http listeners configured")
+		}
+		return f, err
+	}
+	f, err := load()
 	if err != nil {
-		return err
+		return cmd.Fail(err)
 	}
-	if f.Proxy == nil {
-		return fmt.Errorf("%s has no proxy: section", *path)
-	}
-	log := f.Log.Logger(os.Stderr)
+	log := f.Log.Logger(stderr)
 	p, err := f.Proxy.Build(log)
 	if err != nil {
-		return err
+		return cmd.Fail(err)
 	}
+	if cmd.Check {
+		_ = p.Close()
+		fmt.Fprintln(stdout, "configuration OK")
+		return 0
+	}
+
+	sig := daemon.Notify()
+	defer sig.Stop()
 	type listener struct {
 		l     net.Listener
 		proto proxy.Protocol
@@ -77,63 +93,75 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, ready func
 				for _, l := range listeners {
 					l.l.Close()
 				}
-				return err
+				_ = p.Close()
+				return cmd.Fail(err)
 			}
 			listeners = append(listeners, listener{l, group.proto})
-			log.Info("sniproxy: listening", "addr", l.Addr().String(), "protocol", group.proto)
+			log.Info("sniproxy: listening", "addr", l.Addr().String(), "protocol", group.proto.String())
 		}
 	}
-	if len(listeners) == 0 {
-		return errors.New("proxy: no tls or http listeners configured")
-	}
 
-	if ready != nil {
-		var addrs []net.Addr
-		for _, l := range listeners {
-			addrs = append(addrs, l.l.Addr())
-		}
-		ready(addrs)
-	}
-
+	var stopping sync.Once
+	stop := make(chan struct{})
+	failed := make(chan error, len(listeners))
 	var wg sync.WaitGroup
-	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
 		wg.Go(func() {
-			if err := p.ServeProtocol(l.l, l.proto); !errors.Is(err, proxy.ErrServerClosed) {
-				errc <- err
+			err := p.ServeProtocol(l.l, l.proto)
+			select {
+			case <-stop:
+			default:
+				if !errors.Is(err, proxy.ErrServerClosed) {
+					failed <- fmt.Errorf("sniproxy: %s stopped serving: %w", l.l.Addr(), err)
+				}
 			}
 		})
 	}
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errc:
-			runErr = err
-			break loop
-		case <-reload:
-			nf, err := config.Load(*path)
-			switch {
-			case err != nil:
-				log.Error("sniproxy: reload failed, keeping the old routes", "err", err)
-			case nf.Proxy == nil:
-				log.Error("sniproxy: reload failed: no proxy: section, keeping the old routes")
-			default:
-				if err := nf.Proxy.Apply(p, log); err != nil {
-					log.Error("sniproxy: reload failed, keeping the old routes", "err", err)
-				} else {
-					log.Info("sniproxy: routes reloaded", "routes", len(p.Routes()))
-				}
-			}
+	cur := f
+	reload := func() ([]string, error) {
+		next, err := load()
+		if err != nil {
+			return nil, err
+		}
+		if err := next.Proxy.Apply(p, log); err != nil {
+			return nil, err
+		}
+		restart := config.Restart(served(config.Changed(cur, next)), liveKeys)
+		// What waits for a restart keeps its running value, so that the
+		// next reload names it again until the restart.
+		routes := next.Proxy.Routes
+		kept := *cur.Proxy
+		kept.Routes = routes
+		next.Proxy, next.Log = &kept, cur.Log
+		cur = next
+		log.Info("sniproxy: routes", "routes", len(p.Routes()))
+		return restart, nil
+	}
+	return sig.Serve(daemon.Service{
+		Name:    "sniproxy",
+		Log:     log,
+		Timeout: cmd.ShutdownTimeout,
+		Reload:  reload,
+		Shutdown: func(ctx context.Context) error {
+			stopping.Do(func() { close(stop) })
+			err := p.Shutdown(ctx)
+			wg.Wait()
+			st := p.Stats()
+			log.Info("sniproxy: stopped", "accepted", st.Accepted, "routed", st.Routed, "rejected", st.Rejected)
+			return err
+		},
+		Failed: failed,
+	})
+}
+
+// served keeps the key paths of the sections sniproxy serves: a change in
+// the file's dns: or relay: section is not sniproxy's to report.
+func served(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if config.Covered(p, []string{"proxy", "log"}) {
+			out = append(out, p)
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
-	defer cancel()
-	if err := p.Shutdown(sctx); err != nil {
-		log.Warn("sniproxy: closed connections still open after the grace period", "err", err)
-	}
-	wg.Wait()
-	return runErr
+	return out
 }

@@ -8,13 +8,24 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
-	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/proctest"
+	"github.com/hairpin-go/hairpin/internal/leakcheck"
 )
+
+var sniproxyBin = &proctest.Binary{Dir: "."}
+
+func TestMain(m *testing.M) {
+	code := leakcheck.Run(m)
+	sniproxyBin.Cleanup()
+	os.Exit(code)
+}
 
 func backend(t *testing.T, name string) string {
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
@@ -24,7 +35,7 @@ func backend(t *testing.T, name string) string {
 
 func get(t *testing.T, addr, host string) string {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	}}}
 	resp, err := c.Get("http://" + host + "/")
@@ -36,65 +47,126 @@ func get(t *testing.T, addr, host string) string {
 	return fmt.Sprintf("%d %s", resp.StatusCode, b)
 }
 
-// TestRunAndReload runs the example on a config file, then rewrites the
-// file and reloads it as SIGHUP would.
-func TestRunAndReload(t *testing.T) {
-	one, two := backend(t, "one"), backend(t, "two")
-	path := filepath.Join(t.TempDir(), "hairpin.yaml")
-	write := func(host, be string) {
-		cfg := fmt.Sprintf("proxy:\n  http: [\"127.0.0.1:0\"]\n  routes:\n    - host: %s\n      http: [%q]\n      allow: [\"127.0.0.0/8\"]\n", host, be)
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("one.test", one)
-	ctx, cancel := context.WithCancel(t.Context())
-	reload := make(chan os.Signal, 1)
-	ready := make(chan []net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-config", path}, reload, func(a []net.Addr) { ready <- a }) }()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a[0].String()
-	case err := <-done:
+func proxyConfig(listen, host, backend string) string {
+	return fmt.Sprintf("proxy:\n  http: [%q]\n  routes:\n    - host: %s\n      http: [%q]\n      allow: [\"127.0.0.0/8\"]\n", listen, host, backend)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReload runs the binary: SIGHUP swaps the routes (a new hostname is
+// routed, the removed one is not), names a limit change as waiting for a
+// restart, and a bad file is rejected with the old routes still serving.
+func TestReload(t *testing.T) {
+	bin := sniproxyBin.Path(t)
+	one, two := backend(t, "one"), backend(t, "two")
+	addr := proctest.FreePort(t)
+	path := filepath.Join(t.TempDir(), "sniproxy.yaml")
+	writeFile(t, path, proxyConfig(addr, "one.test", one))
+	p := proctest.Start(t, exec.Command(bin, "-config", path))
+	n := p.WaitFor(t, 0, "sniproxy ready", 10*time.Second)
 	if got := get(t, addr, "one.test"); got != "200 one" {
-		t.Errorf("one.test: %s", got)
+		t.Fatalf("one.test: %s", got)
 	}
-	write("two.test", two)
-	reload <- syscall.SIGHUP
-	// The reload is applied by the run loop; poll until it shows.
-	for i := 0; get(t, addr, "two.test") != "200 two"; i++ {
-		if i > 200 {
-			t.Fatal("reload not applied")
-		}
+
+	writeFile(t, path, proxyConfig(addr, "one.test", one)+"      balance: nosuch\n")
+	p.Signal(t, syscall.SIGHUP)
+	n = p.WaitFor(t, n, "reload rejected", 10*time.Second)
+	if out := p.Output(); !strings.Contains(out, `line 7: proxy.routes[0].balance: \"nosuch\"`) {
+		t.Errorf("the rejection does not name the key, line and value:\n%s", out)
+	}
+	if got := get(t, addr, "one.test"); got != "200 one" {
+		t.Fatalf("one.test after a bad file: %s", got)
+	}
+
+	writeFile(t, path, strings.Replace(proxyConfig(addr, "two.test", two), "  routes:", "  maxConns: 100\n  routes:", 1))
+	p.Signal(t, syscall.SIGHUP)
+	p.WaitFor(t, n, "take effect at the next restart", 10*time.Second)
+	if out := p.Output(); !strings.Contains(out, "restart=[proxy.maxConns]") {
+		t.Errorf("the reload does not name exactly proxy.maxConns as waiting for a restart:\n%s", out)
+	}
+	if got := get(t, addr, "two.test"); got != "200 two" {
+		t.Errorf("two.test after reload: %s", got)
 	}
 	if got := get(t, addr, "one.test"); got != "404 404 Not Found\n" {
 		t.Errorf("one.test after reload: %q", got)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("run: %v", err)
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.WaitExit(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM", code)
 	}
 }
 
-func TestBadConfig(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(path, []byte("proxy:\n  routes:\n    - host: a.test\n      backends: [\"x\"]\n"), 0o600)
-	err := run(t.Context(), []string{"-config", path}, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "line 4: proxy.routes[0].backends[0]") {
-		t.Errorf("run = %v", err)
-	}
-}
-
-func TestExampleConfigParses(t *testing.T) {
-	f, err := config.Load("example.yaml")
+// TestShutdownTimeout: SIGTERM with a request open through the proxy exits
+// within -shutdown-timeout, closing the connection at the deadline.
+func TestShutdownTimeout(t *testing.T) {
+	bin := sniproxyBin.Path(t)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	addr := proctest.FreePort(t)
+	path := filepath.Join(t.TempDir(), "sniproxy.yaml")
+	writeFile(t, path, proxyConfig(addr, "slow.test", slow.Listener.Addr().String()))
+	p := proctest.Start(t, exec.Command(bin, "-config", path, "-shutdown-timeout", "1s"))
+	p.WaitFor(t, 0, "sniproxy ready", 10*time.Second)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Proxy.Build(nil); err != nil {
-		t.Fatal(err)
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the backend")
+	}
+	start := time.Now()
+	p.Signal(t, syscall.SIGTERM)
+	code := p.WaitExit(t, 10*time.Second)
+	if took := time.Since(start); took < 900*time.Millisecond || took > 4*time.Second {
+		t.Errorf("exit %s after SIGTERM with -shutdown-timeout 1s and a request open", took.Round(time.Millisecond))
+	}
+	if code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if out := p.Output(); !strings.Contains(out, "shutdown reached -shutdown-timeout") {
+		t.Errorf("no log of the connections closed at the deadline:\n%s", out)
+	}
+}
+
+// TestHelpCheckAndBadConfig: -h prints the description and the common
+// flags and exits 0; -check passes example.yaml; a bad file fails the start
+// naming its key and line.
+func TestHelpCheckAndBadConfig(t *testing.T) {
+	bin := sniproxyBin.Path(t)
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), description+"\n") || !strings.Contains(string(out), "-shutdown-timeout") ||
+		!strings.Contains(string(out), "-config") || !strings.Contains(string(out), "-check") {
+		t.Fatalf("-h: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "-config", "example.yaml", "-check").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration OK") {
+		t.Fatalf("example.yaml -check: %v\n%s", err, out)
+	}
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	writeFile(t, path, "proxy:\n  http: [\"127.0.0.1:0\"]\n  routes:\n    - host: a.test\n      backends: [\"x\"]\n      allow: []\n")
+	var stdout, stderr strings.Builder
+	if code := run([]string{"-config", path}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "line 5: proxy.routes[0].backends[0]") {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	if code := run([]string{}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-config is required") {
+		t.Errorf("no -config: exit %d, stderr %q", code, stderr.String())
 	}
 }

@@ -3,110 +3,174 @@
 // the public address, and names outside the local data are forwarded only
 // for views with recursion.
 //
-//	splitdns -config hairpin.yaml [-public 203.0.113.1]
+//	splitdns -config hairpin.yaml [-public 203.0.113.1] [-check] [-shutdown-timeout D]
 //	splitdns -config hairpin.yaml -explain 192.168.1.7
 //
-// Records may contain {public}; -public sets it (the gateway learns it by
-// probing the NAT instead). SIGHUP is not handled: restart to reload.
+// example.yaml next to this file is a commented starting point. Records may
+// contain {public}; -public sets it (the gateway learns it by probing the
+// NAT instead).
+//
+// Signals: SIGHUP re-reads the file and applies every dns: setting but
+// dns.listen while serving, as the gateway does (views and records swap in
+// place; upstreams, rate limit, transfer ACL and TSIG keys, cache and the
+// rest swap the server on the same sockets); the log names by key path the
+// changes that wait for a restart, and a bad file is rejected with the
+// running configuration kept. SIGINT and SIGTERM shut down gracefully
+// within -shutdown-timeout. If a socket stops serving, splitdns exits with
+// status 1.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
-	"time"
 
-	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/daemon"
+	"github.com/hairpin-go/hairpin/examples/internal/serve"
 )
 
+// description is the one line -h prints first.
+const description = "splitdns: split-horizon DNS from the dns: section of a hairpin configuration (see example.yaml)."
+
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "splitdns:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() error {
-	path := flag.String("config", "", "configuration file (YAML with a dns: section)")
-	public := flag.String("public", "", "public address substituted for {public} in records")
-	explain := flag.String("explain", "", "print which view a client `address` gets and why, then exit")
-	shutdownTimeout := flag.Duration("shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take")
-	flag.CommandLine.Usage = func() {
-		out := flag.CommandLine.Output()
-		fmt.Fprintln(out, "splitdns: split-horizon DNS from the dns: section of a hairpin configuration (see example.yaml).")
-		fmt.Fprintln(out, "\nUsage: splitdns -config FILE [-public IP] [-explain IP] [-shutdown-timeout D]")
-		flag.PrintDefaults()
+// run is main without the exit, for tests: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := daemon.New("splitdns", description,
+		"splitdns -config FILE [-public IP] [-explain IP] [-check] [-shutdown-timeout D]", stdout, stderr)
+	publicFlag := cmd.Flags.String("public", "", "public `address` substituted for {public} in records")
+	explain := cmd.Flags.String("explain", "", "print which view a client `address` gets and why, then exit")
+	if code, ok := cmd.Parse(args); !ok {
+		return code
 	}
-	flag.Parse()
-	if *path == "" {
-		flag.Usage()
-		return errors.New("-config is required")
+	if cmd.Config == "" {
+		return cmd.Usagef("-config is required")
 	}
-	f, err := config.Load(*path)
-	if err != nil {
-		return err
-	}
-	if f.DNS == nil {
-		return fmt.Errorf("%s has no dns: section", *path)
-	}
-	log := f.Log.Logger(os.Stderr)
-	srv, setPublic, err := f.DNS.Build(log)
-	if err != nil {
-		return err
-	}
-	if *public != "" {
-		a, err := netip.ParseAddr(*public)
+	var public netip.Addr
+	if *publicFlag != "" {
+		a, err := netip.ParseAddr(*publicFlag)
 		if err != nil {
-			return fmt.Errorf("-public: %w", err)
+			return cmd.Usagef("-public: want an IP address: %v", err)
 		}
-		if err := setPublic(a); err != nil {
-			return err
+		public = a
+	}
+	load := func() (*config.File, error) {
+		f, err := config.Load(cmd.Config)
+		if err == nil && f.DNS == nil {
+			err = fmt.Errorf("config: %s has no dns: section", cmd.Config)
 		}
+		return f, err
+	}
+	f, err := load()
+	if err != nil {
+		return cmd.Fail(err)
 	}
 	if *explain != "" {
 		a, err := netip.ParseAddr(*explain)
 		if err != nil {
-			return fmt.Errorf("-explain: %w", err)
+			return cmd.Usagef("-explain: want an IP address: %v", err)
 		}
-		fmt.Println(srv.Explain(a, netip.Addr{}))
-		return srv.Close()
+		srv, setPublic, err := f.DNS.Build(config.Log{}.Logger(io.Discard))
+		if err == nil && public.IsValid() {
+			err = setPublic(public)
+		}
+		if err != nil {
+			return cmd.Fail(err)
+		}
+		fmt.Fprintln(stdout, srv.Explain(a, netip.Addr{}))
+		_ = srv.Close()
+		return 0
 	}
-	listen := f.DNS.Listen
-	if len(listen) == 0 {
-		listen = []string{"127.0.0.1:53"}
+	if len(f.DNS.Listen) == 0 {
+		f.DNS.Listen = []string{"127.0.0.1:53"}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, len(listen))
-	var wg sync.WaitGroup
-	for _, a := range listen {
-		wg.Add(1)
-		// One UDP socket per CPU with SO_REUSEPORT, and TCP, on each address.
-		go func() { defer wg.Done(); errc <- srv.ListenAndServe(a) }()
-		log.Info("splitdns: listening", "addr", a)
+	log := f.Log.Logger(stderr)
+
+	sig := daemon.Notify()
+	defer sig.Stop()
+	stop, stopped := context.WithCancel(context.Background())
+	defer stopped()
+	failed := make(chan error, 1)
+	var failOnce sync.Once
+	fail := func(part string, err error) {
+		if stop.Err() != nil {
+			return // shutting down: sockets closing is expected
+		}
+		failOnce.Do(func() { failed <- fmt.Errorf("splitdns: %s stopped serving: %w", part, err) })
 	}
-	for _, v := range srv.Views {
+	d, err := serve.NewDNS(f.DNS, public, log, fail, stop)
+	if err == nil && cmd.Check {
+		_ = d.Server().Close()
+		fmt.Fprintln(stdout, "configuration OK")
+		return 0
+	}
+	if err != nil {
+		return cmd.Fail(err)
+	}
+	if err := d.Listen(f.DNS.Listen); err != nil {
+		_ = d.Server().Close()
+		return cmd.Fail(err)
+	}
+	for _, a := range d.Addrs() {
+		log.Info("splitdns: listening", "addr", a.String())
+	}
+	for _, v := range d.Server().Views {
 		log.Info("splitdns: view", "name", v.Name, "networks", v.Networks, "recursion", v.Recursion, "zones", v.Records.Zones())
 	}
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		if errors.Is(err, dnssplit.ErrServerClosed) {
-			err = nil
+
+	cur := f
+	reload := func() ([]string, error) {
+		next, err := load()
+		if err != nil {
+			return nil, err
+		}
+		if len(next.DNS.Listen) == 0 {
+			next.DNS.Listen = []string{"127.0.0.1:53"}
+		}
+		apply, err := d.Prepare(next.DNS, public)
+		if err != nil {
+			return nil, err
+		}
+		if err := apply(); err != nil {
+			return nil, err
+		}
+		restart := config.Restart(served(config.Changed(cur, next)), serve.DNSLiveKeys())
+		// What waits for a restart keeps its running value, so that the
+		// next reload names it again until the restart.
+		next.DNS.Listen, next.Log = cur.DNS.Listen, cur.Log
+		cur = next
+		return restart, nil
+	}
+	return sig.Serve(daemon.Service{
+		Name:    "splitdns",
+		Log:     log,
+		Timeout: cmd.ShutdownTimeout,
+		Reload:  reload,
+		Shutdown: func(ctx context.Context) error {
+			stopped()
+			err := d.Shutdown(ctx)
+			st := d.Stats()
+			log.Info("splitdns: stopped", "queries", st.Queries, "cacheHits", st.CacheHits, "stale", st.StaleServed)
+			return err
+		},
+		Failed: failed,
+	})
+}
+
+// served keeps the key paths of the sections splitdns serves: a change in
+// the file's proxy: or relay: section is not splitdns's to report.
+func served(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if config.Covered(p, []string{"dns", "log"}) {
+			out = append(out, p)
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-	defer cancel()
-	serr := srv.Shutdown(sctx)
-	wg.Wait()
-	st := srv.Stats()
-	log.Info("splitdns: stopped", "queries", st.Queries, "cacheHits", st.CacheHits, "stale", st.StaleServed)
-	return errors.Join(err, serr)
+	return out
 }

@@ -1,40 +1,28 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/hairpin-go/hairpin/nat"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m) }
+var stunserverBin = &proctest.Binary{Dir: "."}
 
-// syncBuffer is a bytes.Buffer safe for the server's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func TestMain(m *testing.M) {
+	code := leakcheck.Run(m)
+	stunserverBin.Cleanup()
+	os.Exit(code)
 }
 
 // freePorts returns two ports free for UDP and TCP on both 127.0.0.1 and
@@ -72,39 +60,30 @@ func freePorts(t *testing.T) (int, int) {
 	return 0, 0
 }
 
+// TestServeAndProbe runs the binary on the nat.server section of a file,
+// probes it with the nat client, and stops it with SIGTERM (after a SIGHUP,
+// which it logs and survives).
 func TestServeAndProbe(t *testing.T) {
+	bin := stunserverBin.Path(t)
 	p1, p2 := freePorts(t)
 	cfg := filepath.Join(t.TempDir(), "gw.yaml")
 	os.WriteFile(cfg, []byte("nat:\n  stun: [127.0.0.1]\n  server:\n    primary: 127.0.0.1:"+strconv.Itoa(p1)+
 		"\n    alternate: 127.0.0.2:"+strconv.Itoa(p2)+"\n"), 0o644)
-	ctx, cancel := context.WithCancel(t.Context())
-	var stderr syncBuffer
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"-config", cfg}, &stderr) }()
-	defer func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("exit %d: %s", code, stderr.String())
-		}
-	}()
+	p := proctest.Start(t, exec.Command(bin, "-config", cfg))
+	n := p.WaitFor(t, 0, "stunserver ready", 10*time.Second)
+	p.Signal(t, syscall.SIGHUP)
+	p.WaitFor(t, n, "stunserver does not reload", 10*time.Second)
 	c := &nat.Client{Servers: []string{"127.0.0.1:" + strconv.Itoa(p1)}, TCP: true, Timeout: time.Second}
-	var rep *nat.Report
-	var err error
-	for range 10 { // the server may still be binding
-		if rep, err = c.Probe(ctx); err == nil {
-			break
-		}
-		select {
-		case code := <-done:
-			t.Fatalf("stunserver exited with %d: %s", code, stderr.String())
-		default:
-		}
-	}
+	rep, err := c.Probe(t.Context())
 	if err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
 	if rep.Server.RFC5780 != nat.Supported || rep.Filtering != nat.EndpointIndependent || rep.TCP.Mapping != nat.EndpointIndependent {
 		t.Errorf("report against stunserver: %+v, tcp %+v", rep, rep.TCP)
+	}
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.WaitExit(t, 10*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
 	}
 }
 
@@ -115,20 +94,26 @@ func TestUsage(t *testing.T) {
 		{"-primary", "127.0.0.1:1", "-alternate", "x"},
 		{"-config", "/nonexistent/file.yaml"},
 		{"-bogus"},
+		{"-primary", "127.0.0.1:1", "extra"},
 	} {
-		var stderr syncBuffer
-		if code := run(t.Context(), args, &stderr); code != 2 {
+		var stdout, stderr strings.Builder
+		if code := run(args, &stdout, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
+	}
+	var stdout, stderr strings.Builder
+	if code := run([]string{"-primary", "127.0.0.1:1", "-check"}, &stdout, &stderr); code != 0 || stdout.String() != "configuration OK\n" {
+		t.Errorf("-check: exit %d, %q", code, stdout.String())
 	}
 }
 
 func TestHelp(t *testing.T) {
-	var errb bytes.Buffer
-	if code := run(t.Context(), []string{"-h"}, &errb); code != 0 {
+	var stdout, stderr strings.Builder
+	if code := run([]string{"-h"}, &stdout, &stderr); code != 0 {
 		t.Errorf("-h: exit %d", code)
 	}
-	if !strings.HasPrefix(errb.String(), "stunserver runs") || !strings.Contains(errb.String(), "-primary") {
-		t.Errorf("-h printed %q", errb.String())
+	if out := stdout.String(); !strings.HasPrefix(out, description+"\n") || !strings.Contains(out, "-primary") ||
+		!strings.Contains(out, "-shutdown-timeout") || !strings.Contains(out, "-config") {
+		t.Errorf("-h printed %q", out)
 	}
 }

@@ -2,97 +2,205 @@
 // hairpin configuration file: UDP and TCP on every listen address, TLS on
 // every tlsListen address, STUN Binding on the same ports.
 //
-//	turnserver -config hairpin.yaml [-public 203.0.113.1] [-credentials 127.0.0.1:8088]
+//	turnserver -config hairpin.yaml [-public 203.0.113.1] [-credentials 127.0.0.1:8088] [-check] [-shutdown-timeout D]
 //
 // turnserver.yaml next to this file is a commented starting point.
 //
 // A public value of "{public}" is filled from -public (the gateway learns it
 // by probing the NAT instead). -credentials serves TURN REST API credentials
 // as RTCIceServer JSON on http://ADDR/credentials, for a web app behind its
-// own authentication; ADDR must be a loopback or private address. SIGINT or
-// SIGTERM drains allocations for up to 30 s.
+// own authentication; ADDR must be a loopback or private address.
+//
+// Signals: SIGHUP re-reads the file; relay.public applies to new
+// allocations at once, and the log names by key path every other change,
+// which waits for a restart (the relay library fixes its credentials,
+// limits and peer policy when it starts serving); a bad file is rejected
+// with the running configuration kept. SIGINT and SIGTERM stop new
+// allocations and let the open ones drain for up to -shutdown-timeout, then
+// close them. If a listener stops serving, turnserver exits with status 1.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/examples/internal/daemon"
+	"github.com/hairpin-go/hairpin/examples/internal/serve"
 	"github.com/hairpin-go/hairpin/relay"
 )
 
-// drainTime bounds the graceful stop: long enough for a call to finish its
-// current sentence, short enough for an init system's stop timeout.
-const drainTime = 30 * time.Second
+// description is the one line -h prints first.
+const description = "turnserver: a TURN relay (RFC 8656) for WebRTC behind a NAT router, from the relay: section of a hairpin configuration (see turnserver.yaml)."
+
+// liveKeys are the key paths a reload applies while serving.
+var liveKeys = []string{"relay.public"}
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "turnserver:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() error {
-	path := flag.String("config", "", "configuration file (YAML with a relay: section)")
-	public := flag.String("public", "", `public address used when relay.public is "{public}"`)
-	creds := flag.String("credentials", "", "ip:port for the RTCIceServer credentials endpoint (needs a secret)")
-	flag.Parse()
-	if *path == "" {
-		flag.Usage()
-		return errors.New("-config is required")
+// run is main without the exit, for tests: it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := daemon.New("turnserver", description,
+		"turnserver -config FILE [-public IP] [-credentials IP:PORT] [-check] [-shutdown-timeout D]", stdout, stderr)
+	publicFlag := cmd.Flags.String("public", "", `public `+"`address`"+` used when relay.public is "{public}"`)
+	creds := cmd.Flags.String("credentials", "", "`ip:port` for the RTCIceServer credentials endpoint (needs a secret)")
+	if code, ok := cmd.Parse(args); !ok {
+		return code
 	}
-	f, err := config.Load(*path)
-	if err != nil {
-		return err
+	if cmd.Config == "" {
+		return cmd.Usagef("-config is required")
 	}
-	if f.Relay == nil {
-		return fmt.Errorf("%s has no relay: section", *path)
-	}
-	log := f.Log.Logger(os.Stderr)
-	srv, setPublic, err := f.Relay.Build(log)
-	if err != nil {
-		return err
-	}
-	if *public != "" {
-		a, err := netip.ParseAddr(*public)
+	var flagPublic netip.Addr
+	if *publicFlag != "" {
+		a, err := netip.ParseAddr(*publicFlag)
 		if err != nil {
-			return fmt.Errorf("-public: %w", err)
+			return cmd.Usagef("-public: want an IP address: %v", err)
 		}
-		setPublic(a)
+		flagPublic = a
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	if *creds != "" {
-		if len(srv.Secrets) == 0 {
-			return errors.New("-credentials needs relay.secret")
-		}
 		if err := checkCredentialsAddr(*creds); err != nil {
-			return err
+			return cmd.Usagef("%v", err)
 		}
+	}
+	load := func() (*config.File, *relay.Server, error) {
+		f, err := config.Load(cmd.Config)
+		if err == nil && f.Relay == nil {
+			err = fmt.Errorf("config: %s has no relay: section", cmd.Config)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		srv, _, err := f.Relay.Build(f.Log.Logger(io.Discard))
+		if err == nil && *creds != "" && len(srv.Secrets) == 0 {
+			err = errors.New("-credentials needs relay.secret")
+		}
+		return f, srv, err
+	}
+	f, _, err := load()
+	if err != nil {
+		return cmd.Fail(err)
+	}
+	if cmd.Check {
+		fmt.Fprintln(stdout, "configuration OK")
+		return 0
+	}
+	log := f.Log.Logger(stderr)
+	srv, _, err := f.Relay.Build(log)
+	if err != nil {
+		return cmd.Fail(err)
+	}
+	// publicOf is the address a relay: section advertises: its fixed
+	// relay.public, -public for "{public}", else none (the relay socket's own).
+	publicOf := func(c *config.Relay) netip.Addr {
+		if c.Public == config.PublicPlaceholder {
+			return flagPublic
+		}
+		a, _ := netip.ParseAddr(c.Public)
+		return a
+	}
+	srv.SetPublic(publicOf(f.Relay))
+
+	sig := daemon.Notify()
+	defer sig.Stop()
+	socks, err := serve.ListenRelay(f.Relay)
+	if err != nil {
+		return cmd.Fail(err)
+	}
+	var hs *http.Server
+	if *creds != "" {
 		ln, err := net.Listen("tcp", *creds)
 		if err != nil {
-			return err
+			socks.Close()
+			return cmd.Fail(err)
 		}
+		start := f.Relay
 		mux := http.NewServeMux()
-		mux.Handle("/credentials", &relay.CredentialsHandler{Secret: srv.Secrets[0], URIs: turnURIs(f.Relay, srv)})
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		mux.HandleFunc("/credentials", func(w http.ResponseWriter, r *http.Request) {
+			// The URIs name the public address advertised now.
+			h := &relay.CredentialsHandler{Secret: srv.Secrets[0], URIs: turnURIs(start, srv)}
+			h.ServeHTTP(w, r)
+		})
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.Serve(ln) }()
-		defer hs.Close()
 	}
-	log.Info("turnserver: serving", "listen", f.Relay.Listen, "tlsListen", f.Relay.TLSListen,
-		"public", srv.PublicAddr(), "relayPorts", srv.RelayPorts.String())
-	return serve(ctx, f.Relay, srv, drainTime)
+
+	stop := make(chan struct{})
+	failed := make(chan error, len(socks.Addrs())*2)
+	var wg sync.WaitGroup
+	socks.Serve(srv, func(part string, fn func() error) {
+		wg.Go(func() {
+			err := fn()
+			select {
+			case <-stop:
+			default:
+				if !errors.Is(err, relay.ErrServerClosed) {
+					failed <- fmt.Errorf("turnserver: %s stopped serving: %w", part, err)
+				}
+			}
+		})
+	})
+	log.Info("turnserver: serving", "listen", socks.Addrs(), "public", srv.PublicAddr(), "relayPorts", srv.RelayPorts.String())
+
+	cur := f
+	reload := func() ([]string, error) {
+		next, _, err := load()
+		if err != nil {
+			return nil, err
+		}
+		restart := config.Restart(served(config.Changed(cur, next)), liveKeys)
+		if a := publicOf(next.Relay); a != srv.PublicAddr() {
+			srv.SetPublic(a)
+			log.Info("turnserver: public address for new allocations", "public", a.String())
+		}
+		// What waits for a restart keeps its running value, so that the
+		// next reload names it again until the restart.
+		kept := *cur.Relay
+		kept.Public = next.Relay.Public
+		next.Relay, next.Log = &kept, cur.Log
+		cur = next
+		return restart, nil
+	}
+	return sig.Serve(daemon.Service{
+		Name:    "turnserver",
+		Log:     log,
+		Timeout: cmd.ShutdownTimeout,
+		Reload:  reload,
+		Shutdown: func(ctx context.Context) error {
+			close(stop)
+			err := srv.Shutdown(ctx)
+			wg.Wait()
+			if hs != nil {
+				_ = hs.Close()
+			}
+			st := srv.Stats()
+			log.Info("turnserver: stopped", "allocations", st.Allocations)
+			return err
+		},
+		Failed: failed,
+	})
+}
+
+// served keeps the key paths of the sections turnserver serves: a change in
+// the file's dns: or proxy: section is not turnserver's to report.
+func served(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if config.Covered(p, []string{"relay", "log"}) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // checkCredentialsAddr refuses a credentials endpoint reachable from the
@@ -129,55 +237,4 @@ func turnURIs(c *config.Relay, srv *relay.Server) []string {
 		uris = append(uris, "turns:"+host(a)+"?transport=tcp")
 	}
 	return uris
-}
-
-// serve runs srv on every relay.listen (UDP and TCP) and relay.tlsListen
-// address until ctx is done, then shuts it down, draining allocations for up
-// to drain. It returns the first listener error other than
-// relay.ErrServerClosed. (It was config.Relay.Serve: the config package
-// builds, the binaries serve.)
-func serve(ctx context.Context, c *config.Relay, srv *relay.Server, drain time.Duration) error {
-	type job struct {
-		addr string
-		tls  bool
-	}
-	var jobs []job
-	for _, a := range c.Listen {
-		jobs = append(jobs, job{addr: a})
-	}
-	for _, a := range c.TLSListen {
-		jobs = append(jobs, job{addr: a, tls: true})
-	}
-	errc := make(chan error, len(jobs))
-	var wg sync.WaitGroup
-	for _, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if j.tls {
-				errc <- srv.ListenAndServeTLS(j.addr, "", "") // config.Relay.Build loaded TLSConfig
-			} else {
-				errc <- srv.ListenAndServe(j.addr)
-			}
-		}()
-	}
-	var first error
-	select {
-	case <-ctx.Done():
-	case first = <-errc:
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if first == nil || errors.Is(first, relay.ErrServerClosed) {
-			first = err
-		}
-	}
-	if errors.Is(first, relay.ErrServerClosed) {
-		return nil
-	}
-	return first
 }

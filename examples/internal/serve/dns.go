@@ -1,4 +1,7 @@
-package main
+// Package serve runs the library servers the example binaries share on
+// sockets it owns, so that a reload can replace a server without closing a
+// socket. The gateway and splitdns run the dns: section through it.
+package serve
 
 import (
 	"context"
@@ -16,21 +19,21 @@ import (
 	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
-// dnsPart serves the dns: section. The gateway owns the sockets; each
-// dnssplit.Server it runs serves duplicates of them, so that a reload can
-// replace the server (new upstreams, transfer ACL, TSIG keys, rate limit,
-// trusted proxies, cache settings) without closing a socket: the new server
-// starts on fresh duplicates, then the old one shuts down and finishes its
-// TCP connections. Both read the same kernel sockets meanwhile, so no query
-// is lost. A reload that changes only views and records keeps the server
-// (and its cache) and swaps the views.
-type dnsPart struct {
+// DNS serves a dns: section. It owns the sockets; each dnssplit.Server it
+// runs serves duplicates of them, so that a reload can replace the server
+// (new upstreams, transfer ACL, TSIG keys, rate limit, trusted proxies,
+// cache settings) without closing a socket: the new server starts on fresh
+// duplicates, then the old one shuts down and finishes its TCP connections.
+// Both read the same kernel sockets meanwhile, so no query is lost. A reload
+// that changes only views and records keeps the server (and its cache) and
+// swaps the views.
+type DNS struct {
 	log  *slog.Logger
 	fail func(part string, err error)
-	// stop ends the grace of servers a reload replaced (gateway shutdown).
+	// stop ends the grace of servers a reload replaced (at shutdown).
 	stop context.Context
 
-	pcs   []net.PacketConn // the gateway's own sockets, never served directly
+	pcs   []net.PacketConn // our own sockets, never served directly
 	ls    []net.Listener
 	addrs []net.Addr
 
@@ -43,32 +46,69 @@ type dnsPart struct {
 	wg        sync.WaitGroup  // serving goroutines and retiring servers
 }
 
+// DNSLiveKeys returns the key paths of the dns: section that Prepare
+// applies while serving: all but dns.listen. Views and records swap in
+// place; every other setting swaps the server on the same sockets.
+func DNSLiveKeys() []string {
+	return []string{"dns.views", "dns.upstreams", "dns.policy", "dns.upstreamTimeout", "dns.trustedProxies",
+		"dns.cache", "dns.rateLimit", "dns.transfer", "dns.udpSize", "dns.workers",
+		"dns.maxTCPConns", "dns.tcpIdleTimeout", "dns.cookieSecret"}
+}
+
 // retireTimeout is how long a DNS server replaced by a reload keeps its TCP
 // connections: a client in the middle of a zone transfer finishes it.
 const retireTimeout = 10 * time.Second
 
-// listen binds every dns.listen address for UDP and TCP (the same port on
-// both, also when the port is 0).
-func (d *dnsPart) listen(addrs []string) error {
+// NewDNS builds the server cfg describes; public, if valid, is substituted
+// for {public} in records. fail is called (from a serving goroutine) when a
+// socket stops serving; stop, when done, ends the grace of servers a reload
+// replaced.
+func NewDNS(cfg *config.DNS, public netip.Addr, log *slog.Logger, fail func(part string, err error), stop context.Context) (*DNS, error) {
+	srv, setPublic, err := cfg.Build(log)
+	if err != nil {
+		return nil, err
+	}
+	if public.IsValid() {
+		if err := setPublic(public); err != nil {
+			srv.Close()
+			return nil, err
+		}
+	}
+	return &DNS{log: log, fail: fail, stop: stop, cfg: cfg, srv: srv, setPublic: setPublic}, nil
+}
+
+// Listen binds every dns.listen address for UDP and TCP (the same port on
+// both, also when the port is 0) and starts serving them. On error the
+// sockets bound so far are closed.
+func (d *DNS) Listen(addrs []string) error {
 	for _, a := range addrs {
 		pc, err := net.ListenPacket("udp", a)
 		if err != nil {
-			return fmt.Errorf("gateway: dns: %w", err)
+			d.closeSockets()
+			return fmt.Errorf("dns: %w", err)
 		}
 		l, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err != nil {
 			pc.Close()
-			return fmt.Errorf("gateway: dns: %w", err)
+			d.closeSockets()
+			return fmt.Errorf("dns: %w", err)
 		}
 		d.pcs, d.ls = append(d.pcs, pc), append(d.ls, l)
 		d.addrs = append(d.addrs, pc.LocalAddr())
 	}
+	if _, err := d.serve(d.srv); err != nil {
+		d.closeSockets()
+		return err
+	}
 	return nil
 }
 
+// Addrs returns the bound addresses (UDP and TCP share each).
+func (d *DNS) Addrs() []net.Addr { return d.addrs }
+
 // serve starts srv on duplicates of every socket and returns the UDP
 // serving goroutines of the server it replaces (nil at the first start).
-func (d *dnsPart) serve(srv *dnssplit.Server) (replaced *sync.WaitGroup, err error) {
+func (d *DNS) serve(srv *dnssplit.Server) (replaced *sync.WaitGroup, err error) {
 	var pcs []net.PacketConn
 	var ls []net.Listener
 	closeAll := func() {
@@ -83,13 +123,13 @@ func (d *dnsPart) serve(srv *dnssplit.Server) (replaced *sync.WaitGroup, err err
 		pc, err := dupPacketConn(d.pcs[i])
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("gateway: dns: %w", err)
+			return nil, fmt.Errorf("dns: %w", err)
 		}
 		pcs = append(pcs, pc)
 		l, err := dupListener(d.ls[i])
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("gateway: dns: %w", err)
+			return nil, fmt.Errorf("dns: %w", err)
 		}
 		ls = append(ls, l)
 	}
@@ -117,37 +157,42 @@ func (d *dnsPart) serve(srv *dnssplit.Server) (replaced *sync.WaitGroup, err err
 	return old, nil
 }
 
-func (d *dnsPart) server() *dnssplit.Server {
+// Server returns the server answering now.
+func (d *DNS) Server() *dnssplit.Server {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.srv
 }
 
-// stats is the current server's counters plus those of the servers reloads
+// Stats is the current server's counters plus those of the servers reloads
 // replaced, so that Prometheus counters never go backwards.
-func (d *dnsPart) stats() dnssplit.Stats {
+func (d *DNS) Stats() dnssplit.Stats {
 	d.mu.Lock()
 	srv, retired := d.srv, d.retired
 	d.mu.Unlock()
 	return addStats(retired, srv.Stats())
 }
 
-func (d *dnsPart) setPublicAddr(a netip.Addr) error {
+// SetPublicAddr substitutes a for {public} in the records from now on.
+func (d *DNS) SetPublicAddr(a netip.Addr) error {
 	d.mu.Lock()
 	set := d.setPublic
 	d.mu.Unlock()
 	return set(a)
 }
 
-// prepare builds the DNS part of a new configuration without touching the
-// running server and returns the function that puts it in force.
-func (d *dnsPart) prepare(next *config.DNS, public netip.Addr) (func() error, error) {
+// Prepare builds the DNS part of a new configuration without touching the
+// running server and returns the function that puts it in force. Every
+// setting but dns.listen applies: views and records by SetViews, the rest by
+// a new server on the same sockets.
+func (d *DNS) Prepare(next *config.DNS, public netip.Addr) (func() error, error) {
 	srv, setPublic, err := next.Build(d.log)
 	if err != nil {
 		return nil, err
 	}
 	if public.IsValid() {
 		if err := setPublic(public); err != nil {
+			srv.Close()
 			return nil, err
 		}
 	}
@@ -194,20 +239,36 @@ func (d *dnsPart) prepare(next *config.DNS, public netip.Addr) (func() error, er
 	}, nil
 }
 
-// shutdown stops the server and closes the sockets.
-func (d *dnsPart) shutdown(ctx context.Context) error {
-	srv := d.server()
-	var err error
-	if srv != nil {
-		err = srv.Shutdown(ctx)
+// Shutdown stops the server, closes the sockets and waits, until ctx is
+// done, for the serving goroutines and the servers reloads retired.
+func (d *DNS) Shutdown(ctx context.Context) error {
+	err := d.Server().Shutdown(ctx)
+	if errors.Is(err, dnssplit.ErrServerClosed) {
+		err = nil
 	}
+	d.closeSockets()
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+func (d *DNS) closeSockets() {
 	for _, pc := range d.pcs {
 		pc.Close()
 	}
 	for _, l := range d.ls {
 		l.Close()
 	}
-	return err
 }
 
 // sameServerSettings reports whether two dns: sections differ only in what
@@ -241,11 +302,14 @@ func addStats(a, b dnssplit.Stats) dnssplit.Stats {
 	out.CacheHits += a.CacheHits
 	out.CacheMisses += a.CacheMisses
 	out.UpstreamFailures += a.UpstreamFailures
+	out.UpstreamScrubbed += a.UpstreamScrubbed
+	out.UpstreamLocal += a.UpstreamLocal
 	out.StaleServed += a.StaleServed
 	out.HeldNXDOMAIN += a.HeldNXDOMAIN
 	out.RateLimited += a.RateLimited
 	out.Malformed += a.Malformed
 	out.TCPRejected += a.TCPRejected
+	out.TCPEvicted += a.TCPEvicted
 	out.TransfersServed += a.TransfersServed
 	out.TransfersRefused += a.TransfersRefused
 	out.NotifiesSent += a.NotifiesSent
