@@ -197,3 +197,31 @@ func (c *rawClient) readData() ([]byte, error) {
 		}
 	}
 }
+
+// readStreamData returns the next ChannelData payload or Data indication on
+// a stream (TCP or TLS), where ChannelData is padded to 4 bytes.
+func (c *rawClient) readStreamData() ([]byte, error) {
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		hdr := make([]byte, 4)
+		if _, err := io.ReadFull(c.conn, hdr); err != nil {
+			return nil, err
+		}
+		n := int(binary.BigEndian.Uint16(hdr[2:4]))
+		if isChannelData(hdr) {
+			body := make([]byte, (n+3)&^3)
+			if _, err := io.ReadFull(c.conn, body); err != nil {
+				return nil, err
+			}
+			return body[:n], nil
+		}
+		rest := make([]byte, 16+n)
+		if _, err := io.ReadFull(c.conn, rest); err != nil {
+			return nil, err
+		}
+		m := &stun.Message{Raw: append(hdr, rest...)}
+		if m.Decode() == nil && m.Type == stun.NewType(stun.MethodData, stun.ClassIndication) {
+			return m.Get(stun.AttrData)
+		}
+	}
+}

@@ -33,24 +33,29 @@ type listener struct {
 	done      chan struct{}    // closed when run ended: the engine's loop ends
 	err       error            // why run ended, set before done closes
 	closeOnce sync.Once
-	closing   chan struct{} // closed by Close: ends the accept loop
+	closing   chan struct{} // closed by Close: the engine's connections end
+	stopOnce  sync.Once
+	stopped   chan struct{} // closed by stopAccepting and Close: ends the accept loop
 }
 
 func newListener(s *Server, l net.Listener, transport string) *listener {
 	w := &listener{s: s, l: l, transport: transport, perSrc: map[netip.Addr]int{},
 		conns: map[*streamConn]struct{}{}, accepted: make(chan *streamConn),
-		done: make(chan struct{}), closing: make(chan struct{})}
+		done: make(chan struct{}), closing: make(chan struct{}), stopped: make(chan struct{})}
 	w.drained = sync.NewCond(&w.mu)
 	return w
 }
 
 // run accepts connections from the client-facing listener with the shared
 // accept loop (temporary errors such as EMFILE back off and go on) and hands
-// them to Accept, until Close or a permanent error. serveListener starts
-// it and waits for it through done.
+// them to Accept, until stopAccepting, Close or a permanent error. After
+// stopAccepting it waits for Close: the engine ends the connections it
+// serves once Accept fails. serveListener starts it and waits for it
+// through done.
 func (w *listener) run() {
-	err := netcore.AcceptLoop(w.l, w.closing, w.admit)
+	err := netcore.AcceptLoop(w.l, w.stopped, w.admit)
 	if err == nil {
+		<-w.closing
 		err = net.ErrClosed
 	}
 	w.err = err
@@ -142,8 +147,16 @@ func (w *listener) wait() {
 	w.mu.Unlock()
 }
 
+// stopAccepting closes the listening socket and ends the accept loop, but
+// keeps the connections accepted so far (Shutdown).
+func (w *listener) stopAccepting() {
+	w.stopOnce.Do(func() { close(w.stopped) })
+	_ = w.l.Close()
+}
+
 func (w *listener) Close() error {
 	w.closeOnce.Do(func() { close(w.closing) })
+	w.stopOnce.Do(func() { close(w.stopped) })
 	return w.l.Close()
 }
 

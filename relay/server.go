@@ -129,9 +129,11 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// serving is one Serve call: its engine and what Close must close.
+// serving is one Serve call: what Close must close, and what Shutdown
+// closes at once (the listening socket).
 type serving struct {
 	closeFn func()
+	stopFn  func()
 }
 
 func (s *Server) init() {
@@ -277,7 +279,9 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 func (s *Server) ServePacket(pc net.PacketConn) error {
 	s.init()
 	w := newPacketConn(s, pc)
-	sv := &serving{closeFn: func() { w.Close() }}
+	// The client-facing UDP socket is the listener and carries the
+	// allocations' traffic: Shutdown closes it at once (see Shutdown).
+	sv := &serving{closeFn: func() { w.Close() }, stopFn: func() { w.Close() }}
 	if err := s.track(sv); err != nil {
 		pc.Close()
 		return err
@@ -322,7 +326,7 @@ func (s *Server) ServeTLS(l net.Listener) error {
 func (s *Server) serveListener(l net.Listener, transport string) error {
 	s.init()
 	w := newListener(s, l, transport)
-	sv := &serving{closeFn: func() { w.Close() }}
+	sv := &serving{closeFn: func() { w.Close() }, stopFn: w.stopAccepting}
 	if err := s.track(sv); err != nil {
 		l.Close()
 		return err
@@ -380,12 +384,35 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Shutdown stops accepting new allocations (Allocate is answered 508), waits
-// until existing allocations end or ctx is done, then closes the server. It
-// returns ctx's error if the deadline cut the drain short.
+// Shutdown closes every listening socket at once, so that a new instance
+// can bind the same addresses right away, then waits until the allocations
+// that survive that end or ctx is done, and closes the server. It returns
+// ctx's error if the deadline cut the drain short. Serve calls started
+// after Shutdown return ErrServerClosed at once; running ones return when
+// the drain ends.
+//
+// What survives is what lives on an accepted TCP or TLS connection: its
+// allocations keep relaying (a new Allocate on it is answered 508), and so
+// do the peer connections of its RFC 6062 TCP allocations, though a new
+// peer connection cannot be bound (its ConnectionBind would reach the new
+// instance). UDP allocations end at once: their clients' packets arrive on
+// the listening UDP socket, which is closed (and may be the new instance's
+// already), so no drain could keep them; their clients allocate again. A
+// port handed over with SO_REUSEPORT instead would not help UDP either:
+// the kernel would split each client's packets between both instances.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.draining.Store(true)
+	s.mu.Lock()
+	s.closed = true // no new Serve call
+	svs := make([]*serving, 0, len(s.closers))
+	for sv := range s.closers {
+		svs = append(svs, sv)
+	}
+	s.mu.Unlock()
+	for _, sv := range svs {
+		sv.stopFn()
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	var err error
