@@ -233,3 +233,63 @@ func TestPermissionToOwnSocketRefused(t *testing.T) {
 		t.Fatalf("b got %q, %v", got, err)
 	}
 }
+
+// TestWildcardRelaySocketRefused: a UDP relay socket bound to the wildcard
+// address is reached through every address of the host: under loopback and
+// the host's interface addresses (all allowed by the policy here) it is
+// refused as our own, and only its advertised address, relayed in process,
+// is permitted.
+func TestWildcardRelaySocketRefused(t *testing.T) {
+	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	var hostAddr netip.Addr
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range addrs {
+			if n, ok := ia.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap().Is4() && !a.IsLoopback() {
+					hostAddr = a.Unmap()
+					allow = append(allow, netip.PrefixFrom(hostAddr, 32))
+					break
+				}
+			}
+		}
+	}
+	public := netip.MustParseAddr("203.0.113.9")
+	s := &Server{Users: map[string]string{"a": "pw", "b": "pw"}, Peers: PeerPolicy{Allow: allow},
+		Public: public, RelayAddr: netip.IPv4Unspecified()}
+	addr := serve(t, s, "udp")
+	a := dialRaw(t, "udp", addr, "a", "pw")
+	if code := a.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	b := dialRaw(t, "udp", addr, "b", "pw")
+	if code := b.allocate(); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	aliases := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.relayed.Port())}
+	if hostAddr.IsValid() {
+		aliases = append(aliases, netip.AddrPortFrom(hostAddr, b.relayed.Port()))
+	} else {
+		t.Log("no non-loopback IPv4 interface address: checked the loopback alias only")
+	}
+	for i, ap := range aliases {
+		if code := a.permit(ap); code != 403 {
+			t.Errorf("CreatePermission %s: got %d, want 403", ap, code)
+		}
+		if code := a.channelBind(0x4000+uint16(i), ap); code != 403 {
+			t.Errorf("ChannelBind %s: got %d, want 403", ap, code)
+		}
+	}
+	if got := s.Stats().OwnDenials; got != uint64(2*len(aliases)) {
+		t.Errorf("OwnDenials %d, want %d", got, 2*len(aliases))
+	}
+	if code := a.channelBind(0x4100, b.relayed); code != 0 {
+		t.Fatalf("ChannelBind to b's advertised relayed address: %d", code)
+	}
+	if code := b.permit(a.relayed); code != 0 {
+		t.Fatalf("permission: %d", code)
+	}
+	a.channelData(0x4100, []byte("in process"))
+	if got, err := b.readData(); err != nil || string(got) != "in process" {
+		t.Fatalf("b got %q, %v", got, err)
+	}
+}
