@@ -83,6 +83,10 @@ type Client struct {
 	// an eighth of the longest idle time first seen to keep the mapping
 	// (at least one second).
 	LifetimeResolution time.Duration
+	// LifetimeProgress, if set, is told of each step of the lifetime search
+	// as it happens (the search takes minutes; a command line tool shows
+	// it). It is called from Probe's goroutine and must not block long.
+	LifetimeProgress func(LifetimeStep)
 
 	// ListenPacket optionally opens the probe's UDP sockets; if nil,
 	// net.ListenConfig.ListenPacket on an unspecified address and port is

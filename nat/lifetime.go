@@ -45,6 +45,18 @@ const (
 	maxPointsPerRound = 15
 )
 
+// LifetimeStep is one step of the UDP mapping lifetime search.
+type LifetimeStep struct {
+	// Idle is the idle time this step tests.
+	Idle time.Duration
+	// Checked is false when the search starts waiting Idle, true when the
+	// mapping idle for Idle was checked; Alive is then the result.
+	Checked bool
+	Alive   bool
+	// Max is the longest idle time the search tests (Client.LifetimeMax).
+	Max time.Duration
+}
+
 // mappingTest arms one fresh mapping; the returned check later reports
 // whether that mapping still exists.
 type armFunc func(ctx context.Context) (check func(ctx context.Context) (bool, error), err error)
@@ -56,14 +68,20 @@ type armFunc func(ctx context.Context) (check func(ctx context.Context) (bool, e
 // (2 s, 4 s, 8 s … max) that stops at the first dead mapping, then linear
 // rounds between the bounds until they are res apart. With one point per
 // round this is a binary search.
-func searchLifetime(ctx context.Context, clk clock, maxIdle, res time.Duration, arm armFunc) (alive, dead time.Duration, err error) {
+func searchLifetime(ctx context.Context, clk clock, maxIdle, res time.Duration, arm armFunc, progress func(LifetimeStep)) (alive, dead time.Duration, err error) {
+	step := func(s LifetimeStep) {
+		if progress != nil {
+			s.Max = maxIdle
+			progress(s)
+		}
+	}
 	var points []time.Duration
 	for p := firstLifetimePoint; p < maxIdle; p *= 2 {
 		points = append(points, p)
 	}
 	points = append(points, maxIdle)
 	for {
-		a, d, err := lifetimeRound(ctx, clk, points, arm)
+		a, d, err := lifetimeRound(ctx, clk, points, arm, step)
 		if err != nil {
 			return alive, dead, err
 		}
@@ -93,7 +111,7 @@ func searchLifetime(ctx context.Context, clk clock, maxIdle, res time.Duration, 
 
 // lifetimeRound arms one mapping per point, then checks each at its point in
 // increasing order, stopping at the first dead one (later ones are dead too).
-func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm armFunc) (alive, dead time.Duration, err error) {
+func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm armFunc, step func(LifetimeStep)) (alive, dead time.Duration, err error) {
 	checks := make([]func(context.Context) (bool, error), len(points))
 	for i := range points {
 		if checks[i], err = arm(ctx); err != nil {
@@ -102,6 +120,7 @@ func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm a
 	}
 	start := clk.Now()
 	for i, p := range points {
+		step(LifetimeStep{Idle: p})
 		if err := clk.Sleep(ctx, p-clk.Now().Sub(start)); err != nil {
 			return alive, 0, err
 		}
@@ -109,6 +128,7 @@ func lifetimeRound(ctx context.Context, clk clock, points []time.Duration, arm a
 		if err != nil {
 			return alive, 0, err
 		}
+		step(LifetimeStep{Idle: p, Checked: true, Alive: ok})
 		if !ok {
 			return alive, p, nil
 		}
@@ -192,7 +212,7 @@ func (c *Client) probeLifetime(ctx context.Context, e *engine, p plan, first []o
 		note(err.Error())
 		return
 	}
-	alive, dead, err := searchLifetime(ctx, clk, maxIdle, c.LifetimeResolution, arm)
+	alive, dead, err := searchLifetime(ctx, clk, maxIdle, c.LifetimeResolution, arm, c.LifetimeProgress)
 	if err != nil {
 		note(err.Error())
 		return

@@ -54,9 +54,27 @@ func TestSearchLifetime(t *testing.T) {
 				}, nil
 			}
 			start := clk.Now()
-			alive, dead, err := searchLifetime(t.Context(), clk, tt.max, tt.res, arm)
+			var steps []LifetimeStep
+			alive, dead, err := searchLifetime(t.Context(), clk, tt.max, tt.res, arm, func(s LifetimeStep) { steps = append(steps, s) })
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Progress: each wait is announced, then its result; the
+			// longest idle reported alive is the answer.
+			var longest time.Duration
+			for i, s := range steps {
+				if s.Max != tt.max {
+					t.Errorf("step %d: Max %v, want %v", i, s.Max, tt.max)
+				}
+				if s.Checked != (i%2 == 1) || (s.Checked && steps[i-1].Idle != s.Idle) {
+					t.Fatalf("steps out of order: %+v", steps)
+				}
+				if s.Checked && s.Alive {
+					longest = max(longest, s.Idle)
+				}
+			}
+			if len(steps) == 0 || longest != alive {
+				t.Errorf("progress says alive after %v, search %v (%d steps)", longest, alive, len(steps))
 			}
 			took := clk.Now().Sub(start)
 			if tt.lifetime == 0 || tt.lifetime > tt.max {

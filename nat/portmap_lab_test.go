@@ -399,3 +399,58 @@ func TestLabPortMapPublicHost(t *testing.T) {
 		t.Fatalf("error %v, want ErrPublicAddress", err)
 	}
 }
+
+// TestLabCheckPortMapping: with a PCP mapping, the STUN server's answer
+// from its other address (which the LAN host never sent to) reaches the
+// mapped socket through the mapping's public port. A socket without a
+// mapping is not reached the same way. (A check after deleting the mapping
+// would be reached still: the router's conntrack entry of the first check
+// outlives the deleted forwarding rule.)
+func TestLabCheckPortMapping(t *testing.T) {
+	lab, _ := upnpLab(t, natlab.MiniUPnPdConfig{})
+	a1, a2 := lab.ServerAddrs()
+	c := labClient(lab, natlab.LAN1, netip.AddrPortFrom(a1, labPort))
+	c.Timeout = 3 * time.Second
+	listen := func() (net.PacketConn, uint16) {
+		pc, err := lab.ListenPacket(natlab.LAN1, "udp4", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		return pc, uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	}
+	public := lab.PublicAddr()
+
+	unmapped, port := listen()
+	res, err := c.CheckPortMapping(t.Context(), unmapped, netip.AddrPortFrom(public, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reachable {
+		t.Fatalf("a port nobody mapped is reachable: %+v", res)
+	}
+
+	pc, port := listen()
+	m := labMapper(t, lab, natlab.LAN1, PortMapPCP)
+	defer m.Close()
+	got, err := m.Map(t.Context(), TransportUDP, port, 0, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = c.CheckPortMapping(t.Context(), pc, got.External)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reachable {
+		t.Fatalf("mapped port not reachable: %+v", res)
+	}
+	if want := netip.AddrPortFrom(a2, labAltPort); res.From != want {
+		t.Errorf("answer from %v, want the server's other address %v", res.From, want)
+	}
+	if res.SentTo != got.External {
+		t.Errorf("sent to %v, want the mapping's %v", res.SentTo, got.External)
+	}
+	if len(res.Evidence) != 2 {
+		t.Errorf("evidence %+v, want the binding and the check", res.Evidence)
+	}
+}

@@ -40,13 +40,15 @@ const (
 	LifetimeTest
 	// TCPTest is one TCP connection of the TCP mapping test.
 	TCPTest
+	// PortMappingCheckTest is part of CheckPortMapping.
+	PortMappingCheckTest
 )
 
 var testNames = [...]string{
 	"unknown", "resolve", "binding", "mapping-alt-ip", "mapping-alt-ip-port",
 	"verify-change-ip", "filtering-control", "filtering-change-ip-port",
 	"filtering-change-port", "hairpin-binding", "hairpin", "path", "port-range",
-	"lifetime", "tcp",
+	"lifetime", "tcp", "port-mapping-check",
 }
 
 // String returns the test's name, e.g. "filtering-change-port".

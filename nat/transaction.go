@@ -128,6 +128,8 @@ type socket struct {
 	local netip.AddrPort // as bound; its IP may be unspecified
 	p4    *ipv4.PacketConn
 	p6    *ipv6.PacketConn
+	// borrowed sockets belong to the caller: close leaves them open.
+	borrowed bool
 
 	mu  sync.Mutex
 	dst netip.Addr // local IP an answer was delivered to, from control messages
@@ -178,13 +180,26 @@ func (e *engine) open(ctx context.Context) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{pc: pc, local: netcore.AddrPort(pc.LocalAddr())}
-	if s.local.Addr().Is4() || s.local.Addr().Is4In6() {
+	return e.add(pc, false)
+}
+
+// adopt reads pc, a socket the caller owns, as one of the engine's: close
+// stops its reader without closing it. Its socket options are left as they
+// are (no delivery-address control messages).
+func (e *engine) adopt(pc net.PacketConn) (*socket, error) {
+	return e.add(pc, true)
+}
+
+func (e *engine) add(pc net.PacketConn, borrowed bool) (*socket, error) {
+	s := &socket{pc: pc, local: netcore.AddrPort(pc.LocalAddr()), borrowed: borrowed}
+	switch {
+	case borrowed:
+	case s.local.Addr().Is4() || s.local.Addr().Is4In6():
 		s.p4 = ipv4.NewPacketConn(pc)
 		if s.p4.SetControlMessage(ipv4.FlagDst, true) != nil {
 			s.p4 = nil
 		}
-	} else {
+	default:
 		s.p6 = ipv6.NewPacketConn(pc)
 		if s.p6.SetControlMessage(ipv6.FlagDst, true) != nil {
 			s.p6 = nil
@@ -193,7 +208,9 @@ func (e *engine) open(ctx context.Context) (*socket, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		pc.Close()
+		if !borrowed {
+			pc.Close()
+		}
 		return nil, errEngineClosed
 	}
 	e.socks = append(e.socks, s)
@@ -292,9 +309,18 @@ func (e *engine) close() {
 	socks := e.socks
 	e.mu.Unlock()
 	for _, s := range socks {
-		s.pc.Close()
+		if s.borrowed {
+			_ = s.pc.SetReadDeadline(time.Unix(1, 0))
+		} else {
+			s.pc.Close()
+		}
 	}
 	e.wg.Wait()
+	for _, s := range socks {
+		if s.borrowed {
+			_ = s.pc.SetReadDeadline(time.Time{})
+		}
+	}
 }
 
 func newTxID() txID {
