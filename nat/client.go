@@ -207,7 +207,7 @@ func (c *Client) resolve(ctx context.Context, rec *recorder) ([]netip.AddrPort, 
 		if len(errs) == 0 {
 			return nil, fmt.Errorf("nat: no %s STUN server configured", want)
 		}
-		return nil, errors.Join(errs...)
+		return nil, netcore.Join(errs...)
 	}
 	return out, nil
 }

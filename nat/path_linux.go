@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // traceHop sends one Binding request with the given TTL from pc and returns
@@ -28,7 +30,7 @@ func traceHop(ctx context.Context, pc net.PacketConn, dst netip.AddrPort, ttl in
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = errors.Join(
+		serr = netcore.Join(
 			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVERR, 1),
 			unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ttl))
 	}); err != nil || serr != nil {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // ErrNoPortMapping is returned (wrapped, joined with each protocol's own
@@ -544,7 +546,7 @@ func (m *PortMapper) Map(ctx context.Context, transport Transport, internalPort,
 		m.mu.Unlock()
 		derr := m.remove(dctx, st)
 		m.mu.Lock()
-		return Mapping{}, errors.Join(ErrPortMapperClosed, derr)
+		return Mapping{}, netcore.Join(ErrPortMapperClosed, derr)
 	}
 	m.preferred = got.Protocol
 	m.maps = append(m.maps, st)
@@ -626,9 +628,9 @@ func (m *PortMapper) request(ctx context.Context, st *mapState, order []PortMapP
 	}
 	what := fmt.Sprintf("nat: mapping %v port %d", st.transport, st.internal)
 	if !answered {
-		return Mapping{}, fmt.Errorf("%s: %w", what, errors.Join(append([]error{ErrNoPortMapping}, errs...)...))
+		return Mapping{}, fmt.Errorf("%s: %w", what, netcore.Join(append([]error{ErrNoPortMapping}, errs...)...))
 	}
-	return Mapping{}, fmt.Errorf("%s: %w", what, errors.Join(errs...))
+	return Mapping{}, fmt.Errorf("%s: %w", what, netcore.Join(errs...))
 }
 
 func (m *PortMapper) requestWith(ctx context.Context, p PortMapProtocol, gw, local netip.Addr, st *mapState) (Mapping, error) {
@@ -832,5 +834,5 @@ func (m *PortMapper) Shutdown(ctx context.Context) error {
 	for _, st := range maps {
 		errs = append(errs, m.remove(ctx, st))
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }

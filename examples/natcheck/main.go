@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -59,9 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	noHairpin := fs.Bool("no-hairpin", false, "skip the hairpin test")
 	cfgPath := fs.String("config", "", "read nat.stun and nat.hairpin from this configuration file")
 	portmap := fs.Bool("portmap", false, "also ask the default gateway which port-mapping protocols (PCP, NAT-PMP, UPnP IGD) it answers")
+	mapTest := fs.Bool("map-test", false, "map a temporary UDP port on the router (PCP, NAT-PMP or UPnP IGD), check from the STUN server's other address that the internet reaches it, and delete it (implies -portmap)")
+	lifetimeMax := fs.Duration("lifetime-max", 0, "with -lifetime: the longest idle time tested (default 2m)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "natcheck reports how the NAT in front of this host behaves (RFC 4787 mapping, filtering, hairpinning, lifetime).")
-		fmt.Fprintln(stderr, "usage: natcheck [-json] [-timeout 5s] [-tcp] [-lifetime] [-6] [-no-hairpin] [-config FILE] [server ...]")
+		fmt.Fprintln(stderr, "usage: natcheck [-json] [-timeout 5s] [-tcp] [-lifetime [-lifetime-max 2m]] [-6] [-no-hairpin] [-portmap] [-map-test] [-config FILE] [server ...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -74,7 +77,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "natcheck: -timeout must be positive")
 		return 2
 	}
-	c := &nat.Client{Servers: fs.Args(), Timeout: *timeout, TCP: *tcp, Lifetime: *lifetime, NoHairpin: *noHairpin}
+	if *lifetimeMax < 0 {
+		fmt.Fprintln(stderr, "natcheck: -lifetime-max must not be negative")
+		return 2
+	}
+	c := &nat.Client{Servers: fs.Args(), Timeout: *timeout, TCP: *tcp, Lifetime: *lifetime, NoHairpin: *noHairpin,
+		LifetimeMax: *lifetimeMax}
+	if *lifetime {
+		c.LifetimeProgress = lifetimeProgress(stderr)
+	}
+	*portmap = *portmap || *mapTest
 	if *cfgPath != "" {
 		f, err := config.Load(*cfgPath)
 		if err != nil {
@@ -114,14 +126,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		printTable(stdout, rep, *lifetime)
-		if *portmap {
-			pm := &nat.PortMapper{Timeout: *timeout}
-			pr, perr := pm.Probe(ctx)
-			if perr != nil {
-				fmt.Fprintf(stdout, "port mapping: %v\n", perr)
-			} else {
-				fmt.Fprintf(stdout, "port mapping: %v\n", pr)
-			}
+	}
+	if *portmap {
+		// With -json, stdout holds only the report: these lines go to stderr.
+		w := stdout
+		if *asJSON {
+			w = stderr
+		}
+		pm := &nat.PortMapper{Timeout: *timeout}
+		pr, perr := pm.Probe(ctx)
+		if perr != nil {
+			fmt.Fprintf(w, "port mapping: %v\n", perr)
+		} else {
+			fmt.Fprintf(w, "port mapping: %v\n", pr)
+		}
+		if *mapTest && rep.UDP {
+			fmt.Fprintf(w, "port mapping test: %s\n", mapCheck(ctx, c, pm))
 		}
 	}
 	if errors.Is(err, nat.ErrNoAnswer) {
@@ -185,6 +205,8 @@ func printTable(w io.Writer, r *nat.Report, lifetime bool) {
 			v := fmt.Sprintf("alive after %v idle", r.MappingLifetime)
 			if r.MappingExpired > 0 {
 				v += fmt.Sprintf(", gone after %v", r.MappingExpired)
+			} else if r.MappingLifetimeAtLeast {
+				v += " (the longest tested: it never expired)"
 			}
 			row("Mapping lifetime", v)
 			row("Suggested keepalive", r.SuggestedKeepalive)
@@ -245,4 +267,61 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// mapCheck maps a temporary UDP port, checks it from the outside, and
+// deletes it; it returns the one-line result.
+func mapCheck(ctx context.Context, c *nat.Client, pm *nat.PortMapper) string {
+	pc, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return err.Error()
+	}
+	defer pc.Close()
+	port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+	m, err := pm.Map(ctx, nat.TransportUDP, port, 0, 2*time.Minute)
+	if err != nil {
+		return fmt.Sprintf("no mapping: %v", err)
+	}
+	defer func() { _ = pm.Close() }()
+	what := fmt.Sprintf("UDP %v -> :%d by %v", m.External, port, m.Protocol)
+	res, err := c.CheckPortMapping(ctx, pc, m.External)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s: not checked: %v", what, err)
+	case res.Reachable:
+		return fmt.Sprintf("%s: reachable from the internet (answer from %v, an address this host never sent to)", what, res.From)
+	case m.External.Addr().IsValid() && m.External.Addr() != res.SentTo.Addr():
+		return fmt.Sprintf("%s: NOT reachable: the internet sees this host as %v, not the router's %v (a second NAT in front of the router)",
+			what, res.SentTo.Addr(), m.External.Addr())
+	}
+	return fmt.Sprintf("%s: NOT reachable from the internet (%v sent to %v from its other address; nothing arrived)", what, res.Server, res.SentTo)
+}
+
+// lifetimeProgress shows the lifetime search on w: a line per checked idle
+// time, and on a terminal the current wait on a line that is overwritten.
+func lifetimeProgress(w io.Writer) func(nat.LifetimeStep) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil {
+			tty = fi.Mode()&os.ModeCharDevice != 0
+		}
+	}
+	return func(s nat.LifetimeStep) {
+		switch {
+		case !s.Checked && tty:
+			fmt.Fprintf(w, "\r\x1b[Klifetime: waiting for a mapping idle %v (at most %v)...", s.Idle, s.Max)
+		case !s.Checked:
+		case tty:
+			fmt.Fprintf(w, "\r\x1b[Klifetime: idle %v: %s\n", s.Idle, aliveWord(s.Alive))
+		default:
+			fmt.Fprintf(w, "natcheck: lifetime: idle %v: %s\n", s.Idle, aliveWord(s.Alive))
+		}
+	}
+}
+
+func aliveWord(alive bool) string {
+	if alive {
+		return "mapping alive"
+	}
+	return "mapping gone"
 }

@@ -39,29 +39,17 @@ func TestLab(t *testing.T) {
 	for _, k := range []natlab.Kind{natlab.PortRestricted, natlab.Symmetric} {
 		t.Run(k.String(), func(t *testing.T) {
 			lab := natlab.New(t, natlab.Config{Kind: k, UDPTimeout: 4 * time.Second})
-			a1, a2 := lab.ServerAddrs()
-			s := &nat.Server{Primary: netip.AddrPortFrom(a1, 3478), Alternate: netip.AddrPortFrom(a2, 3479)}
-			var pcs []net.PacketConn
-			for _, a := range []netip.AddrPort{
-				s.Primary, netip.AddrPortFrom(a1, 3479), netip.AddrPortFrom(a2, 3478), s.Alternate,
-			} {
-				pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
-				if err != nil {
-					t.Fatal(err)
-				}
-				pcs = append(pcs, pc)
-			}
-			done := make(chan error, 1)
-			go func() { done <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3]) }()
-			t.Cleanup(func() { s.Close(); <-done })
+			srv := labSTUN(t, lab)
 
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			cmd := lab.CommandContext(ctx, natlab.LAN1, os.Args[0], "-json", "-lifetime", s.Primary.String())
+			cmd := lab.CommandContext(ctx, natlab.LAN1, os.Args[0], "-json", "-lifetime", srv.String())
 			cmd.Env = append(os.Environ(), mainEnv+"=1")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
 			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("natcheck: %v\n%s", err, out)
+				t.Fatalf("natcheck: %v\n%s\n%s", err, out, stderr.String())
 			}
 			var got map[string]any
 			if err := json.Unmarshal(out, &got); err != nil {
@@ -77,6 +65,90 @@ func TestLab(t *testing.T) {
 				if life := time.Duration(ns); life <= 0 || life > 4*time.Second {
 					t.Errorf("mappingLifetime %v (router timeout 4s)\n%s", got["mappingLifetime"], out)
 				}
+				// Progress on stderr while it runs, one line per idle time
+				// checked; stdout is the JSON alone (parsed above).
+				for _, want := range []string{"natcheck: lifetime: idle 2s: mapping alive\n", ": mapping gone\n"} {
+					if !strings.Contains(stderr.String(), want) {
+						t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+					}
+				}
+			}
+		})
+	}
+}
+
+// labSTUN runs an RFC 5780 server on the lab's Server host and returns its
+// primary address.
+func labSTUN(t *testing.T, lab *natlab.Lab) netip.AddrPort {
+	t.Helper()
+	a1, a2 := lab.ServerAddrs()
+	s := &nat.Server{Primary: netip.AddrPortFrom(a1, 3478), Alternate: netip.AddrPortFrom(a2, 3479)}
+	var pcs []net.PacketConn
+	for _, a := range []netip.AddrPort{
+		s.Primary, netip.AddrPortFrom(a1, 3479), netip.AddrPortFrom(a2, 3478), s.Alternate,
+	} {
+		pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs = append(pcs, pc)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.ServeRFC5780(pcs[0], pcs[1], pcs[2], pcs[3]) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	return s.Primary
+}
+
+// TestLabMapTest runs natcheck -map-test on a LAN host behind a router with
+// miniupnpd: the temporary mapping is made, reached from the STUN server's
+// other address, and deleted at exit. Without a port-mapping daemon the line
+// says no mapping was made, on one line.
+func TestLabMapTest(t *testing.T) {
+	interop.Need(t, "miniupnpd")
+	for _, c := range []struct {
+		name    string
+		daemon  bool
+		mapping string
+		want    *regexp.Regexp
+	}{
+		{"miniupnpd", true, "port mapping: PCP yes / NAT-PMP yes / UPnP IGD v2 at 192.168.1.1",
+			regexp.MustCompile(`(?m)^port mapping test: UDP 203\.0\.113\.\d+:\d+ -> :\d+ by PCP: reachable from the internet \(answer from 198\.51\.100\.\d+:3479, `)},
+		{"no daemon", false, "port mapping: ",
+			regexp.MustCompile(`(?m)^port mapping test: no mapping: nat: mapping udp port \d+: nat: the router answers no port-mapping protocol; PCP: no answer .*; NAT-PMP: no answer .*; UPnP IGD: .*$`)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted})
+			srv := labSTUN(t, lab)
+			var d *natlab.MiniUPnPd
+			if c.daemon {
+				d = lab.StartMiniUPnPd(natlab.MiniUPnPdConfig{STUN: srv})
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := lab.CommandContext(ctx, natlab.LAN1, os.Args[0], "-map-test", "-no-hairpin", "-timeout", "2s", srv.String())
+			cmd.Env = append(os.Environ(), mainEnv+"=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("natcheck: %v\n%s", err, out)
+			}
+			if !c.want.Match(out) {
+				t.Errorf("output does not match %v:\n%s", c.want, out)
+			}
+			if !strings.Contains(string(out), c.mapping) {
+				t.Errorf("no %q line:\n%s", c.mapping, out)
+			}
+			if d == nil {
+				return
+			}
+			// Deleted at exit: miniupnpd logs the removal (its log is read
+			// as it comes, so give it a moment).
+			removed := regexp.MustCompile(`PCP: UDP port \d+ mapping removed`)
+			deadline := time.Now().Add(5 * time.Second)
+			for !removed.MatchString(d.Log()) {
+				if time.Now().After(deadline) {
+					t.Fatalf("miniupnpd log lacks the removal:\n%s", d.Log())
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 		})
 	}
