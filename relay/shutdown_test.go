@@ -142,3 +142,69 @@ func TestShutdownFreesPort(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestShutdownFreesTLSPort: as TestShutdownFreesPort, for ListenAndServeTLS:
+// the TLS listening socket closes at once, a new instance serves TLS on the
+// address, and the old instance's TLS allocation relays during the drain.
+func TestShutdownFreesTLSPort(t *testing.T) {
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peerAddr := netcore.AddrPort(peer.LocalAddr())
+
+	old := &Server{Users: map[string]string{"a": "pw"}, Peers: loopbackOnly, Logger: quiet, TLSConfig: selfSigned(t)}
+	oldErr := make(chan error, 1)
+	go func() { oldErr <- old.ListenAndServeTLS("127.0.0.1:0", "", "") }()
+	addr := waitListening(t, old, oldErr)
+	t.Cleanup(func() {
+		old.Close()
+		if err := <-oldErr; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("old ListenAndServeTLS: %v, want ErrServerClosed", err)
+		}
+	})
+	c := dialTransport(t, "tls", addr, "a", "pw")
+	if code := c.allocate(); code != 0 {
+		t.Fatalf("TLS allocate: %d", code)
+	}
+	if code := c.channelBind(0x4000, peerAddr); code != 0 {
+		t.Fatalf("ChannelBind: %d", code)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		done <- old.Shutdown(ctx)
+	}()
+	for !old.draining.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	next := &Server{Users: map[string]string{"a": "pw"}, Logger: quiet, TLSConfig: selfSigned(t)}
+	nextErr := make(chan error, 1)
+	go func() { nextErr <- next.ListenAndServeTLS(addr, "", "") }()
+	waitListening(t, next, nextErr)
+	t.Cleanup(func() {
+		next.Close()
+		if err := <-nextErr; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("new ListenAndServeTLS: %v, want ErrServerClosed", err)
+		}
+	})
+	if code := dialTransport(t, "tls", addr, "a", "pw").allocate(); code != 0 {
+		t.Errorf("TLS allocate on the new instance: %d", code)
+	}
+
+	c.channelData(0x4000, []byte("while draining"))
+	buf := make([]byte, 64)
+	_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, _, err := peer.ReadFrom(buf); err != nil || string(buf[:n]) != "while draining" {
+		t.Fatalf("peer got %q, %v", buf[:n], err)
+	}
+	if _, code := c.do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}); code != 0 {
+		t.Fatalf("refresh(0): %d", code)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
