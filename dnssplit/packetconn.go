@@ -1,7 +1,6 @@
 package dnssplit
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -100,7 +99,7 @@ func (p plainIO) writeBatch(ps []*packet) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }
 
 // batchWriter sends ms with WriteBatch, skipping a datagram the kernel
@@ -117,7 +116,7 @@ func batchWriter(ms []ipv4.Message, write func([]ipv4.Message) (int, error)) err
 		}
 		ms = ms[n:]
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }
 
 // batchConn is what batchIO needs of x/net's ipv4.PacketConn and

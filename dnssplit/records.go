@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // defaultTTL is the TTL given to zone-file lines that name none: five minutes,
@@ -91,7 +93,7 @@ func (r *Records) AddString(lines ...string) error {
 		}
 		rrs = append(rrs, rr)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := netcore.Join(errs...); err != nil {
 		return err
 	}
 	return r.Add(rrs...)

@@ -371,7 +371,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.bgWG.Wait()
 	s.fwd.close()
 	if perr := s.cache.save(); perr != nil {
-		err = errors.Join(err, perr)
+		err = netcore.Join(err, perr)
 	}
 	return err
 }

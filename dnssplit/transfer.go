@@ -2,13 +2,14 @@ package dnssplit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Transfer lets standard secondaries (BIND, Knot, NSD) copy the zones of a
@@ -314,5 +315,5 @@ func (n *notifier) send(ctx context.Context, v *View, zone string, to netip.Addr
 			break
 		}
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }

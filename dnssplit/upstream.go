@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Upstream is a resolver names are forwarded to.
@@ -244,7 +246,7 @@ func (f *forwarder) exchange(ctx context.Context, q dns.Question, do, cd bool) (
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", u, err))
 	}
-	return nil, fmt.Errorf("dnssplit: all upstreams failed: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("dnssplit: all upstreams failed: %w", netcore.Join(errs...))
 }
 
 func (f *forwarder) try(ctx context.Context, u *upstreamState, q dns.Question, do, cd bool) (*dns.Msg, error) {

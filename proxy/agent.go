@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // AgentEdge is an edge an [Agent] keeps a tunnel to.
@@ -227,7 +229,7 @@ func (a *Agent) check() error {
 			errs = append(errs, fmt.Errorf("proxy: agent: name %q: %w", n, err))
 		}
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }
 
 // Close stops the agent: Run returns, every tunnel and stream is closed.
@@ -471,7 +473,7 @@ func (a *Agent) dial(ctx context.Context, e AgentEdge, tlsConf *tls.Config) (tun
 	if won != nil {
 		return won, nil
 	}
-	return nil, errors.Join(errs...)
+	return nil, netcore.Join(errs...)
 }
 
 func (a *Agent) quicConfig() *quic.Config {

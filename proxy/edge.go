@@ -178,7 +178,7 @@ func (e *Edge) init() error {
 			}
 			e.byKey[string(a.PublicKey)] = a
 		}
-		if e.initErr = errors.Join(errs...); e.initErr != nil {
+		if e.initErr = netcore.Join(errs...); e.initErr != nil {
 			return
 		}
 		e.tlsConf, e.initErr = serverTLS(e.Key, func(k ed25519.PublicKey) bool {
@@ -412,7 +412,7 @@ func (e *Edge) handshakeTCP(c net.Conn) (tunnelSession, error) {
 	tc := tls.Server(c, e.tlsConf)
 	err := tc.HandshakeContext(ctx)
 	if !stop() {
-		err = errors.Join(err, ctx.Err())
+		err = netcore.Join(err, ctx.Err())
 	}
 	c.SetDeadline(time.Time{})
 	if err != nil {
@@ -784,7 +784,7 @@ func (e *Edge) open(ctx context.Context, c *Conn) (net.Conn, *edgeSession, error
 			break
 		}
 	}
-	return nil, nil, errors.Join(append([]error{errNoAgent}, errs...)...)
+	return nil, nil, netcore.Join(append([]error{errNoAgent}, errs...)...)
 }
 
 // openOn opens a stream on es, sends hdr and waits for the agent's answer.
@@ -802,7 +802,7 @@ func (e *Edge) openOn(ctx context.Context, es *edgeSession, hdr []byte) (net.Con
 		_, err = io.ReadFull(st, ans[:])
 	}
 	if !stop() {
-		err = errors.Join(err, ctx.Err())
+		err = netcore.Join(err, ctx.Err())
 	}
 	if err != nil {
 		st.Close()

@@ -264,7 +264,7 @@ func (pl *Pool) connect(ctx context.Context, c *Conn) (net.Conn, *backend, error
 		}
 		return bc, b, nil
 	}
-	return nil, nil, errors.Join(errs...)
+	return nil, nil, netcore.Join(errs...)
 }
 
 var errLoop = errors.New("proxy: backend is this proxy (loop)")

@@ -159,7 +159,7 @@ func newTable(routes []Route) (*table, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, netcore.Join(errs...)
 	}
 	// ALPN-specific routes first; stable keeps insertion order otherwise.
 	byALPN := func(a, b *route) int {
@@ -216,7 +216,7 @@ func compileRoute(r Route) (*route, error) {
 		}
 		nr.allow = append(nr.allow, p.Masked())
 	}
-	return nr, errors.Join(errs...)
+	return nr, netcore.Join(errs...)
 }
 
 // normalizePattern turns a route Host into its matching key.

@@ -95,7 +95,7 @@ func TestBenchmarkVsCoturn(t *testing.T) {
 	}
 
 	// Ours: SO_REUSEPORT readers on one port, defaults except loopback peers.
-	port := freeUDPPort(t)
+	port := freeUDPTCPPort(t)
 	// One benchmark user from one address exceeds the per-user allocation
 	// limit on purpose; lift it, as an operator would for a load test.
 	s := &Server{Realm: "hairpin.test", Secrets: []string{"s3cret"}, Logger: quiet, Limits: Limits{AllocationsPerUser: -1},
@@ -113,7 +113,7 @@ func TestBenchmarkVsCoturn(t *testing.T) {
 	t.Logf("hairpin stats: %+v", s.Stats())
 
 	// coturn, same load.
-	cport := freeUDPPort(t)
+	cport := freeUDPTCPPort(t)
 	cmd := exec.Command(paths["turnserver"], "-n", "--no-cli", "--no-tls", "--no-dtls", "--log-file", "stdout",
 		"--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", strconv.Itoa(cport),
 		"--min-port", "49152", "--max-port", "65535", "--realm", "hairpin.test",
@@ -174,4 +174,26 @@ func BenchmarkChannelData(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// freeUDPTCPPort picks a loopback port free for UDP and TCP at once, for a
+// server that listens on both (ours and coturn): a free UDP port says
+// nothing about TCP.
+func freeUDPTCPPort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return 0
 }

@@ -1,13 +1,14 @@
 package relay
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // listenRelayTCP opens the listener of an RFC 6062 TCP allocation on laddr.
@@ -75,7 +76,7 @@ func listenUDPExclusive(addr string) (net.PacketConn, error) {
 		cerr := sc.Control(func(fd uintptr) {
 			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 		})
-		err = errors.Join(cerr, err)
+		err = netcore.Join(cerr, err)
 	}
 	if err != nil {
 		pc.Close()

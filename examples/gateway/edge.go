@@ -8,6 +8,8 @@ import (
 	"net"
 
 	"github.com/hairpin-go/hairpin/proxy"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // tunnelPart runs the `edge:` section (the public end) and the `tunnel:`
@@ -119,5 +121,5 @@ func (t *tunnelPart) shutdown(ctx context.Context) error {
 	if t.edge != nil {
 		t.edge.Close()
 	}
-	return errors.Join(errs...)
+	return netcore.Join(errs...)
 }

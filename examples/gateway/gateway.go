@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +18,8 @@ import (
 	"github.com/hairpin-go/hairpin/relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // relayDrain is how long a shutdown waits for TURN allocations to end; calls
@@ -438,36 +439,8 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
 	}
-	return joinErrors(errs...)
+	return netcore.Join(errs...)
 }
-
-// joinErrors is errors.Join on one line ("; " between errors): log lines
-// and exit messages stay whole.
-func joinErrors(errs ...error) error {
-	var msgs []string
-	var kept []error
-	for _, e := range errs {
-		if e != nil {
-			kept = append(kept, e)
-			msgs = append(msgs, e.Error())
-		}
-	}
-	switch len(kept) {
-	case 0:
-		return nil
-	case 1:
-		return kept[0]
-	}
-	return &oneLineErrors{errs: kept, msg: strings.Join(msgs, "; ")}
-}
-
-type oneLineErrors struct {
-	errs []error
-	msg  string
-}
-
-func (e *oneLineErrors) Error() string   { return e.msg }
-func (e *oneLineErrors) Unwrap() []error { return e.errs }
 
 func ignoreClosed(err error) error {
 	if errors.Is(err, dnssplit.ErrServerClosed) || errors.Is(err, proxy.ErrServerClosed) ||
