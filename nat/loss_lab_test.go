@@ -1,8 +1,10 @@
 package nat
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"testing"
@@ -102,27 +104,47 @@ func TestLabLineKinds(t *testing.T) {
 }
 
 // BenchmarkLabLoss is the accuracy benchmark (HAIRPIN_LOSS_RUNS runs per
-// kind, default 20): probes at 20 % loss each way, counting wrong
+// kind, default 20): probes at 0 and 20 % loss each way, counting wrong
 // verdicts, complete reports (mapping and filtering known) and the median
-// time. Run: go test -run XXX -bench LabLoss -benchtime 1x ./nat
+// time. When coturn's turnutils_natdiscovery is installed, it runs the same
+// number of times on the same lab, against the same server, and its
+// mapping and filtering verdicts are counted the same way (peer-*
+// metrics; wrong-mf is ours on mapping and filtering alone, the verdicts
+// both give). Run: go test -run XXX -bench LabLoss -benchtime 1x ./nat
 func BenchmarkLabLoss(b *testing.B) {
 	interop.NeedRoot(b)
 	runs := 20
 	if n, err := strconv.Atoi(os.Getenv("HAIRPIN_LOSS_RUNS")); err == nil && n > 0 {
 		runs = n
 	}
+	peer, _ := exec.LookPath("turnutils_natdiscovery")
+	median := func(ts []time.Duration) float64 {
+		if len(ts) == 0 {
+			return 0
+		}
+		slices.Sort(ts)
+		return ts[len(ts)/2].Seconds()
+	}
 	for _, loss := range []int{0, 20} {
 		for _, k := range lossKinds {
 			b.Run(fmt.Sprintf("%v/loss=%d", k, loss), func(b *testing.B) {
 				lab := natlab.New(b, natlab.Config{Kind: k, Loss: loss})
 				srv := labServer(b, lab)
+				mfWrong := func(m, f Behavior) bool {
+					return (m != BehaviorUnknown && m.String() != k.Mapping().String()) ||
+						(f != BehaviorUnknown && f.String() != k.Filtering().String())
+				}
 				for range b.N {
-					wrong, complete := 0, 0
-					var times []time.Duration
+					wrong, wrongMF, complete := 0, 0, 0
+					pWrong, pComplete := 0, 0
+					var times, ptimes []time.Duration
 					for range runs {
 						rep, _ := labClient(lab, natlab.LAN1, srv).Probe(b.Context())
 						if len(wrongVerdicts(lab, rep)) > 0 {
 							wrong++
+						}
+						if rep == nil || !rep.UDP || mfWrong(rep.Mapping, rep.Filtering) {
+							wrongMF++
 						}
 						if rep != nil && rep.Mapping != BehaviorUnknown && rep.Filtering != BehaviorUnknown {
 							complete++
@@ -130,12 +152,33 @@ func BenchmarkLabLoss(b *testing.B) {
 						if rep != nil {
 							times = append(times, rep.Duration)
 						}
+						if peer == "" {
+							continue
+						}
+						ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
+						start := time.Now()
+						out, _ := lab.CommandContext(ctx, natlab.LAN1, peer, "-m", "-f",
+							"-p", strconv.Itoa(int(srv.Port())), srv.Addr().String()).CombinedOutput()
+						cancel()
+						ptimes = append(ptimes, time.Since(start))
+						m, f := natdiscoveryResult(string(out))
+						if mfWrong(m, f) {
+							pWrong++
+						}
+						if m != BehaviorUnknown && f != BehaviorUnknown {
+							pComplete++
+						}
 					}
-					slices.Sort(times)
 					b.ReportMetric(float64(wrong), "wrong")
+					b.ReportMetric(float64(wrongMF), "wrong-mf")
 					b.ReportMetric(100*float64(complete)/float64(runs), "%complete")
-					b.ReportMetric(times[len(times)/2].Seconds(), "median-s")
+					b.ReportMetric(median(times), "median-s")
 					b.ReportMetric(float64(runs), "runs")
+					if peer != "" {
+						b.ReportMetric(float64(pWrong), "peer-wrong")
+						b.ReportMetric(100*float64(pComplete)/float64(runs), "peer-%complete")
+						b.ReportMetric(median(ptimes), "peer-median-s")
+					}
 				}
 			})
 		}
