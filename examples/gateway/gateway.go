@@ -48,7 +48,8 @@ type gateway struct {
 	relaySetPublic func(netip.Addr) // guarded by mu: a reload of relay.public replaces it
 	relayAddrs     []net.Addr
 	creds          *credentialsServer
-	tunnel         tunnelPart // edge.go
+	tunnel         tunnelPart   // edge.go
+	portmap        *portMapping // portmap.go; nil unless nat.portMapping: auto
 
 	prober  *nat.Client // guarded by mu: a reload may replace it
 	stun    *nat.Server
@@ -104,6 +105,7 @@ func start(ctx context.Context, cfg *config.File, log *slog.Logger) (_ *gateway,
 	if err := g.startTunnel(); err != nil {
 		return g, err
 	}
+	g.startPortMapping()
 	if cfg.Relay != nil && cfg.Relay.Credentials != nil {
 		if g.creds, err = g.startCredentials(cfg.Relay); err != nil {
 			return g, err
@@ -401,6 +403,9 @@ func (g *gateway) healthy() error {
 func (g *gateway) shutdown(ctx context.Context) error {
 	g.cancel()
 	errs := []error{g.tunnel.shutdown(ctx)}
+	if g.portmap != nil {
+		errs = append(errs, g.portmap.shutdown(ctx))
+	}
 	if g.proxy != nil {
 		errs = append(errs, ignoreClosed(g.proxy.Shutdown(ctx)))
 	}

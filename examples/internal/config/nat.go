@@ -52,6 +52,74 @@ type NAT struct {
 	LifetimeMax string `yaml:"lifetimeMax"`
 	// Server optionally configures a STUN server.
 	Server *NATServer `yaml:"server"`
+	// PortMapping "auto" asks the router to forward the gateway's public
+	// ports to this host with PCP, NAT-PMP or UPnP IGD (whichever it
+	// answers), keeps the mappings renewed and deletes them at shutdown;
+	// "off" (the default) leaves the router alone.
+	PortMapping string `yaml:"portMapping"`
+	// MapPorts optionally lists what portMapping maps, as "tcp/443",
+	// "udp/3478" or "udp/50000-50015". If empty: the ports of the proxy's
+	// and the relay's listeners that are not on loopback, and the relay's
+	// port range when it has at most MaxAutoRelayPorts ports.
+	MapPorts []string `yaml:"mapPorts"`
+}
+
+// MapPort is one port nat.portMapping maps.
+type MapPort struct {
+	Transport nat.Transport
+	Port      uint16
+}
+
+// MaxAutoRelayPorts bounds the relay port range the gateway maps by itself:
+// a router holds a few hundred mappings at most, and asking for the default
+// range of 16k would flood it.
+const MaxAutoRelayPorts = 64
+
+// maxMapPorts bounds nat.mapPorts for the same reason.
+const maxMapPorts = 256
+
+// MapAuto reports whether nat.portMapping is "auto".
+func (s *NAT) MapAuto() bool { return s.PortMapping == "auto" }
+
+// MapPortList returns nat.mapPorts parsed (the section must have passed
+// validation).
+func (s *NAT) MapPortList() []MapPort {
+	var out []MapPort
+	for _, v := range s.MapPorts {
+		ps, _ := parseMapPort(v)
+		out = append(out, ps...)
+	}
+	return out
+}
+
+// parseMapPort parses "tcp/443" or "udp/50000-50015".
+func parseMapPort(v string) ([]MapPort, error) {
+	proto, ports, ok := strings.Cut(v, "/")
+	var t nat.Transport
+	switch {
+	case !ok:
+		return nil, errors.New(`want "tcp/PORT", "udp/PORT" or "udp/FIRST-LAST"`)
+	case proto == "tcp":
+		t = nat.TransportTCP
+	case proto == "udp":
+		t = nat.TransportUDP
+	default:
+		return nil, fmt.Errorf("transport %q: want tcp or udp", proto)
+	}
+	lo, hi, isRange := strings.Cut(ports, "-")
+	if !isRange {
+		hi = lo
+	}
+	l, err1 := strconv.ParseUint(lo, 10, 16)
+	h, err2 := strconv.ParseUint(hi, 10, 16)
+	if err1 != nil || err2 != nil || l == 0 || h < l {
+		return nil, errors.New("want a port from 1 to 65535, or a range FIRST-LAST")
+	}
+	var out []MapPort
+	for p := l; p <= h; p++ {
+		out = append(out, MapPort{Transport: t, Port: uint16(p)})
+	}
+	return out, nil
 }
 
 // NATServer is nat.server.
@@ -104,6 +172,25 @@ func (s *NAT) validate() error {
 	}
 	if s.Server != nil {
 		add(s.Server.validate())
+	}
+	switch s.PortMapping {
+	case "", "off", "auto":
+	default:
+		add(Errorf("nat.portMapping", s.PortMapping, `want "auto" or "off"`))
+	}
+	n := 0
+	for i, v := range s.MapPorts {
+		ps, err := parseMapPort(v)
+		if err != nil {
+			add(Errorf(fmt.Sprintf("nat.mapPorts[%d]", i), v, "%v", err))
+		}
+		n += len(ps)
+	}
+	if n > maxMapPorts {
+		add(Errorf("nat.mapPorts", n, "%d ports: a router holds a few hundred mappings at most; map at most %d", n, maxMapPorts))
+	}
+	if len(s.MapPorts) > 0 && !s.MapAuto() {
+		add(Errorf("nat.mapPorts", strings.Join(s.MapPorts, ", "), `needs nat.portMapping: auto`))
 	}
 	return join(errs...)
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,14 @@ func TestNATSection(t *testing.T) {
 			[]string{"line 5", "nat.server.alternate", "both IP and port"}},
 		{"bad primary", "nat:\n  stun: [s.example]\n  server:\n    primary: nowhere\n", []string{"line 4", "nat.server.primary"}},
 		{"bad rate", "nat:\n  stun: [s.example]\n  server:\n    primary: 192.0.2.1:3478\n    rateLimit: -5\n", []string{"nat.server.rateLimit"}},
+		{"port mapping", "nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts: [tcp/443, udp/3478, udp/50000-50015]\n", nil},
+		{"port mapping off", "nat:\n  stun: [s.example]\n  portMapping: \"off\"\n", nil},
+		{"port mapping typo", "nat:\n  stun: [s.example]\n  portMapping: yes\n", []string{"line 3", "nat.portMapping", `want "auto" or "off"`}},
+		{"bad map port", "nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts:\n    - tcp/443\n    - sctp/9\n", []string{"line 6", "nat.mapPorts[1]", "sctp/9", "want tcp or udp"}},
+		{"map port range backwards", "nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts: [udp/50010-50000]\n", []string{"nat.mapPorts[0]", "FIRST-LAST"}},
+		{"map port zero", "nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts: [tcp/0]\n", []string{"nat.mapPorts[0]"}},
+		{"too many map ports", "nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts: [udp/40000-49999]\n", []string{"nat.mapPorts", "10000 ports", "at most 256"}},
+		{"map ports without auto", "nat:\n  stun: [s.example]\n  mapPorts: [tcp/443]\n", []string{"line 3", "nat.mapPorts", "needs nat.portMapping: auto"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,5 +95,19 @@ func TestNATBuild(t *testing.T) {
 	}
 	if a, ok := f.NAT.PublicAddr(); !ok || a.String() != "203.0.113.7" || f.NAT.Client(nil) != nil || f.NAT.ProbeInterval() != time.Minute {
 		t.Errorf("public-only section: %v %v", a, ok)
+	}
+}
+
+func TestNATMapPortList(t *testing.T) {
+	f, err := Parse([]byte("nat:\n  stun: [s.example]\n  portMapping: auto\n  mapPorts: [tcp/443, udp/50000-50002]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range f.NAT.MapPortList() {
+		got = append(got, fmt.Sprintf("%v/%d", p.Transport, p.Port))
+	}
+	if want := "tcp/443 udp/50000 udp/50001 udp/50002"; strings.Join(got, " ") != want || !f.NAT.MapAuto() {
+		t.Errorf("MapPortList %v (auto %v), want %s", got, f.NAT.MapAuto(), want)
 	}
 }
