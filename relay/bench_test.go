@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -196,4 +197,52 @@ func freeUDPTCPPort(t testing.TB) int {
 	}
 	t.Fatal("no loopback port free for both UDP and TCP")
 	return 0
+}
+
+// BenchmarkAllocationMemory reports the server's memory per UDP allocation
+// with one permission and one channel bound (a WebRTC call leg): the growth
+// of the Go heap and goroutine stacks after a GC, divided by the number of
+// allocations, as heap-B/alloc and stack-B/alloc. The clients are dialled
+// before the first reading, so their sockets are not counted; socket
+// buffers are the kernel's, charged only while datagrams queue.
+func BenchmarkAllocationMemory(b *testing.B) {
+	const n = 500
+	var heap, stack float64
+	for b.Loop() {
+		s := &Server{Users: map[string]string{"a": "pw"}, Logger: quiet,
+			Limits: Limits{AllocationsPerUser: -1, UnauthorizedBurst: -1},
+			Peers:  PeerPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}
+		addr := serve(b, s, "udp")
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		peer := netcore.AddrPort(pc.LocalAddr())
+		clients := make([]*rawClient, n)
+		for i := range clients {
+			clients[i] = dialRaw(b, "udp", addr, "a", "pw")
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, c := range clients {
+			if c.allocate() != 0 || c.channelBind(0x4000, peer) != 0 {
+				b.Fatal("allocate and channel bind")
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap = float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / n
+		stack = float64(int64(after.StackInuse)-int64(before.StackInuse)) / n
+		b.StopTimer()
+		for _, c := range clients {
+			c.conn.Close()
+		}
+		pc.Close()
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(heap, "heap-B/alloc")
+	b.ReportMetric(stack, "stack-B/alloc")
+	b.ReportMetric(0, "ns/op")
 }

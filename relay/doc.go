@@ -30,6 +30,18 @@
 // clients are told the public one. Traffic between two allocations of the
 // same server is relayed in process, so the router need not hairpin.
 //
+// ChannelData, the relay's hot path, never reaches the TURN engine: it is
+// recognised by its 4-byte header, its channel looked up in a table the
+// engine's events keep, and relayed after the peer policy, the permission
+// and the bandwidth cap, both ways without allocating (BenchmarkChannelData:
+// 0 allocations per round trip).
+//
+// Memory: a UDP allocation with one permission and one channel costs about
+// 10 kB of Go heap and 2 kB of goroutine stack (BenchmarkAllocationMemory,
+// 500 allocations, Go 1.26 on linux/amd64), and one relay socket whose
+// kernel buffers are charged only while datagrams queue; the default cap of
+// 4096 allocations is thus about 50 MB.
+//
 // Limits are on by default (see Limits) and Stats returns counters as plain
 // data for a metrics exporter. The TURN engine is github.com/pion/turn; none
 // of its types appear in this package's API.

@@ -227,7 +227,12 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			continue
 		}
 		frame := c.buf[:need]
-		pass := len(frame) <= len(p) && (isChannelData(frame) || c.w.s.inspect(frame, &c.src))
+		if isChannelData(frame) {
+			c.w.s.relayChannelData(frame, allocKey{client: c.src.client, server: c.src.server})
+			c.buf = c.buf[need:]
+			continue
+		}
+		pass := len(frame) <= len(p) && c.w.s.inspect(frame, &c.src)
 		if !c.started && c.src.authed {
 			// Only credentials earn a connection without a deadline: a
 			// Binding, a challenge or garbage must not hold it open.

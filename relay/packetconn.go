@@ -13,7 +13,9 @@ import (
 )
 
 // packetConn sits between a client-facing UDP socket and the engine: every
-// datagram passes inspect first. The engine reads it from one goroutine.
+// STUN datagram passes inspect first; ChannelData is relayed at once
+// (relayChannelData) and never reaches the engine. The engine reads it from
+// one goroutine.
 type packetConn struct {
 	s     *Server
 	pc    net.PacketConn
@@ -134,8 +136,12 @@ func (w *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		w.backoff = 0
+		if isChannelData(p[:n]) {
+			w.s.relayChannelData(p[:n], allocKey{client: ap, server: w.srv})
+			continue
+		}
 		w.src.client = ap
-		if isChannelData(p[:n]) || w.s.inspect(p[:n], &w.src) {
+		if w.s.inspect(p[:n], &w.src) {
 			if a == nil {
 				a = udpAddr(w.addrs, ap)
 			}

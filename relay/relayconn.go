@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -167,6 +169,10 @@ func (s *Server) isOwnRelayAddr(a netip.Addr) bool {
 type relayGen struct {
 	s    *Server
 	bind netip.Addr // address relay sockets bind, maybe unspecified
+	// client is the client-facing UDP socket of the engine this generator
+	// serves, nil for a stream listener: ChannelData to clients is written
+	// to it directly (see relayConn.ReadFrom).
+	client *packetConn
 }
 
 func (g *relayGen) Validate() error { return nil }
@@ -244,6 +250,7 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		}
 		_ = uc.SetReadBuffer(relayBuffer)
 		rc := g.s.newRelayConn(uc, bind, netip.AddrPortFrom(adv, port), conf.UserID)
+		rc.gen, rc.client = g, g.client
 		if !g.s.reg.add(rc) {
 			uc.Close()
 			continue
@@ -328,6 +335,9 @@ func (l *tcpRelayListener) Close() error {
 // one goroutine and writes it from the listener's read loop.
 type relayConn struct {
 	s          *Server
+	gen        *relayGen   // the generator that made it, one per listener
+	client     *packetConn // the client-facing UDP socket, nil on streams
+	alloc      atomic.Pointer[allocInfo]
 	conn       *net.UDPConn
 	bind       netip.Addr
 	advertised netip.AddrPort
@@ -386,12 +396,23 @@ func udpAddr(cache map[netip.AddrPort]*net.UDPAddr, ap netip.AddrPort) *net.UDPA
 	return a
 }
 
-// ReadFrom returns the next datagram from a peer. A datagram from another
-// of our relay sockets (in-process relay) is reported as coming from that
-// socket's advertised address, which is what the peer's permission names.
+// ReadFrom returns the next datagram from a peer for the engine to send as a
+// Data indication. A datagram from another of our relay sockets (in-process
+// relay) is reported as coming from that socket's advertised address, which
+// is what the peer's permission names.
+//
+// The fast path never reaches the engine: a datagram from a peer without a
+// permission is dropped here (Stats.PermissionDrops), before it costs the
+// client's bandwidth; one from a peer bound to a channel is sent to the
+// client as ChannelData, the header written in front of the datagram in
+// place, without allocating: the datagram is read into p[4:] (the engine's
+// buffer), and moved to the front only for a Data indication.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if len(p) <= 4 {
+		return 0, nil, io.ErrShortBuffer
+	}
 	for {
-		n, ap, err := c.conn.ReadFromUDPAddrPort(p)
+		n, ap, err := c.conn.ReadFromUDPAddrPort(p[4:])
 		if err != nil {
 			return 0, nil, err
 		}
@@ -399,13 +420,29 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if other := c.s.reg.get(ap.Port()); other != nil && other.local.Addr() == ap.Addr() {
 			ap = other.advertised
 		}
+		a := c.alloc.Load()
+		var number uint16
+		bound := false
+		if a != nil {
+			var permitted bool
+			if number, bound, permitted = a.fromPeer(ap); !permitted {
+				c.s.counters.permissionDrops.Add(1)
+				continue
+			}
+		}
 		if !c.in.take(time.Now(), float64(n)) {
 			c.s.counters.bandwidthDrops.Add(1)
 			continue
 		}
 		c.user.packetsFromPeer.Add(1)
 		c.user.bytesFromPeer.Add(uint64(n))
-		return n, udpAddr(c.addrs, ap), nil
+		if bound && c.client != nil && c.client.udp != nil {
+			binary.BigEndian.PutUint16(p[0:2], number)
+			binary.BigEndian.PutUint16(p[2:4], uint16(n))
+			_, _ = c.client.udp.WriteToUDPAddrPort(p[:4+n], a.client)
+			continue
+		}
+		return copy(p, p[4:4+n]), udpAddr(c.addrs, ap), nil
 	}
 }
 
@@ -413,7 +450,11 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // another of our own allocations gets it in process, through its private
 // socket address, so no hairpin through the NAT router is needed.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	dst := netcore.AddrPort(addr)
+	return c.writeTo(p, netcore.AddrPort(addr))
+}
+
+// writeTo is WriteTo for a netip.AddrPort: the ChannelData fast path's.
+func (c *relayConn) writeTo(p []byte, dst netip.AddrPort) (int, error) {
 	canon := canonicalAP(dst)
 	if other := c.s.reg.get(canon.Port()); other != nil && other.advertised == canon {
 		c.s.counters.inProcess.Add(1)

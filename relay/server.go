@@ -245,7 +245,13 @@ func (s *Server) engineConfig(gen *relayGen) turn.ServerConfig {
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 				s.counters.allocationsTotal.Add(1)
-				s.allocs.created(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, userID, s.users.get(userID))
+				var rc *relayConn
+				if ua, ok := relayAddr.(*net.UDPAddr); ok {
+					if rc = s.reg.get(uint16(ua.Port)); rc != nil && rc.gen != gen {
+						rc = nil // another listener's socket: cannot be this allocation's
+					}
+				}
+				s.allocs.created(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, userID, s.users.get(userID), rc)
 				s.logger().Debug("relay: allocation created", "client", src, "user", userID, "relay", relayAddr)
 			},
 			OnAllocationDeleted: func(src, dst net.Addr, _, userID, _ string) {
@@ -254,13 +260,19 @@ func (s *Server) engineConfig(gen *relayGen) turn.ServerConfig {
 			},
 			OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 				if a, ok := netip.AddrFromSlice(peer); ok {
-					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, Canonical(a), true)
+					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, a, true)
 				}
 			},
 			OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 				if a, ok := netip.AddrFromSlice(peer); ok {
-					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, Canonical(a), false)
+					s.allocs.permission(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, a, false)
 				}
+			},
+			OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
+				s.allocs.channel(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, number, netcore.AddrPort(peer), true)
+			},
+			OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
+				s.allocs.channel(allocKey{netcore.AddrPort(src), netcore.AddrPort(dst)}, number, netcore.AddrPort(peer), false)
 			},
 		},
 		AllocationLifetime: s.Limits.lifetime(),
@@ -290,7 +302,7 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 	own := netcore.AddrPort(pc.LocalAddr())
 	s.listens.add(own)
 	defer s.listens.remove(own)
-	gen := &relayGen{s: s, bind: s.bindFor(pc.LocalAddr())}
+	gen := &relayGen{s: s, bind: s.bindFor(pc.LocalAddr()), client: w}
 	cfg := s.engineConfig(gen)
 	cfg.PacketConnConfigs = []turn.PacketConnConfig{{PacketConn: w, RelayAddressGenerator: gen, PermissionHandler: s.permit}}
 	eng, err := turn.NewServer(cfg)
@@ -452,6 +464,8 @@ func (s *Server) Stats() Stats {
 		ConnsRejected:     c.connsRejected.Load(),
 		ReadErrors:        c.readErrors.Load(),
 		InProcess:         c.inProcess.Load(),
+		ChannelDrops:      c.channelDrops.Load(),
+		PermissionDrops:   c.permissionDrops.Load(),
 		Users:             users,
 		OtherUsers:        other,
 	}

@@ -26,6 +26,8 @@ type Stats struct {
 	ConnsRejected     uint64 // TCP/TLS connections refused (cap, handshake)
 	ReadErrors        uint64 // UDP reads that failed and were retried (EMFILE, ENOBUFS)
 	InProcess         uint64 // packets relayed between our own allocations in process
+	ChannelDrops      uint64 // ChannelData from clients dropped: no allocation, channel or permission for it
+	PermissionDrops   uint64 // datagrams from peers without a permission, dropped
 
 	// Users holds per-user counters for at most Limits.TrackedUsers users;
 	// OtherUsers sums everyone else.
@@ -44,7 +46,8 @@ type UserStats struct {
 
 type counters struct {
 	allocationsTotal, authFailures, challenges, unauthDrops, failureDrops, userFailureDrops, peerDenials, ownDenials,
-	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess, readErrors atomic.Uint64
+	quotaRejections, bandwidthDrops, malformed, connsRejected, inProcess, readErrors, channelDrops,
+	permissionDrops atomic.Uint64
 }
 
 type userCounters struct {
