@@ -24,7 +24,11 @@
 // with a [Reason] (not TLS, no SNI, too large, timeout, ...) reported to
 // [Proxy.OnReject] and counted in [Proxy.Stats]; plain HTTP clients get a
 // status code (404, 403, 502, ...). On kept-alive HTTP connections each
-// request's Host is checked again; one for another route gets 421.
+// request's Host is checked again; one for another route gets 421. The
+// backend's responses are framed too, to pair each with its request: after
+// an Upgrade or CONNECT request nothing more is forwarded until the backend
+// answered it, and only a 101 (a 2xx to CONNECT) turns the connection into
+// raw bytes; after a refusal the next requests are checked as before.
 //
 // # Backends
 //

@@ -137,7 +137,7 @@ func FuzzForwardHTTP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
 		src := &prefixConn{buf: in, c: eofConn{}}
-		forwardHTTP(&out, src, func(h string) bool { return h != "b" }, time.Second)
+		forwardHTTP(&out, src, func(h string) bool { return h != "b" }, time.Second, nil)
 		if !bytes.HasPrefix(in, out.Bytes()) {
 			t.Fatalf("forwarded %q, not a prefix of %q", out.Bytes(), in)
 		}
@@ -171,6 +171,41 @@ func FuzzChunkSize(f *testing.F) {
 		want, perr := strconv.ParseUint(string(line[:i]), 16, 64)
 		if perr != nil || want != n {
 			t.Fatalf("chunkSize(%q) = %d, digits say %d (%v)", line, n, want, perr)
+		}
+	})
+}
+
+// FuzzForwardResponses checks the response framer of routed HTTP
+// connections: whatever the backend sends, what reaches the client is a
+// prefix of it, byte for byte, and it ends. The first byte picks the
+// requests the answers belong to.
+func FuzzForwardResponses(f *testing.F) {
+	f.Add([]byte("\x00HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 204 No Content\r\n\r\n"))
+	f.Add([]byte("\x01HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x00"))
+	f.Add([]byte("\x02HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.0 200 OK\r\n\r\nto the close"))
+	f.Add([]byte("\x03HTTP/1.1 200 Connection Established\r\n\r\nraw"))
+	f.Add([]byte("\x00HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		kinds := []pendingRequest{{method: "GET"}, {method: "HEAD"}, {method: "GET", upgrade: true}, {method: "CONNECT", upgrade: true}}
+		tr := newResponseTracker()
+		for i := range 4 {
+			tr.reqs <- kinds[(int(in[0])>>(2*i))&3]
+		}
+		close(tr.reqs)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range tr.decided {
+			}
+		}()
+		var out bytes.Buffer
+		forwardResponses(&out, bytes.NewReader(in[1:]), tr)
+		<-done
+		if !bytes.HasPrefix(in[1:], out.Bytes()) {
+			t.Fatalf("forwarded %q, not a prefix of %q", out.Bytes(), in[1:])
 		}
 	})
 }

@@ -76,6 +76,7 @@ type requestHead struct {
 	bodyLen int64  // Content-Length, 0 if none
 	chunked bool
 	upgrade bool // the connection leaves HTTP after this request (Upgrade or CONNECT)
+	method  string
 }
 
 // parseHead parses one complete request head with net/http, which also
@@ -107,6 +108,7 @@ func parseHead(head []byte) (requestHead, error) {
 			rh.chunked = true
 		}
 	}
+	rh.method = req.Method
 	rh.upgrade = req.Method == http.MethodConnect ||
 		(req.Header.Get("Upgrade") != "" && headerHasToken(req.Header["Connection"], "upgrade"))
 	host, err := hostWithoutPort(req.Host)
@@ -273,11 +275,18 @@ func (p *prefixConn) reader() io.Reader {
 // forwardHTTP copies requests from src to dst one head at a time, asking
 // routed(host) for each request after the first; a request for another route
 // stops the copy with errMisdirected before any of it is written. After an
-// Upgrade or CONNECT it copies raw bytes. It returns nil when the client
-// closed its side cleanly between requests. Each request head after the
-// first must arrive within idle.
-func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, idle time.Duration) error {
+// Upgrade or CONNECT request it forwards nothing more until the backend's
+// answer to it, which tr reports (tr nil: no answers are watched, as when
+// fuzzing): 101 Switching Protocols (a 2xx to CONNECT) switches to copying
+// raw bytes; any other answer keeps the connection in HTTP, and the next
+// requests are checked like any other. It returns nil when the client closed
+// its side cleanly between requests. Each request head after the first must
+// arrive within idle.
+func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, idle time.Duration, tr *responseTracker) error {
 	br := bufio.NewReaderSize(src, 16<<10)
+	if tr != nil {
+		defer close(tr.reqs)
+	}
 	first := true
 	for {
 		if !first {
@@ -302,12 +311,15 @@ func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, 
 			return errMisdirected
 		}
 		first = false
+		if tr != nil {
+			// Queued before the head is written: its answer cannot come
+			// before it is known.
+			tr.reqs <- pendingRequest{method: rh.method, upgrade: rh.upgrade}
+		}
 		if _, err := dst.Write(head); err != nil {
 			return err
 		}
 		switch {
-		case rh.upgrade:
-			return copyRaw(dst, br, src)
 		case rh.chunked:
 			if err := copyChunked(dst, br); err != nil {
 				return err
@@ -316,6 +328,138 @@ func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, 
 			if _, err := io.CopyN(dst, br, rh.bodyLen); err != nil {
 				return err
 			}
+		}
+		if !rh.upgrade {
+			continue
+		}
+		if tr == nil {
+			return copyRaw(dst, br, src)
+		}
+		// Nothing more goes to the backend until it answered: a request
+		// pipelined behind a refused upgrade is checked, not tunnelled.
+		if up, ok := <-tr.decided; ok && up {
+			return copyRaw(dst, br, src)
+		} else if !ok {
+			return errBackendDone
+		}
+	}
+}
+
+// errBackendDone ends the request copy when the backend's side ended while
+// an upgrade waited for its answer.
+var errBackendDone = errors.New("proxy: backend closed before answering the upgrade")
+
+// pendingRequest is a request forwarded to the backend, awaiting its answer.
+type pendingRequest struct {
+	method  string
+	upgrade bool
+}
+
+// responseTracker pairs a routed HTTP connection's responses with its
+// requests, in order, so the request side learns whether the backend
+// accepted an Upgrade or CONNECT.
+type responseTracker struct {
+	reqs    chan pendingRequest // from forwardHTTP, closed when it ends
+	decided chan bool           // one value per upgrade request: switched or not
+}
+
+func newResponseTracker() *responseTracker {
+	// A client may pipeline up to cap(reqs) requests ahead of the
+	// answers; more wait (TCP back-pressure), none are lost.
+	return &responseTracker{reqs: make(chan pendingRequest, 64), decided: make(chan bool, 1)}
+}
+
+// forwardResponses copies the backend's responses from src to dst one at a
+// time, framing each body as RFC 9112 section 6.3 says, until the
+// connection switches protocols or a body runs to the close; from then on,
+// and after a response it cannot frame, it copies raw bytes. It closes
+// tr.decided when it returns.
+func forwardResponses(dst io.Writer, src io.Reader, tr *responseTracker) error {
+	defer close(tr.decided)
+	br := bufio.NewReaderSize(src, 16<<10)
+	raw := func() error {
+		if n := br.Buffered(); n > 0 {
+			b, _ := br.Peek(n)
+			if _, err := dst.Write(b); err != nil {
+				return err
+			}
+		}
+		_, err := io.Copy(dst, src)
+		return err
+	}
+	for {
+		head, err := readHead(br)
+		if err != nil {
+			if err == io.EOF && len(head) == 0 {
+				return nil
+			}
+			if len(head) > 0 {
+				// Not a response head we can read: pass it on as it is
+				// and stop framing (an upgrade waiting is refused).
+				if _, werr := dst.Write(head); werr != nil {
+					return werr
+				}
+				return raw()
+			}
+			return err
+		}
+		req, ok := <-tr.reqs
+		if !ok {
+			// An answer to no request: pass the rest on unframed.
+			if _, err := dst.Write(head); err != nil {
+				return err
+			}
+			return raw()
+		}
+		for {
+			resp, perr := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: req.method})
+			if _, err := dst.Write(head); err != nil {
+				return err
+			}
+			if perr != nil {
+				return raw()
+			}
+			code := resp.StatusCode
+			switch {
+			case code == http.StatusSwitchingProtocols && req.upgrade && req.method != http.MethodConnect,
+				req.method == http.MethodConnect && code/100 == 2:
+				tr.decided <- true
+				return raw()
+			case code/100 == 1 && code != http.StatusSwitchingProtocols:
+				// 100 Continue, 103 Early Hints: the final answer follows.
+				if head, err = readHead(br); err != nil {
+					if len(head) > 0 {
+						if _, werr := dst.Write(head); werr != nil {
+							return werr
+						}
+						return raw()
+					}
+					return err
+				}
+				continue
+			}
+			chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+			switch {
+			case req.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code/100 == 1:
+			case chunked:
+				if err := copyChunked(dst, br); err != nil {
+					return err
+				}
+			case resp.ContentLength >= 0:
+				if _, err := io.CopyN(dst, br, resp.ContentLength); err != nil {
+					return err
+				}
+			default:
+				// Delimited by the close: nothing follows it.
+				if req.upgrade {
+					tr.decided <- false
+				}
+				return raw()
+			}
+			if req.upgrade {
+				tr.decided <- false
+			}
+			break
 		}
 	}
 }

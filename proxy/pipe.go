@@ -85,12 +85,16 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 	}()
 
 	var misdirected atomic.Bool
+	var tr *responseTracker
+	if c.Hello.Protocol == ProtocolHTTP {
+		tr = newResponseTracker()
+	}
 	c2b := make(chan struct{})
 	go func() {
 		defer close(c2b)
 		var err error
-		if c.Hello.Protocol == ProtocolHTTP {
-			err = forwardHTTP(bc, &prefixConn{buf: c.Peeked, c: client, r: csrc}, c.stillRouted, c.httpIdle())
+		if tr != nil {
+			err = forwardHTTP(bc, &prefixConn{buf: c.Peeked, c: client, r: csrc}, c.stillRouted, c.httpIdle(), tr)
 			if errors.Is(err, errMisdirected) {
 				misdirected.Store(true)
 				bc.SetReadDeadline(time.Now().Add(misdirectedDrain))
@@ -106,7 +110,12 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 		}
 		oneEnded()
 	}()
-	_, err := io.Copy(client, bsrc)
+	var err error
+	if tr != nil {
+		err = forwardResponses(client, bsrc, tr)
+	} else {
+		_, err = io.Copy(client, bsrc)
+	}
 	if err != nil {
 		closeBoth()
 	} else if misdirected.Load() {
