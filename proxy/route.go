@@ -94,6 +94,7 @@ type route struct {
 	pattern  string // normalized Host: "name", ".suffix" for wildcards, "" default
 	allow    []netip.Prefix
 	bySource *netcore.ConnCounter // nil without a per-route cap
+	index    int                  // its place in the routes given
 }
 
 func (r *route) allowed(src netip.Addr) bool {
@@ -149,6 +150,22 @@ func newTable(routes []Route) (*table, error) {
 			continue
 		}
 		pt := &t.protos[r.Protocol]
+		var same []*route
+		switch {
+		case nr.pattern == "":
+			same = pt.def
+		case nr.pattern[0] == '.':
+			same = pt.wild[nr.pattern]
+		default:
+			same = pt.exact[nr.pattern]
+		}
+		if j := slices.IndexFunc(same, func(o *route) bool { return o.shadows(nr) }); j >= 0 {
+			// The second would never be chosen: a dead route is a mistake.
+			errs = append(errs, fmt.Errorf("proxy: route %d (%q): duplicate of route %d (%q): which takes every connection it would",
+				i, r.Host, same[j].index, same[j].Host))
+			continue
+		}
+		nr.index = i
 		switch {
 		case nr.pattern == "":
 			pt.def = append(pt.def, nr)
@@ -176,6 +193,20 @@ func newTable(routes []Route) (*table, error) {
 		slices.SortStableFunc(pt.def, byALPN)
 	}
 	return t, nil
+}
+
+// shadows reports whether r, earlier in the routes for the same name and
+// protocol, takes every connection later would: r has no source list and
+// no predicate, and later's ALPN protocols are all r's (or neither has
+// any). Such a later route is dead.
+func (r *route) shadows(later *route) bool {
+	if len(r.allow) > 0 || r.Match != nil {
+		return false
+	}
+	if len(later.ALPN) == 0 {
+		return len(r.ALPN) == 0
+	}
+	return len(r.ALPN) > 0 && !slices.ContainsFunc(later.ALPN, func(p string) bool { return !slices.Contains(r.ALPN, p) })
 }
 
 func boolInt(b bool) int {

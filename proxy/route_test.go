@@ -170,3 +170,56 @@ func TestDenialLogged(t *testing.T) {
 		t.Errorf("denial log %q lacks the reason or the source %v", l, c.LocalAddr())
 	}
 }
+
+// TestRouteDuplicates: a route that an earlier one for the same name always
+// wins over is dead, and an error names both (before, the second was
+// silently never used). Routes that still get connections are not.
+func TestRouteDuplicates(t *testing.T) {
+	tgt := namedTarget("x")
+	lan := []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}
+	tls := func(host string, alpn ...string) Route {
+		return Route{Protocol: ProtocolTLS, Host: host, ALPN: alpn, Target: tgt}
+	}
+	for _, c := range []struct {
+		name   string
+		routes []Route
+		dup    string // "" means valid; else the error names this
+	}{
+		{"case and trailing dot", []Route{tls("blog.example.com"), tls("BLOG.example.com.")}, `route 1 ("BLOG.example.com."): duplicate of route 0 ("blog.example.com")`},
+		{"punycode and unicode", []Route{tls("bücher.example"), tls("xn--bcher-kva.example")}, `route 1 ("xn--bcher-kva.example"): duplicate of route 0`},
+		{"wildcard twice", []Route{tls("*.example.com"), tls("*.EXAMPLE.com")}, `route 1 ("*.EXAMPLE.com"): duplicate of route 0`},
+		{"default twice", []Route{tls(""), tls("*")}, `route 1 ("*"): duplicate of route 0 ("")`},
+		{"same ALPN", []Route{tls("a.test", "acme-tls/1"), tls("a.test", "acme-tls/1")}, "route 1"},
+		{"ALPN subset", []Route{tls("a.test", "h2", "http/1.1"), tls("a.test", "h2")}, "route 1"},
+		{"HTTP twice", []Route{{Protocol: ProtocolHTTP, Host: "a.test", Target: tgt}, {Protocol: ProtocolHTTP, Host: "A.test", Target: tgt}}, "route 1"},
+		{"third of three", []Route{tls("a.test"), tls("b.test"), tls("a.test")}, `route 2 ("a.test"): duplicate of route 0`},
+		{"ACL first, then the rest", []Route{{Protocol: ProtocolTLS, Host: "a.test", Allow: lan, Target: tgt}, tls("a.test")}, ""},
+		{"predicate first", []Route{{Protocol: ProtocolTLS, Host: "a.test", Match: func(*Hello) bool { return false }, Target: tgt}, tls("a.test")}, ""},
+		{"ALPN route and plain route", []Route{tls("a.test"), tls("a.test", "acme-tls/1")}, ""},
+		{"other ALPN", []Route{tls("a.test", "h2"), tls("a.test", "acme-tls/1")}, ""},
+		{"TLS and HTTP", []Route{tls("a.test"), {Protocol: ProtocolHTTP, Host: "a.test", Target: tgt}}, ""},
+		{"wildcard and exact", []Route{tls("*.example.com"), tls("www.example.com")}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := newTable(c.routes)
+			if c.dup == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.dup) || !strings.Contains(err.Error(), "duplicate") {
+				t.Fatalf("error %v, want one naming %s", err, c.dup)
+			}
+		})
+	}
+	// AddRoute refuses the duplicate and keeps the table as it was.
+	p := &Proxy{}
+	must(t, p.AddSNIRoute("blog.example.com", tgt))
+	if err := p.AddSNIRoute("Blog.Example.Com.", tgt); err == nil || !strings.Contains(err.Error(), "duplicate of route 0") {
+		t.Errorf("AddRoute of a duplicate: %v", err)
+	}
+	if n := len(p.Routes()); n != 1 {
+		t.Errorf("%d routes after the refused duplicate, want 1", n)
+	}
+}

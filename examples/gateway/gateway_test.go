@@ -176,7 +176,7 @@ func TestQuickstartInProcess(t *testing.T) {
 	t.Run("metrics and health", func(t *testing.T) {
 		body := get(t, "http://"+cfg.Metrics+"/metrics")
 		for _, want := range []string{`hairpin_dns_queries_total{rcode="NOERROR",view="inside"}`,
-			"hairpin_proxy_routed_total", "hairpin_relay_allocations", "\ngo_goroutines ", "\nprocess_open_fds ", "\nprocess_resident_memory_bytes ", `hairpin_nat_info{classic="unknown",filtering="unknown",hairpinning="unknown",mapping="unknown",public="203.0.113.1"} 1`} {
+			"hairpin_proxy_routed_total", "hairpin_relay_allocations", "\nhairpin_relay_own_address_denials_total 0", "\ngo_goroutines ", "\nprocess_open_fds ", "\nprocess_resident_memory_bytes ", `hairpin_nat_info{classic="unknown",filtering="unknown",hairpinning="unknown",mapping="unknown",public="203.0.113.1"} 1`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}

@@ -66,12 +66,13 @@ func (g *gateway) register(reg *prometheus.Registry) {
 		portRange := counter("relay_port_range_size", "Ports in the relay port range.")
 		authFail := counter("relay_auth_failures_total", "Requests refused with 401 for bad credentials.")
 		denials := counter("relay_peer_denials_total", "Requests or packets refused by the peer policy.")
+		own := counter("relay_own_address_denials_total", "Of those, the ones naming one of the relay's own listening or relayed addresses (a loop attempt).")
 		quota := counter("relay_quota_rejections_total", "Allocations or permissions refused by a limit.")
 		bytes := counter("relay_bytes_total", "Bytes relayed, by user (bounded; the rest under \"other\") and direction.", "user", "direction")
 		packets := counter("relay_packets_total", "Packets relayed, by user (bounded; the rest under \"other\") and direction.", "user", "direction")
 		r := g.relay
 		reg.MustRegister(&statsCollector{
-			descs: []*prometheus.Desc{allocs, allocsTotal, ports, portRange, authFail, denials, quota, bytes, packets},
+			descs: []*prometheus.Desc{allocs, allocsTotal, ports, portRange, authFail, denials, own, quota, bytes, packets},
 			collect: func(ch chan<- prometheus.Metric) {
 				s := r.Stats()
 				ch <- prometheus.MustNewConstMetric(allocs, prometheus.GaugeValue, float64(s.Allocations))
@@ -80,6 +81,7 @@ func (g *gateway) register(reg *prometheus.Registry) {
 				ch <- prometheus.MustNewConstMetric(portRange, prometheus.GaugeValue, float64(s.PortRangeSize))
 				ch <- prometheus.MustNewConstMetric(authFail, prometheus.CounterValue, float64(s.AuthFailures))
 				ch <- prometheus.MustNewConstMetric(denials, prometheus.CounterValue, float64(s.PeerDenials))
+				ch <- prometheus.MustNewConstMetric(own, prometheus.CounterValue, float64(s.OwnDenials))
 				ch <- prometheus.MustNewConstMetric(quota, prometheus.CounterValue, float64(s.QuotaRejections))
 				emit := func(user string, u relay.UserStats) {
 					ch <- prometheus.MustNewConstMetric(bytes, prometheus.CounterValue, float64(u.BytesToPeer), user, "to_peer")

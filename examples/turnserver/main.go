@@ -15,9 +15,10 @@
 // allocations at once, and the log names by key path every other change,
 // which waits for a restart (the relay library fixes its credentials,
 // limits and peer policy when it starts serving); a bad file is rejected
-// with the running configuration kept. SIGINT and SIGTERM stop new
-// allocations and let the open ones drain for up to -shutdown-timeout, then
-// close them. If a listener stops serving, turnserver exits with status 1.
+// with the running configuration kept. SIGINT and SIGTERM close the
+// listening sockets at once (a new instance can bind them), end UDP
+// allocations (their packets come through those sockets) and let those on
+// TCP/TLS connections drain for up to -shutdown-timeout, then close them. If a listener stops serving, turnserver exits with status 1.
 package main
 
 import (

@@ -148,8 +148,35 @@ func TestReload(t *testing.T) {
 	}
 }
 
-// TestShutdownTimeout: SIGTERM with an allocation open drains it for
-// -shutdown-timeout, then closes it and exits.
+// allocateTCP makes an allocation over a TCP connection to server (TURN
+// over TCP, RFC 6062's control connection); it lives until the test ends.
+func allocateTCP(t *testing.T, server, user, password string) {
+	t.Helper()
+	tc, err := net.Dial("tcp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{TURNServerAddr: server, STUNServerAddr: server,
+		Username: user, Password: password, Conn: turn.NewSTUNConn(tc), RTO: 200 * time.Millisecond})
+	if err != nil {
+		tc.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); tc.Close() })
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relayed, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relayed.Close() })
+}
+
+// TestShutdownTimeout: SIGTERM with an allocation open on a TCP connection
+// drains it for -shutdown-timeout, then closes it and exits. (UDP
+// allocations end at once: their packets arrive on the listening socket,
+// which a shutdown frees at once for the next instance.)
 func TestShutdownTimeout(t *testing.T) {
 	bin := turnserverBin.Path(t)
 	addr := proctest.FreePort(t)
@@ -157,9 +184,7 @@ func TestShutdownTimeout(t *testing.T) {
 	writeFile(t, path, relayConfig(addr, "203.0.113.1", "pw1"))
 	p := proctest.Start(t, exec.Command(bin, "-config", path, "-shutdown-timeout", "1s"))
 	p.WaitFor(t, 0, "turnserver ready", 10*time.Second)
-	if _, err := allocate(t, addr, "alice", "pw1"); err != nil {
-		t.Fatal(err)
-	}
+	allocateTCP(t, addr, "alice", "pw1")
 	start := time.Now()
 	p.Signal(t, syscall.SIGTERM)
 	code := p.WaitExit(t, 10*time.Second)
