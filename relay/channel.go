@@ -13,7 +13,10 @@ import "encoding/binary"
 //
 // Peer to client: the relay socket is read into a buffer 4 bytes in, so the
 // ChannelData header is written in front of the datagram in place and the
-// whole sent on the client-facing socket (relayConn.ReadFrom).
+// whole sent on the client-facing socket (relayConn.ReadFrom, toClient).
+// When the peer is another allocation of ours, the client's ChannelData
+// header is rewritten in place for the other allocation's channel and sent
+// straight to its client, the relay sockets skipped (relayConn.writeTo).
 //
 // The tables are the engine's own state mirrored from its events
 // (allocation, permission and channel created and deleted), so the engine
@@ -65,5 +68,5 @@ func (s *Server) relayChannelData(b []byte, k allocKey) {
 		s.counters.channelDrops.Add(1)
 		return
 	}
-	_, _ = rc.writeTo(payload, peer)
+	_, _ = rc.writeTo(b[:4+len(payload)], 4, peer)
 }

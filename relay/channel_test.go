@@ -244,3 +244,56 @@ func TestChannelDataAllocs(t *testing.T) {
 		t.Errorf("relayChannelData: %v allocations, want 0", n)
 	}
 }
+
+// TestChannelDataInProcess: ChannelData between two allocations of one
+// relay reaches the other client as ChannelData on its own channel number,
+// straight from the first client's datagram; without a channel on the
+// receiving side it arrives as a Data indication, and without a permission
+// there not at all.
+func TestChannelDataInProcess(t *testing.T) {
+	s := &Server{Users: map[string]string{"a": "pw", "b": "pw"}, Public: netip.MustParseAddr("203.0.113.7"), Logger: quiet}
+	addr := serve(t, s, "udp")
+	a := dialRaw(t, "udp", addr, "a", "pw")
+	b := dialRaw(t, "udp", addr, "b", "pw")
+	if a.allocate() != 0 || b.allocate() != 0 {
+		t.Fatal("allocate failed")
+	}
+	if code := a.channelBind(0x4001, b.relayed); code != 0 {
+		t.Fatalf("a's channel bind: %d", code)
+	}
+	// b holds no permission for a's relayed address yet: dropped.
+	a.channelData(0x4001, []byte("no permission at b"))
+	// A permission but no channel: a Data indication from a's address.
+	if code := b.permit(a.relayed); code != 0 {
+		t.Fatalf("b's permission: %d", code)
+	}
+	a.channelData(0x4001, []byte("as Data indication"))
+	if got, err := b.readData(); err != nil || string(got) != "as Data indication" {
+		t.Fatalf("b got %q, %v", got, err)
+	}
+	if st := s.Stats(); st.PermissionDrops != 1 {
+		t.Errorf("PermissionDrops = %d, want 1", st.PermissionDrops)
+	}
+	if code := b.channelBind(0x4321, a.relayed); code != 0 {
+		t.Fatalf("b's channel bind: %d", code)
+	}
+	a.channelData(0x4001, []byte("hello b"))
+	buf := make([]byte, 2048)
+	_ = b.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := b.conn.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]byte{0x43, 0x21, 0, 7}, "hello b"...); !bytes.Equal(buf[:n], want) {
+		t.Fatalf("b got %x, want ChannelData %x", buf[:n], want)
+	}
+	b.channelData(0x4321, []byte("hello a"))
+	if got, err := a.readData(); err != nil || string(got) != "hello a" {
+		t.Fatalf("a got %q, %v", got, err)
+	}
+	st := s.Stats()
+	if st.InProcess != 4 || st.Users["a"].PacketsToPeer != 3 || st.Users["b"].PacketsFromPeer != 2 ||
+		st.Users["a"].PacketsFromPeer != 1 {
+		t.Errorf("stats %+v: want 4 in process, a 3 to and 1 from its peer, b 2 from its peer", st)
+	}
+}
