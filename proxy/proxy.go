@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -29,14 +30,48 @@ type TargetFunc func(ctx context.Context, c *Conn)
 // HandleConn calls f(ctx, c).
 func (f TargetFunc) HandleConn(ctx context.Context, c *Conn) { f(ctx, c) }
 
-// Conn is a client connection handed to a [Target]: the bytes in Peeked were
-// read from Conn during routing and must be sent to the backend first.
+// Conn is a client connection handed to a [Target]. Routing read the bytes
+// in Peeked from the client; Read (and WriteTo, which io.Copy uses) returns
+// them first and then what follows, so a Target that copies from the Conn
+// sends the backend everything, in order, and cannot forget the peek. A
+// Target that writes Peeked itself reads the rest from the embedded
+// net.Conn (c.Conn), as the built-in Pool does so that it can splice
+// between the two *net.TCPConn.
 type Conn struct {
 	net.Conn        // the client connection, positioned after Peeked
 	Hello    Hello  // what routing saw
-	Peeked   []byte // bytes read from Conn while routing; send them first
+	Peeked   []byte // bytes read from Conn while routing; Read returns them first
+	replayed int    // how much of Peeked Read has returned
 	route    *route // the route that matched
 	proxy    *Proxy // for the per-request HTTP re-check and the loop guard
+}
+
+// Read returns the peeked bytes not yet returned, then reads the client
+// connection.
+func (c *Conn) Read(b []byte) (int, error) {
+	if c.replayed < len(c.Peeked) {
+		n := copy(b, c.Peeked[c.replayed:])
+		c.replayed += n
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
+// WriteTo writes the peeked bytes not yet returned to w, then copies the
+// client connection to w until EOF (spliced when both are *net.TCPConn on
+// Linux).
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	if c.replayed < len(c.Peeked) {
+		m, err := w.Write(c.Peeked[c.replayed:])
+		c.replayed += m
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	m, err := io.Copy(w, c.Conn)
+	return n + m, err
 }
 
 // Proxy routes TCP connections by TLS SNI or HTTP Host to [Target]s,

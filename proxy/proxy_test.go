@@ -356,3 +356,82 @@ func TestRejectCountedBeforeClose(t *testing.T) {
 		}
 	}
 }
+
+// TestConnReplaysPeek: a custom Target that only copies from the Conn
+// sends the backend the ClientHello routing read, then what follows, each
+// byte once: through io.Copy (WriteTo, spliced after the replay) and
+// through small Reads. Before, Read started after the peek, and such a
+// Target sent the backend a stream without its ClientHello.
+func TestConnReplaysPeek(t *testing.T) {
+	hello := makeHello(t, &tls.Config{ServerName: "replay.test"})
+	const rest = "and then the rest of the stream"
+	for _, c := range []struct {
+		name string
+		cp   func(dst net.Conn, src *Conn) error
+	}{
+		{"io.Copy", func(dst net.Conn, src *Conn) error { _, err := io.Copy(dst, src); return err }},
+		{"7-byte reads", func(dst net.Conn, src *Conn) error {
+			buf := make([]byte, 7)
+			for {
+				n, err := src.Read(buf)
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return werr
+				}
+				if err == io.EOF {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			got := make(chan string, 1)
+			go func() {
+				bc, err := l.Accept()
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				defer bc.Close()
+				b, _ := io.ReadAll(bc)
+				got <- string(b)
+			}()
+			var p Proxy
+			must(t, p.AddSNIRoute("replay.test", TargetFunc(func(ctx context.Context, conn *Conn) {
+				defer conn.Close()
+				bc, err := net.Dial("tcp", l.Addr().String())
+				if err != nil {
+					return
+				}
+				defer bc.Close()
+				if c.cp(bc, conn) == nil {
+					bc.(*net.TCPConn).CloseWrite()
+				}
+			})))
+			cl, err := net.Dial("tcp", serve(t, &p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			cl.Write(hello)
+			cl.Write([]byte(rest))
+			cl.(*net.TCPConn).CloseWrite()
+			select {
+			case b := <-got:
+				if b != string(hello)+rest {
+					t.Errorf("backend got %d bytes (hello first: %v), want the %d-byte hello then %q",
+						len(b), strings.HasPrefix(b, string(hello)), len(hello), rest)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("backend got nothing")
+			}
+		})
+	}
+}
