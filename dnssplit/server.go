@@ -388,7 +388,14 @@ func (s *Server) Close() error {
 }
 
 // ServeDNS implements dns.Handler, so a Server can run under a dns.Server or
-// dns.ServeMux. Zone transfers are refused on this path.
+// dns.ServeMux. Zone transfers are refused on this path. A TSIG-signed query
+// is verified with Transfer.TSIG and answered signed, or with BADKEY or
+// BADSIG, as on the Server's own sockets; the dns.Server needs no
+// TsigSecret for it. The handler sees the parsed query only, so the MAC is
+// checked over the query packed again: identical to what signers send
+// (BIND, Knot, miekg/dns compress nothing in a one-question query), but a
+// query whose sender compressed names differently fails with BADSIG here,
+// where the Server's own listeners would accept it.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	s.init()
 	s.mu.Lock()
@@ -402,6 +409,16 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	src := netcore.AddrPort(w.RemoteAddr())
 	local := netcore.AddrPort(w.LocalAddr()).Addr()
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	if r.IsTsig() != nil {
+		raw, err := r.Pack()
+		if err != nil {
+			return
+		}
+		if b, _ := s.handleSigned(s.bgCtx, raw, r.Copy(), src, local, tcp, pass{}); b != nil {
+			w.Write(b)
+		}
+		return
+	}
 	out := s.Resolve(s.bgCtx, r, Client{Source: src.Addr(), Local: local}, tcp)
 	if out == nil {
 		return

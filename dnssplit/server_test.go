@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,8 @@ import (
 	"github.com/hairpin-go/hairpin/internal/leakcheck"
 	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/interop"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
@@ -633,4 +636,61 @@ func TestCachePerView(t *testing.T) {
 	if st := s.Stats(); st.CacheHits != 2 || st.CacheEntries != 2 {
 		t.Fatalf("hits %d entries %d", st.CacheHits, st.CacheEntries)
 	}
+}
+
+// TestServeDNSHandlerTSIG: on the dns.Handler path a signed query gets a
+// signed reply (the client checks its MAC), an unknown key BADKEY and a
+// wrong secret BADSIG, as on the Server's own sockets; dig -y, BIND's
+// signer, too. Before, the signed query was answered unsigned.
+func TestServeDNSHandlerTSIG(t *testing.T) {
+	s := splitServer(t)
+	s.Transfer = &Transfer{TSIG: map[string]string{"handler-key.": testSecret}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: s}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { srv.Shutdown(); <-done; s.Close() })
+	addr := pc.LocalAddr().String()
+	ask := func(key, secret string) (*dns.Msg, error) {
+		m := q("blog.example.com.", dns.TypeA)
+		m.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
+		c := &dns.Client{TsigSecret: map[string]string{key: secret}, Timeout: 3 * time.Second}
+		r, _, err := c.Exchange(m, addr)
+		return r, err
+	}
+	r, err := ask("handler-key.", testSecret)
+	if err != nil {
+		t.Fatalf("signed query: %v", err) // the client verifies the reply's TSIG
+	}
+	if r.IsTsig() == nil || firstA(r) != "203.0.113.1" {
+		t.Errorf("signed query: reply %v", r)
+	}
+	for _, c := range []struct {
+		name, key, secret string
+		want              uint16
+	}{
+		{"unknown key", "other-key.", testSecret, dns.RcodeBadKey},
+		{"wrong secret", "handler-key.", "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA==", dns.RcodeBadSig},
+	} {
+		r, _ := ask(c.key, c.secret)
+		if r == nil || r.Rcode != dns.RcodeNotAuth || r.IsTsig() == nil || r.IsTsig().Error != c.want {
+			t.Errorf("%s: reply %v, want NOTAUTH with TSIG error %s", c.name, r, dns.RcodeToString[int(c.want)])
+		}
+	}
+	t.Run("dig -y", func(t *testing.T) {
+		dig := interop.Need(t, "dig")["dig"]
+		_, port, _ := net.SplitHostPort(addr)
+		out, err := exec.Command(dig, "-p", port, "@127.0.0.1", "-y", "hmac-sha256:handler-key:"+testSecret,
+			"+tries=1", "+time=3", "blog.example.com", "A").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "status: NOERROR") || !strings.Contains(string(out), "203.0.113.1") ||
+			!strings.Contains(string(out), "handler-key.") || strings.Contains(string(out), "failed") {
+			t.Errorf("dig -y through the handler: %v\n%s", err, out)
+		}
+	})
 }
