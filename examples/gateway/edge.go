@@ -100,7 +100,9 @@ func (g *gateway) startTunnel() error {
 			return err
 		}
 		t.agent = a
-		p := g.proxy
+		// The tunnel's listener cannot be duplicated: the proxy serving it
+		// stays, and a reload applies only its routes.
+		p := g.proxy.Pin()
 		g.serve("tunnel/proxy", func() error { return p.Serve(a.Listener()) }, proxy.ErrServerClosed)
 		g.serve("tunnel", func() error { return a.Run(g.runCtx) }, proxy.ErrAgentClosed)
 		log.Info("tunnel started", "edges", len(c.Edges), "names", c.Names,

@@ -41,7 +41,7 @@ type gateway struct {
 	dns      *serve.DNS
 	dnsAddrs []net.Addr
 
-	proxy      *proxy.Proxy
+	proxy      *serve.Proxy
 	proxyAddrs []net.Addr
 
 	relay          *relay.Server
@@ -298,44 +298,21 @@ func (g *gateway) startDNS() error {
 }
 
 func (g *gateway) startProxy() error {
-	p, err := g.cfg.Proxy.Build(g.log.With("part", "proxy"))
+	p, err := serve.NewProxy(g.cfg.Proxy, g.log.With("part", "proxy"), g.failPart)
 	if err != nil {
 		return err
 	}
-	g.proxy = p
 	if g.public.IsValid() {
 		p.SetPublicAddrs(g.public)
 	}
-	type bound struct {
-		l     net.Listener
-		proto proxy.Protocol
+	// net.Listen, not proxy.Listen: without SO_REUSEPORT a port another
+	// process holds is an error at start, not a split.
+	if err := p.Listen(net.Listen); err != nil {
+		return fmt.Errorf("gateway: %w", err)
 	}
-	var ls []bound
-	listen := func(addrs []string, proto proxy.Protocol) error {
-		for _, a := range addrs {
-			// net.Listen, not proxy.Listen: without SO_REUSEPORT a port
-			// another process holds is an error at start, not a split.
-			l, err := net.Listen("tcp", a)
-			if err != nil {
-				for _, b := range ls {
-					b.l.Close()
-				}
-				return fmt.Errorf("gateway: proxy: %w", err)
-			}
-			ls = append(ls, bound{l, proto})
-		}
-		return nil
-	}
-	if err := listen(g.cfg.Proxy.TLS, proxy.ProtocolTLS); err != nil {
-		return err
-	}
-	if err := listen(g.cfg.Proxy.HTTP, proxy.ProtocolHTTP); err != nil {
-		return err
-	}
-	for _, b := range ls {
-		g.proxyAddrs = append(g.proxyAddrs, b.l.Addr())
-		g.serve("proxy", func() error { return p.ServeProtocol(b.l, b.proto) }, proxy.ErrServerClosed)
-		g.log.Info("proxy listening", "addr", b.l.Addr().String(), "protocol", b.proto.String())
+	g.proxy, g.proxyAddrs = p, p.Addrs()
+	for i, a := range p.Addrs() {
+		g.log.Info("proxy listening", "addr", a.String(), "protocol", p.Protocols()[i].String())
 	}
 	return nil
 }

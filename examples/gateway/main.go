@@ -15,8 +15,9 @@
 // and refuses two listeners on one address, then exits (status 1 and the
 // errors, each naming its key and line, if anything is wrong).
 //
-// Signals: SIGHUP reloads the file: DNS settings, records, routes, the probe
-// settings and the credentials endpoint's settings apply live, and the log
+// Signals: SIGHUP reloads the file: DNS settings and records, proxy routes,
+// limits and timeouts, relay.public, the probe settings and the credentials
+// endpoint's settings apply live, and the log
 // names by key path every change that waits for a restart (listeners, the
 // relay); a bad file is rejected and the running configuration kept. SIGINT
 // and SIGTERM shut down gracefully within -shutdown-timeout. If a part stops

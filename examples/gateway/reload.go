@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/examples/internal/serve"
@@ -11,8 +12,6 @@ import (
 // anywhere else waits for a restart and is named in the log. A path covers
 // the keys below it.
 var liveKeys = append(serve.DNSLiveKeys(),
-	// Proxy routes swap atomically (connections already routed are untouched).
-	"proxy.routes",
 	// The probe reads these at each round.
 	"nat.stun", "nat.public", "nat.interval", "nat.hairpin", "nat.tcp", "nat.timeout", "nat.ipv6",
 	// New allocations get the new advertised address.
@@ -21,7 +20,17 @@ var liveKeys = append(serve.DNSLiveKeys(),
 	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl",
 )
 
-func isLive(path string) bool { return config.Covered(path, liveKeys) }
+// live returns liveKeys and the proxy keys a reload applies now: routes
+// swap atomically (connections already routed are untouched), the other
+// settings start a new proxy on the same listeners (see serve.Proxy),
+// unless a tunnel pinned it.
+func (g *gateway) live() []string {
+	keys := slices.Clone(liveKeys)
+	if g.proxy != nil {
+		return append(keys, g.proxy.LiveKeys()...)
+	}
+	return append(keys, serve.ProxyLiveKeys()...)
+}
 
 // reload applies a new configuration. Everything is built and validated
 // first; on any error the running configuration stays as it was. It
@@ -31,7 +40,7 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 	cur := g.cfg
 	public := g.public
 	g.mu.Unlock()
-	restart := config.Restart(config.Changed(cur, next), liveKeys)
+	restart := config.Restart(config.Changed(cur, next), g.live())
 	// A section added or removed is a restart: nothing runs to take it.
 	var dnsApply func() error
 	if cur.DNS != nil && next.DNS != nil {
@@ -41,10 +50,13 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 		}
 		dnsApply = apply
 	}
+	var proxyApply func() error
 	if cur.Proxy != nil && next.Proxy != nil {
-		if err := next.Proxy.Apply(g.proxy, g.log.With("part", "proxy")); err != nil {
+		apply, err := g.proxy.Prepare(next.Proxy)
+		if err != nil {
 			return nil, err
 		}
+		proxyApply = apply
 	}
 	var prober = g.prober
 	if next.NAT != nil {
@@ -52,6 +64,11 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 	}
 	if dnsApply != nil {
 		if err := dnsApply(); err != nil {
+			return nil, err
+		}
+	}
+	if proxyApply != nil {
+		if err := proxyApply(); err != nil {
 			return nil, err
 		}
 	}

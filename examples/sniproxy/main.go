@@ -8,35 +8,32 @@
 // use SO_REUSEPORT, so a new sniproxy can start on the same ports before the
 // old one is stopped.
 //
-// Signals: SIGHUP re-reads the file and swaps proxy.routes atomically, as
-// the gateway does (connections already routed are untouched); the log names
-// by key path the changes that wait for a restart (listeners, limits,
-// timeouts, trustProxyFrom), and a bad file is rejected with the running
-// routes kept. SIGINT and SIGTERM stop accepting and wait up to
+// Signals: SIGHUP re-reads the file and applies every proxy: key but the
+// listeners, as the gateway does: routes swap atomically (connections
+// already routed are untouched); limits, timeouts and trustProxyFrom start
+// a new proxy on the same listeners while the old one finishes its
+// connections. The log names by key path the changes that wait for a
+// restart (proxy.tls, proxy.http, log), and a bad file is rejected with the
+// running configuration kept. SIGINT and SIGTERM stop accepting and wait up to
 // -shutdown-timeout for open connections, then close them. If a listener
 // stops serving, sniproxy exits with status 1.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sync"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/examples/internal/daemon"
+	"github.com/hairpin-go/hairpin/examples/internal/serve"
 	"github.com/hairpin-go/hairpin/proxy"
 )
 
 // description is the one line -h prints first.
 const description = "sniproxy: one port shared by many backends, TLS routed by SNI and HTTP by Host, from the proxy: section of a hairpin configuration (see example.yaml)."
-
-// liveKeys are the key paths a reload applies while serving (the same as
-// the gateway's for the proxy: section).
-var liveKeys = []string{"proxy.routes"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -66,56 +63,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmd.Fail(err)
 	}
 	log := f.Log.Logger(stderr)
-	p, err := f.Proxy.Build(log)
+	failed := make(chan error, 1)
+	var failOnce sync.Once
+	stopping := make(chan struct{})
+	fail := func(part string, err error) {
+		select {
+		case <-stopping: // shutting down: listeners closing is expected
+		default:
+			failOnce.Do(func() { failed <- fmt.Errorf("sniproxy: %s stopped serving: %w", part, err) })
+		}
+	}
+	p, err := serve.NewProxy(f.Proxy, log, fail)
 	if err != nil {
 		return cmd.Fail(err)
 	}
 	if cmd.Check {
-		_ = p.Close()
+		_ = p.Shutdown(context.Background())
 		fmt.Fprintln(stdout, "configuration OK")
 		return 0
 	}
 
 	sig := daemon.Notify()
 	defer sig.Stop()
-	type listener struct {
-		l     net.Listener
-		proto proxy.Protocol
+	if err := p.Listen(proxy.Listen); err != nil {
+		_ = p.Shutdown(context.Background())
+		return cmd.Fail(err)
 	}
-	var listeners []listener
-	for _, group := range []struct {
-		addrs []string
-		proto proxy.Protocol
-	}{{f.Proxy.TLS, proxy.ProtocolTLS}, {f.Proxy.HTTP, proxy.ProtocolHTTP}} {
-		for _, a := range group.addrs {
-			l, err := proxy.Listen("tcp", a)
-			if err != nil {
-				for _, l := range listeners {
-					l.l.Close()
-				}
-				_ = p.Close()
-				return cmd.Fail(err)
-			}
-			listeners = append(listeners, listener{l, group.proto})
-			log.Info("sniproxy: listening", "addr", l.Addr().String(), "protocol", group.proto.String())
-		}
-	}
-
-	var stopping sync.Once
-	stop := make(chan struct{})
-	failed := make(chan error, len(listeners))
-	var wg sync.WaitGroup
-	for _, l := range listeners {
-		wg.Go(func() {
-			err := p.ServeProtocol(l.l, l.proto)
-			select {
-			case <-stop:
-			default:
-				if !errors.Is(err, proxy.ErrServerClosed) {
-					failed <- fmt.Errorf("sniproxy: %s stopped serving: %w", l.l.Addr(), err)
-				}
-			}
-		})
+	for i, a := range p.Addrs() {
+		log.Info("sniproxy: listening", "addr", a.String(), "protocol", p.Protocols()[i].String())
 	}
 	cur := f
 	reload := func() ([]string, error) {
@@ -123,16 +98,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return nil, err
 		}
-		if err := next.Proxy.Apply(p, log); err != nil {
+		apply, err := p.Prepare(next.Proxy)
+		if err != nil {
 			return nil, err
 		}
-		restart := config.Restart(served(config.Changed(cur, next)), liveKeys)
+		if err := apply(); err != nil {
+			return nil, err
+		}
+		restart := config.Restart(served(config.Changed(cur, next)), serve.ProxyLiveKeys())
 		// What waits for a restart keeps its running value, so that the
 		// next reload names it again until the restart.
-		routes := next.Proxy.Routes
-		kept := *cur.Proxy
-		kept.Routes = routes
-		next.Proxy, next.Log = &kept, cur.Log
+		next.Proxy.TLS, next.Proxy.HTTP, next.Log = cur.Proxy.TLS, cur.Proxy.HTTP, cur.Log
 		cur = next
 		log.Info("sniproxy: routes", "routes", len(p.Routes()))
 		return restart, nil
@@ -143,9 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Timeout: cmd.ShutdownTimeout,
 		Reload:  reload,
 		Shutdown: func(ctx context.Context) error {
-			stopping.Do(func() { close(stop) })
+			close(stopping)
 			err := p.Shutdown(ctx)
-			wg.Wait()
 			st := p.Stats()
 			log.Info("sniproxy: stopped", "accepted", st.Accepted, "routed", st.Routed, "rejected", st.Rejected)
 			return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -47,6 +48,42 @@ func get(t *testing.T, addr, host string) string {
 	return fmt.Sprintf("%d %s", resp.StatusCode, b)
 }
 
+func tryGet(addr, host string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}}}
+	resp, err := c.Get("http://" + host + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return fmt.Sprintf("%d %s", resp.StatusCode, b), err
+}
+
+// keepAlive sends one request for host on a new connection, reads the
+// answer and returns the connection, still open and routed.
+func keepAlive(t *testing.T, addr, host string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("kept-alive request for %s: %v", host, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("kept-alive request for %s: %s", host, resp.Status)
+	}
+	return c
+}
+
 func proxyConfig(listen, host, backend string) string {
 	return fmt.Sprintf("proxy:\n  http: [%q]\n  routes:\n    - host: %s\n      http: [%q]\n      allow: [\"127.0.0.0/8\"]\n", listen, host, backend)
 }
@@ -83,11 +120,16 @@ func TestReload(t *testing.T) {
 		t.Fatalf("one.test after a bad file: %s", got)
 	}
 
-	writeFile(t, path, strings.Replace(proxyConfig(addr, "two.test", two), "  routes:", "  maxConns: 100\n  routes:", 1))
+	// New routes, a limit (applied by a new proxy on the same listener) and
+	// a second listener (which waits for a restart).
+	next := proxyConfig(addr, "two.test", two)
+	next = strings.Replace(next, "  routes:", "  maxConnsPerSource: 1\n  routes:", 1)
+	next = strings.Replace(next, `http: ["`+addr+`"]`, `http: ["`+addr+`", "`+proctest.FreePort(t)+`"]`, 1)
+	writeFile(t, path, next)
 	p.Signal(t, syscall.SIGHUP)
 	p.WaitFor(t, n, "take effect at the next restart", 10*time.Second)
-	if out := p.Output(); !strings.Contains(out, "restart=[proxy.maxConns]") {
-		t.Errorf("the reload does not name exactly proxy.maxConns as waiting for a restart:\n%s", out)
+	if out := p.Output(); !strings.Contains(out, "restart=[proxy.http]") {
+		t.Errorf("the reload does not name exactly proxy.http as waiting for a restart:\n%s", out)
 	}
 	if got := get(t, addr, "two.test"); got != "200 two" {
 		t.Errorf("two.test after reload: %s", got)
@@ -95,6 +137,13 @@ func TestReload(t *testing.T) {
 	if got := get(t, addr, "one.test"); got != "404 404 Not Found\n" {
 		t.Errorf("one.test after reload: %q", got)
 	}
+	// maxConnsPerSource 1: a kept-alive connection holds the only slot of
+	// 127.0.0.1, so a second one is refused.
+	held := keepAlive(t, addr, "two.test")
+	if got, err := tryGet(addr, "two.test"); err == nil && !strings.HasPrefix(got, "503 ") {
+		t.Errorf("a second connection from one source with maxConnsPerSource 1: %q, want it refused", got)
+	}
+	held.Close()
 	p.Signal(t, syscall.SIGTERM)
 	if code := p.WaitExit(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM", code)

@@ -17,6 +17,16 @@ func Changed(a, b *File) []string {
 	return out
 }
 
+// Diff is Changed for two values of one section type (two *DNS, say),
+// their paths under path ("dns"): only the keys of the file count, not what
+// parsing kept beside them (the document's lines).
+func Diff(path string, a, b any) []string {
+	var out []string
+	diffValue(reflect.ValueOf(a), reflect.ValueOf(b), path, &out)
+	sort.Strings(out)
+	return out
+}
+
 // Restart returns the paths of changed that no entry of live covers: the
 // changes a reload does not apply. An entry covers itself and the keys below
 // it ("dns.views" covers "dns.views[0].records").

@@ -52,7 +52,15 @@ type DNS struct {
 	UDPSize        int       `yaml:"udpSize"`
 	Workers        int       `yaml:"workers"`
 	MaxTCPConns    int       `yaml:"maxTCPConns"`
-	TCPIdleTimeout string    `yaml:"tcpIdleTimeout"`
+	// MaxTCPConnsPerNetwork bounds the TCP connections of one client
+	// network (/24, /56) per listener (0: 32; -1: no bound).
+	MaxTCPConnsPerNetwork int    `yaml:"maxTCPConnsPerNetwork"`
+	TCPIdleTimeout        string `yaml:"tcpIdleTimeout"`
+	// ForwardDoHCanary forwards use-application-dns.net like any other
+	// name; by default recursive views answer it NXDOMAIN, so that Firefox
+	// keeps using this server (and its LAN answers) instead of turning on
+	// DNS over HTTPS to a public resolver.
+	ForwardDoHCanary bool `yaml:"forwardDoHCanary"`
 	// CookieSecret keys DNS cookies (base64); servers sharing an address
 	// should share it. Empty: random at start.
 	CookieSecret string `yaml:"cookieSecret"`
@@ -181,7 +189,8 @@ func parsePublicLine(r string) (publicLine, error) {
 func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func(netip.Addr) error, error) {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
-	srv := &dnssplit.Server{Logger: logger, UDPSize: s.UDPSize, Workers: s.Workers, MaxTCPConns: s.MaxTCPConns}
+	srv := &dnssplit.Server{Logger: logger, UDPSize: s.UDPSize, Workers: s.Workers, MaxTCPConns: s.MaxTCPConns,
+		MaxTCPConnsPerNetwork: s.MaxTCPConnsPerNetwork, ForwardDoHCanary: s.ForwardDoHCanary}
 
 	for i, a := range s.Listen {
 		if _, err := netip.ParseAddrPort(a); err != nil {
@@ -214,6 +223,10 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		if n.v < 0 {
 			add(Errorf(n.path, n.v, "must not be negative"))
 		}
+	}
+
+	if s.MaxTCPConnsPerNetwork < -1 {
+		add(Errorf("dns.maxTCPConnsPerNetwork", s.MaxTCPConnsPerNetwork, "want a positive number, 0 for the default or -1 for no limit"))
 	}
 
 	c := s.Cache

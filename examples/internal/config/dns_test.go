@@ -21,6 +21,8 @@ dns:
   upstreams: ["9.9.9.9:53", "149.112.112.112", "tls://1.1.1.1#cloudflare-dns.com"]
   policy: fastest
   trustedProxies: ["127.0.0.1"]
+  maxTCPConnsPerNetwork: 4
+  forwardDoHCanary: true
   cache:
     stale: 48h
     staleAnswerTimeout: 1s
@@ -67,6 +69,9 @@ func TestDNSParseAndBuild(t *testing.T) {
 	if len(srv.Upstreams) != 3 || srv.Upstreams[1].Addr.Port() != 53 || !srv.Upstreams[2].TLS ||
 		srv.Upstreams[2].Addr.Port() != 853 || srv.Upstreams[2].ServerName != "cloudflare-dns.com" {
 		t.Fatalf("upstreams %+v", srv.Upstreams)
+	}
+	if srv.MaxTCPConnsPerNetwork != 4 || !srv.ForwardDoHCanary {
+		t.Fatalf("maxTCPConnsPerNetwork %d, forwardDoHCanary %v", srv.MaxTCPConnsPerNetwork, srv.ForwardDoHCanary)
 	}
 	if srv.Policy != dnssplit.PolicyFastest || srv.Cache.StaleFor.Hours() != 48 || !srv.Cache.HoldNXDOMAIN || srv.Cache.StaleAnswerTimeout != time.Second {
 		t.Fatalf("policy/cache %v %+v", srv.Policy, srv.Cache)
@@ -147,6 +152,8 @@ func TestDNSErrors(t *testing.T) {
 		{"bad cookie secret", "dns:\n  cookieSecret: c2hvcnQ=\n", `line 2: dns.cookieSecret: want at least 16 bytes`},
 		{"bad stale timer", "dns:\n  cache:\n    staleAnswerTimeout: soon\n", `line 3: dns.cache.staleAnswerTimeout`},
 		{"bad udp size", "dns:\n  udpSize: 100\n", `line 2: dns.udpSize: 100`},
+		{"bad per-network TCP bound", "dns:\n  maxTCPConnsPerNetwork: -3\n", `line 2: dns.maxTCPConnsPerNetwork: -3: want a positive number, 0 for the default or -1 for no limit`},
+		{"canary not a bool", "dns:\n  forwardDoHCanary: sometimes\n", `line 2: dns.forwardDoHCanary`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

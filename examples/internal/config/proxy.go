@@ -45,13 +45,26 @@ type Proxy struct {
 	PeekTimeout string `yaml:"peekTimeout"`
 	// MaxPeekBytes bounds the bytes read to route (default 70 KiB).
 	MaxPeekBytes int `yaml:"maxPeekBytes"`
-	// MaxConns, MaxPendingPeeks and MaxPeeksPerSource are limits (0:
-	// default, negative: none).
-	MaxConns          int `yaml:"maxConns"`
-	MaxPendingPeeks   int `yaml:"maxPendingPeeks"`
-	MaxPeeksPerSource int `yaml:"maxPeeksPerSource"`
-	// IdleTimeout is the TCP keepalive idle time and TCP_USER_TIMEOUT ("2m").
+	// MaxConns, MaxConnsPerSource, MaxPendingPeeks, MaxPeeksPerSource and
+	// MaxPeeksPerNetwork are limits (0: the library's default, -1: none):
+	// open connections, routed connections of one client address, and
+	// connections in the routing phase in all, from one address and from
+	// one network (/24, /64).
+	MaxConns           int `yaml:"maxConns"`
+	MaxConnsPerSource  int `yaml:"maxConnsPerSource"`
+	MaxPendingPeeks    int `yaml:"maxPendingPeeks"`
+	MaxPeeksPerSource  int `yaml:"maxPeeksPerSource"`
+	MaxPeeksPerNetwork int `yaml:"maxPeeksPerNetwork"`
+	// IdleTimeout closes a routed connection that carried no data either
+	// way for this long ("1h", the default; "off": never).
 	IdleTimeout string `yaml:"idleTimeout"`
+	// HalfCloseTimeout bounds how long one direction stays open after the
+	// other finished ("60s", the default; "off": no bound).
+	HalfCloseTimeout string `yaml:"halfCloseTimeout"`
+	// UserTimeout is TCP_USER_TIMEOUT, how long sent data may stay
+	// unacknowledged, and sets the TCP keepalive to match ("2m", the
+	// default): it closes connections to peers that vanished.
+	UserTimeout string `yaml:"userTimeout"`
 	// HTTPIdleTimeout bounds the wait for the next request on a kept-alive
 	// HTTP connection ("2m").
 	HTTPIdleTimeout string       `yaml:"httpIdleTimeout"`
@@ -134,11 +147,24 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	p := &proxy.Proxy{
-		Logger:            logger,
-		MaxPeekBytes:      s.MaxPeekBytes,
-		MaxConns:          s.MaxConns,
-		MaxPendingPeeks:   s.MaxPendingPeeks,
-		MaxPeeksPerSource: s.MaxPeeksPerSource,
+		Logger:             logger,
+		MaxPeekBytes:       s.MaxPeekBytes,
+		MaxConns:           s.MaxConns,
+		MaxConnsPerSource:  s.MaxConnsPerSource,
+		MaxPendingPeeks:    s.MaxPendingPeeks,
+		MaxPeeksPerSource:  s.MaxPeeksPerSource,
+		MaxPeeksPerNetwork: s.MaxPeeksPerNetwork,
+	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{
+		{"maxConns", s.MaxConns}, {"maxConnsPerSource", s.MaxConnsPerSource}, {"maxPendingPeeks", s.MaxPendingPeeks},
+		{"maxPeeksPerSource", s.MaxPeeksPerSource}, {"maxPeeksPerNetwork", s.MaxPeeksPerNetwork},
+	} {
+		if l.v < -1 {
+			add(Errorf("proxy."+l.key, l.v, "want a positive number, 0 for the default or -1 for no limit"))
+		}
 	}
 	for _, l := range []struct {
 		path  string
@@ -161,7 +187,9 @@ func (s *Proxy) build(logger *slog.Logger) (*proxy.Proxy, []proxy.Route, error) 
 	}
 	p.PeekTimeout = duration("proxy.peekTimeout", s.PeekTimeout, false, add)
 	p.HTTPIdleTimeout = duration("proxy.httpIdleTimeout", s.HTTPIdleTimeout, false, add)
-	if d := duration("proxy.idleTimeout", s.IdleTimeout, false, add); d > 0 {
+	p.IdleTimeout = duration("proxy.idleTimeout", s.IdleTimeout, true, add)
+	p.HalfCloseTimeout = duration("proxy.halfCloseTimeout", s.HalfCloseTimeout, true, add)
+	if d := duration("proxy.userTimeout", s.UserTimeout, false, add); d > 0 {
 		p.UserTimeout = d
 		p.KeepAlive = net.KeepAliveConfig{Enable: true, Idle: d / 2, Interval: max(d/8, time.Second), Count: 4}
 	}

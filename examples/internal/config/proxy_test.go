@@ -18,8 +18,12 @@ proxy:
   http: [":80"]
   trustProxyFrom: ["192.168.1.0/24", "10.0.0.1"]
   peekTimeout: 3s
-  idleTimeout: 2m
+  idleTimeout: 30m
+  halfCloseTimeout: "off"
+  userTimeout: 2m
   httpIdleTimeout: 30s
+  maxConnsPerSource: 8
+  maxPeeksPerNetwork: -1
   routes:
     - host: blog.example.com
       backends: ["192.168.1.20:443", "192.168.1.21:443"]
@@ -50,7 +54,9 @@ func TestProxyParseAndBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.PeekTimeout != 3*time.Second || p.HTTPIdleTimeout != 30*time.Second || p.UserTimeout != 2*time.Minute || len(p.TrustProxyFrom) != 2 ||
+	if p.PeekTimeout != 3*time.Second || p.HTTPIdleTimeout != 30*time.Second || p.UserTimeout != 2*time.Minute ||
+		p.IdleTimeout != 30*time.Minute || p.HalfCloseTimeout >= 0 || p.MaxConnsPerSource != 8 || p.MaxPeeksPerNetwork != -1 ||
+		len(p.TrustProxyFrom) != 2 ||
 		p.TrustProxyFrom[1] != netip.MustParsePrefix("10.0.0.1/32") {
 		t.Errorf("proxy %+v", p)
 	}
@@ -104,6 +110,12 @@ func TestProxyErrors(t *testing.T) {
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      healthCheck: {interval: 0s}\n", `line 5: proxy.routes[0].healthCheck.interval`},
 		{"proxy:\n  routes:\n    - host: a.test\n      backends: [\"1.2.3.4:443\"]\n      bogus: 1\n", `line 5: proxy.routes[0].bogus: unknown key`},
 		{"proxy:\n  listen: [\":443\"]\n", `line 2: proxy.listen: unknown key`},
+		{"proxy:\n  maxConnsPerSource: -2\n", `line 2: proxy.maxConnsPerSource: -2: want a positive number, 0 for the default or -1 for no limit`},
+		{"proxy:\n  maxPeeksPerNetwork: -5\n", `line 2: proxy.maxPeeksPerNetwork: -5: want a positive number`},
+		{"proxy:\n  maxPeeksPerNetwork: many\n", `line 2: proxy.maxPeeksPerNetwork`},
+		{"proxy:\n  idleTimeout: 0s\n", `line 2: proxy.idleTimeout: "0s": want a positive duration such as 5s or 1h, "off"`},
+		{"proxy:\n  halfCloseTimeout: soon\n", `line 2: proxy.halfCloseTimeout: "soon"`},
+		{"proxy:\n  userTimeout: \"off\"\n", `line 2: proxy.userTimeout: "off": cannot be switched off`},
 	}
 	for _, tt := range tests {
 		_, err := Parse([]byte(tt.yaml))

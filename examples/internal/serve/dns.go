@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"reflect"
 	"sync"
 	"time"
 
@@ -52,7 +51,7 @@ type DNS struct {
 func DNSLiveKeys() []string {
 	return []string{"dns.views", "dns.upstreams", "dns.policy", "dns.upstreamTimeout", "dns.trustedProxies",
 		"dns.cache", "dns.rateLimit", "dns.transfer", "dns.udpSize", "dns.workers",
-		"dns.maxTCPConns", "dns.tcpIdleTimeout", "dns.cookieSecret"}
+		"dns.maxTCPConns", "dns.maxTCPConnsPerNetwork", "dns.tcpIdleTimeout", "dns.cookieSecret", "dns.forwardDoHCanary"}
 }
 
 // retireTimeout is how long a DNS server replaced by a reload keeps its TCP
@@ -278,10 +277,12 @@ func sameServerSettings(a, b *config.DNS) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	x, y := *a, *b
-	x.Views, y.Views = nil, nil
-	x.Listen, y.Listen = nil, nil
-	return reflect.DeepEqual(x, y)
+	for _, p := range config.Diff("dns", a, b) {
+		if !config.Covered(p, []string{"dns.views", "dns.listen"}) {
+			return false
+		}
+	}
+	return true
 }
 
 func addStats(a, b dnssplit.Stats) dnssplit.Stats {
