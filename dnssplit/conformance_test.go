@@ -38,6 +38,12 @@ var conformanceDeviations = map[string]string{
 	// reply to a verified query signed, and the EDE tells the operator why.
 	"udp example.net. A tsig": "signed REFUSED with EDE 18",
 	"tcp example.net. A tsig": "signed REFUSED with EDE 18",
+	// A loop of DNAMEs: SERVFAIL with each DNAME and CNAME of the loop once,
+	// as BIND answers, but without BIND's Extended DNS Error (Knot answers
+	// NOERROR and repeats the CNAMEs, which no resolver can use).
+	"udp a.dl1.example.com. A": "DNAME loop: SERVFAIL as BIND, no EDE", "tcp a.dl1.example.com. A": "DNAME loop",
+	"udp a.dl1.example.com. AAAA": "DNAME loop", "tcp a.dl1.example.com. AAAA": "DNAME loop",
+	"udp a.dl1.example.com. TXT": "DNAME loop", "tcp a.dl1.example.com. TXT": "DNAME loop",
 }
 
 // probe is one question of the battery.
@@ -108,6 +114,12 @@ func battery() []probe {
 		"mixed2.example.com.", "MIXED2.EXAMPLE.COM.", `dot\.in.example.com.`, "upper.example.com.",
 		"d.example.com.", "c.d.example.com.", "a.b.c.d.example.com.", "nx.example.com.", "a.nx.example.com.",
 		"short.example.com.",
+		// DNAME (RFC 6672): the owner, names under it (in-zone target,
+		// missing target, deeper names), one out of the zone, a loop,
+		// and a synthesized name over 255 octets (YXDOMAIN).
+		"dn.example.com.", "www.dn.example.com.", "nx.dn.example.com.", "a.b.dn.example.com.",
+		"WWW.DN.example.com.", "x.far.example.com.", "a.dl1.example.com.",
+		"ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd.long.example.com.", "x.long.example.com.",
 	}
 	var out []probe
 	for _, n := range names {
@@ -132,6 +144,10 @@ func battery() []probe {
 		{name: "sub.example.com.", qtype: dns.TypeDS},
 		{name: "ns.sub.example.com.", qtype: dns.TypeDS},
 		{name: "alias.example.com.", qtype: dns.TypeCNAME},
+		{name: "dn.example.com.", qtype: dns.TypeDNAME},
+		{name: "www.dn.example.com.", qtype: dns.TypeCNAME},
+		{name: "www.dn.example.com.", qtype: dns.TypeDNAME},
+		{name: "www.dn.example.com.", qtype: dns.TypeANY},
 		{name: "chain.example.com.", qtype: dns.TypeCNAME},
 		{name: "tomx.example.com.", qtype: dns.TypeMX},
 		{name: "www.example.com.", qtype: dns.TypeMX},

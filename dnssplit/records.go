@@ -35,7 +35,9 @@ type Records struct {
 	wild  int                            // wildcard owner names: none means no wildcard walk
 	below map[string]int                 // name → owner names strictly below it (empty non-terminals)
 	cuts  int                            // names with an NS RRset: none means no zone-cut walk
-	watch []func(zone string)
+	// dnames counts names with a DNAME: none means no DNAME walk.
+	dnames int
+	watch  []func(zone string)
 }
 
 type zoneState struct {
@@ -48,7 +50,9 @@ type Answer struct {
 	// Local reports whether the name belongs to the local data at all. When
 	// false the query must be forwarded or refused.
 	Local bool
-	// Rcode is dns.RcodeSuccess or dns.RcodeNameError.
+	// Rcode is dns.RcodeSuccess or dns.RcodeNameError; under a DNAME
+	// (RFC 6672) also dns.RcodeYXDomain (the substituted name is longer
+	// than 255 octets) or dns.RcodeServerFailure (a loop of DNAMEs).
 	Rcode int
 	// Zone is the apex of the zone holding the name, or "" for a stand-alone record.
 	Zone   string
@@ -61,6 +65,10 @@ type Answer struct {
 	// delegation to other servers): the answer is not authoritative and Ns
 	// holds the child zone's NS RRset.
 	Referral bool
+
+	// synthesized: the last answer record is a CNAME made from a DNAME;
+	// viaDNAME: the chain went through one.
+	synthesized, viaDNAME bool
 }
 
 // ParseRecord parses one line of zone-file syntax. Relative names are taken
@@ -203,6 +211,12 @@ func (r *Records) Add(rrs ...dns.RR) error {
 			if h.Rrtype == dns.TypeNS && len(types[dns.TypeNS]) == 0 {
 				r.cuts++
 			}
+			if h.Rrtype == dns.TypeDNAME {
+				if len(types[dns.TypeDNAME]) > 0 {
+					continue // RFC 6672 section 2.4: one DNAME per owner; the first stays
+				}
+				r.dnames++
+			}
 			types[h.Rrtype] = append(types[h.Rrtype], rr)
 		}
 		changed[r.zoneOfLocked(key)] = true
@@ -256,6 +270,12 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 	if rrtype == dns.TypeNS && types != nil && len(types[dns.TypeNS]) > 0 {
 		r.cuts--
 	}
+	if rrtype == dns.TypeDNAME && types != nil && len(types[dns.TypeDNAME]) > 0 {
+		r.dnames--
+	}
+	if rrtype == dns.TypeDNAME && len(set) > 1 {
+		set = set[:1] // one DNAME per owner
+	}
 	if len(set) == 0 {
 		if types != nil {
 			delete(types, rrtype)
@@ -274,6 +294,9 @@ func (r *Records) Set(name string, rrtype uint16, rrs ...dns.RR) error {
 		if rrtype == dns.TypeNS {
 			r.cuts++
 		}
+		if rrtype == dns.TypeDNAME {
+			r.dnames++
+		}
 	}
 	changed := map[string]bool{r.zoneOfLocked(key): true}
 	fns := r.bumpLocked(changed)
@@ -290,6 +313,9 @@ func (r *Records) Remove(name string) {
 	if types, ok := r.names[name]; ok {
 		if len(types[dns.TypeNS]) > 0 {
 			r.cuts--
+		}
+		if len(types[dns.TypeDNAME]) > 0 {
+			r.dnames--
 		}
 		delete(r.names, name)
 		r.countNode(name, -1)
@@ -470,10 +496,13 @@ func (r *Records) Lookup(name string, qtype uint16) Answer {
 		return Answer{}
 	}
 	a := r.lookupLocked(qname, key, qtype)
-	if !a.Local || a.Referral || a.Rcode != dns.RcodeSuccess || qtype == dns.TypeCNAME || qtype == dns.TypeANY {
+	// A CNAME query, or ANY at a CNAME, gets the CNAME alone; ANY under a
+	// DNAME follows the synthesized CNAME, as Knot answers.
+	if !a.Local || a.Referral || a.Rcode != dns.RcodeSuccess || qtype == dns.TypeCNAME || (qtype == dns.TypeANY && !a.synthesized) {
 		return a
 	}
 	seen := map[string]bool{key: true}
+	viaDNAME := a.synthesized
 	for len(a.Answer) > 0 {
 		last, ok := a.Answer[len(a.Answer)-1].(*dns.CNAME)
 		if !ok {
@@ -481,19 +510,29 @@ func (r *Records) Lookup(name string, qtype uint16) Answer {
 		}
 		tkey := nameKey(last.Target)
 		if seen[tkey] || len(seen) > maxCNAMEChain {
+			if viaDNAME && seen[tkey] {
+				// A loop through a DNAME: SERVFAIL with the chain, as BIND.
+				a.Rcode, a.Ns, a.Extra = dns.RcodeServerFailure, nil, nil
+			}
 			break // a loop, or a chain too long: end it here, as Knot does
 		}
 		seen[tkey] = true
-		next := r.lookupLocked(dns.Fqdn(last.Target), tkey, qtype)
+		tname := dns.Fqdn(last.Target)
+		if a.synthesized {
+			tname = tkey // the zone's spelling past the DNAME, as both peers print it
+		}
+		next := r.lookupLocked(tname, tkey, qtype)
+		viaDNAME = viaDNAME || next.synthesized
 		if !next.Local || next.Referral {
 			break // outside the local data: the client's resolver goes on
 		}
 		a.Answer = append(a.Answer, next.Answer...)
-		a.Rcode, a.Ns, a.Extra = next.Rcode, next.Ns, next.Extra
-		if next.Rcode != dns.RcodeSuccess {
-			break
+		a.Rcode, a.Ns, a.Extra, a.synthesized = next.Rcode, next.Ns, next.Extra, next.synthesized
+		if next.Rcode != dns.RcodeSuccess || len(next.Answer) == 0 {
+			break // NXDOMAIN or NODATA at the chain's end
 		}
 	}
+	a.viaDNAME = viaDNAME
 	return a
 }
 
@@ -503,6 +542,11 @@ func (r *Records) lookupLocked(qname, key string, qtype uint16) Answer {
 		// DS at a cut is the parent's data (RFC 4035 section 3.1.4.1).
 		if cut := r.cutLocked(key, apex); cut != "" && (cut != key || qtype != dns.TypeDS) {
 			return r.referralLocked(cut, apex)
+		}
+	}
+	if apex != "" {
+		if d := r.dnameLocked(key, apex); d != nil {
+			return synthesize(qname, d, apex)
 		}
 	}
 	if key == apex && (qtype == dns.TypeSOA || qtype == dns.TypeANY) {
@@ -543,6 +587,68 @@ func (r *Records) lookupLocked(qname, key string, qtype uint16) Answer {
 		return Answer{}
 	}
 	return Answer{Local: true, Rcode: dns.RcodeNameError, Zone: apex, Ns: r.negativeLocked(apex)}
+}
+
+// dnameLocked returns the DNAME (RFC 6672) at the highest proper ancestor
+// of key inside zone apex (its apex included) that has one: the names below
+// it are occluded, whatever data they have.
+func (r *Records) dnameLocked(key, apex string) *dns.DNAME {
+	if r.dnames == 0 || key == apex {
+		return nil
+	}
+	var d *dns.DNAME
+	for n := key; n != apex; {
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			return d
+		}
+		n = n[i:]
+		if rrs := r.names[n][dns.TypeDNAME]; len(rrs) > 0 {
+			d = rrs[0].(*dns.DNAME)
+		}
+	}
+	return d
+}
+
+// synthesize answers qname, which lies under DNAME d: the DNAME and the
+// CNAME it implies (owner as asked, the DNAME's TTL, RFC 6672 section
+// 3.1), or YXDOMAIN with the DNAME alone when the substituted name would be
+// longer than 255 octets (section 2.2).
+func synthesize(qname string, d *dns.DNAME, apex string) Answer {
+	labels := dns.CountLabel(d.Hdr.Name)
+	idx := dns.Split(qname)
+	cut := idx[len(idx)-labels]
+	// As Knot answers: the DNAME's owner spelt as asked, the substituted
+	// name in lower case.
+	if owner := qname[cut:]; owner != d.Hdr.Name {
+		d = dns.Copy(d).(*dns.DNAME)
+		d.Hdr.Name = owner
+	}
+	prefix := strings.ToLower(qname[:cut])
+	target := prefix + dns.Fqdn(d.Target)
+	if d.Target == "." {
+		target = prefix
+	}
+	a := Answer{Local: true, Zone: apex, Answer: []dns.RR{d}}
+	if _, ok := dns.IsDomainName(target); !ok || wireLen(target) > 255 {
+		a.Rcode = dns.RcodeYXDomain
+		return a
+	}
+	cname := &dns.CNAME{Hdr: dns.RR_Header{Name: qname, Rrtype: dns.TypeCNAME, Class: d.Hdr.Class, Ttl: d.Hdr.Ttl}, Target: target}
+	a.Answer = append(a.Answer, cname)
+	a.synthesized = true
+	return a
+}
+
+// wireLen is the length of name in wire format, or 256 if it cannot be
+// packed.
+func wireLen(name string) int {
+	buf := make([]byte, 512)
+	n, err := dns.PackDomainName(name, buf, 0, nil, false)
+	if err != nil {
+		return 256
+	}
+	return n
 }
 
 // cutLocked returns the highest delegation (a name with NS below the apex)

@@ -186,11 +186,21 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		// RFC 8482 section 4.1: one RRset of an existing name (the lowest
 		// type), so ANY cannot amplify; over TCP too, as Knot answers.
 		// Names without data get the normal NXDOMAIN or NODATA below.
-		n := 1
-		for n < len(local.Answer) && local.Answer[n].Header().Rrtype == local.Answer[0].Header().Rrtype {
+		// Under a DNAME the DNAMEs and CNAMEs of the chain stay, and the
+		// rule applies at its end (as Knot answers).
+		from := 0
+		if local.viaDNAME {
+			for i, rr := range local.Answer {
+				if t := rr.Header().Rrtype; t == dns.TypeCNAME || t == dns.TypeDNAME {
+					from = i + 1
+				}
+			}
+		}
+		n := from + 1
+		for n < len(local.Answer) && local.Answer[n].Header().Rrtype == local.Answer[from].Header().Rrtype {
 			n++
 		}
-		local.Answer = local.Answer[:n]
+		local.Answer = local.Answer[:min(n, len(local.Answer))]
 	}
 	if q.Qtype == dns.TypeANY && !local.Local {
 		// RFC 8482: a minimal answer, so ANY cannot amplify.
