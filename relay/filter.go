@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net/netip"
 
@@ -118,6 +119,14 @@ func (s *Server) inspect(b []byte, src *frameSource) bool {
 		if !live {
 			s.failSrc.Allow(src.client.Addr())
 			s.failUser.Allow(userKey)
+		}
+		if errors.Is(err, errTooLong) && s.tooLongLog.allow(s.now()) {
+			// Not an attack's noise but a deployment mistake (coturn takes
+			// 30-day credentials): the operator must see why calls fail.
+			s.logger().Info("relay: REST credential refused: it expires after the cap (MaxCredentialLifetime); issue shorter ones or raise the cap",
+				"client", src.client, "username", user.String(), "cap", s.auth.maxLife, "suppressed", s.tooLongLog.take())
+		} else if errors.Is(err, errTooLong) {
+			s.tooLongLog.skip()
 		}
 		s.logger().Debug("relay: credentials refused", "client", src.client, "transport", src.transport,
 			"username", user.String(), "err", err)

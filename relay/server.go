@@ -116,7 +116,9 @@ type Server struct {
 	listens  listenSet
 	hosts    hostAddrs
 	counters counters
-	public   atomic.Pointer[netip.Addr]
+	// tooLongLog spaces the Info lines about over-long REST credentials.
+	tooLongLog logEvery
+	public     atomic.Pointer[netip.Addr]
 	// stopCtx is cancelled by Close: it ends peer dials (RFC 6062 Connect)
 	// the engine makes inside its read loops.
 	stopCtx context.Context

@@ -10,10 +10,13 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -608,4 +611,52 @@ func TestCloseCancelsPeerDials(t *testing.T) {
 		c.Close()
 		t.Error("peer dial after Close succeeded")
 	}
+}
+
+// TestTooLongCredentialLogged: a REST credential that expires after the cap
+// is a deployment mistake (coturn accepts 30-day ones), so the refusal is
+// logged at Info with the reason, at most once per 10 s however many
+// clients try; other refusals stay at Debug.
+func TestTooLongCredentialLogged(t *testing.T) {
+	var buf lockedBuf
+	s := &Server{Realm: "example.org", Secrets: []string{"s"},
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	addr := serve(t, s, "udp")
+	long, longPass := RESTCredentials("s", "bob", time.Now(), 30*24*time.Hour)
+	wrong, wrongPass := RESTCredentials("other", "bob", time.Now(), time.Hour)
+	for range 3 {
+		if code := dialRaw(t, "udp", addr, long, longPass).allocate(); code != 401 {
+			t.Fatalf("a 30-day credential: %d, want 401", code)
+		}
+	}
+	if code := dialRaw(t, "udp", addr, wrong, wrongPass).allocate(); code != 401 {
+		t.Fatalf("a wrong secret: %d, want 401", code)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "REST credential refused: it expires after the cap"); n != 1 {
+		t.Errorf("%d Info lines for three over-long credentials, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "level=INFO") || !strings.Contains(out, "username="+long) || !strings.Contains(out, "cap=") {
+		t.Errorf("the line lacks level, username or cap:\n%s", out)
+	}
+	if strings.Contains(out, wrong) {
+		t.Errorf("a wrong secret logged at Info:\n%s", out)
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Stats is a snapshot of the relay's counters, plain data for a metrics
@@ -102,3 +103,25 @@ func (t *userTable) snapshot() (map[string]UserStats, UserStats) {
 	}
 	return m, t.other.snapshot()
 }
+
+// logEvery lets a log line through at most once per logInterval; the
+// lines held back in between are counted and reported with the next one.
+type logEvery struct {
+	last       atomic.Int64 // unix nanos of the last line let through
+	suppressed atomic.Int64
+}
+
+// logInterval spaces the Info lines that any client can trigger.
+const logInterval = 10 * time.Second
+
+func (l *logEvery) allow(now time.Time) bool {
+	last := l.last.Load()
+	if last != 0 && now.UnixNano()-last < int64(logInterval) {
+		return false
+	}
+	return l.last.CompareAndSwap(last, now.UnixNano())
+}
+
+func (l *logEvery) skip() { l.suppressed.Add(1) }
+
+func (l *logEvery) take() int64 { return l.suppressed.Swap(0) }
