@@ -24,6 +24,32 @@ import (
 	"github.com/hairpin-go/hairpin/nat"
 )
 
+// labSTUN runs an RFC 5780 STUN server on the lab's Server host, ports 3478
+// and 3479 of both its addresses, and returns the first address.
+func labSTUN(t *testing.T, lab *natlab.Lab) netip.Addr {
+	t.Helper()
+	s1, s2 := lab.ServerAddrs()
+	var socks []net.PacketConn
+	for _, a := range []netip.AddrPort{
+		netip.AddrPortFrom(s1, 3478), netip.AddrPortFrom(s1, 3479),
+		netip.AddrPortFrom(s2, 3478), netip.AddrPortFrom(s2, 3479),
+	} {
+		pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, pc)
+	}
+	stun := &nat.Server{}
+	stunDone := make(chan error, 1)
+	go func() { stunDone <- stun.ServeRFC5780(socks[0], socks[1], socks[2], socks[3]) }()
+	t.Cleanup(func() {
+		stun.Close()
+		<-stunDone
+	})
+	return s1
+}
+
 // turnREST makes a TURN REST API credential the way coturn's
 // use-auth-secret expects it, written here from the spec rather than with
 // the relay's own code, so the test checks the relay against the format.
@@ -121,25 +147,7 @@ func TestLabGatewayBehindNonHairpinningRouter(t *testing.T) {
 	public := lab.PublicAddr()
 
 	// An RFC 5780 STUN server on the internet side, for the gateway's probe.
-	s1, s2 := lab.ServerAddrs()
-	var socks []net.PacketConn
-	for _, a := range []netip.AddrPort{
-		netip.AddrPortFrom(s1, 3478), netip.AddrPortFrom(s1, 3479),
-		netip.AddrPortFrom(s2, 3478), netip.AddrPortFrom(s2, 3479),
-	} {
-		pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		socks = append(socks, pc)
-	}
-	stun := &nat.Server{}
-	stunDone := make(chan error, 1)
-	go func() { stunDone <- stun.ServeRFC5780(socks[0], socks[1], socks[2], socks[3]) }()
-	t.Cleanup(func() {
-		stun.Close()
-		<-stunDone
-	})
+	s1 := labSTUN(t, lab)
 
 	// Two backends on the LAN, one name each.
 	backend(t, lab, natlab.LAN2, netip.AddrPortFrom(backendIP, 443).String(), "blog.example.com")

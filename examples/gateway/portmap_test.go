@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/natlab"
-	"github.com/hairpin-go/hairpin/nat"
 )
 
 // TestLabGatewayPortMapping: behind a router running miniupnpd with no
@@ -24,25 +22,7 @@ import (
 func TestLabGatewayPortMapping(t *testing.T) {
 	interop.Need(t, "miniupnpd", "upnpc")
 	lab := natlab.New(t, natlab.Config{Kind: natlab.PortRestricted})
-	s1, s2 := lab.ServerAddrs()
-	var socks []net.PacketConn
-	for _, a := range []netip.AddrPort{
-		netip.AddrPortFrom(s1, 3478), netip.AddrPortFrom(s1, 3479),
-		netip.AddrPortFrom(s2, 3478), netip.AddrPortFrom(s2, 3479),
-	} {
-		pc, err := lab.ListenPacket(natlab.Server, "udp4", a.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		socks = append(socks, pc)
-	}
-	stun := &nat.Server{}
-	stunDone := make(chan error, 1)
-	go func() { stunDone <- stun.ServeRFC5780(socks[0], socks[1], socks[2], socks[3]) }()
-	t.Cleanup(func() {
-		stun.Close()
-		<-stunDone
-	})
+	s1 := labSTUN(t, lab)
 	// miniupnpd's shipped rules map only ports from 1024 up; this router
 	// allows 443 too, as many do.
 	d := lab.StartMiniUPnPd(natlab.MiniUPnPdConfig{STUN: netip.AddrPortFrom(s1, 3478),
