@@ -287,7 +287,14 @@ func (e *engine) read(s *socket) {
 			s.mu.Unlock()
 		}
 		e.mu.Lock()
-		t.answers++
+		if e.pending[t.id] == t {
+			t.answers++
+		} else if l := e.late[t.id]; l != nil && l.left > 0 && l.recvOn == s && !msg.request {
+			// The exchange ended between the lookup above and now, and
+			// counted its loss without this answer: take it back here.
+			l.left--
+			e.lost--
+		}
 		e.mu.Unlock()
 		select {
 		case t.ch <- arrival{msg: msg, from: from, at: time.Now()}:
