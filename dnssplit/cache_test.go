@@ -105,7 +105,7 @@ func TestCacheEviction(t *testing.T) {
 			[]string{"a.", "c.", "d."}},
 		{"expired past the stale window goes first",
 			CacheConfig{MaxEntries: 3, StaleFor: time.Minute},
-			[]step{{put: "a.", ttl: 10}, {put: "b.", ttl: 20}, {put: "c.", ttl: 5000}, {advance: 2 * time.Minute, put: "d.", ttl: 3000}},
+			[]step{{put: "a.", ttl: 10}, {put: "b.", ttl: 200}, {put: "c.", ttl: 5000}, {advance: 2 * time.Minute, put: "d.", ttl: 3000}},
 			[]string{"b.", "c.", "d."}},
 		{"stale but within the window counts by its end",
 			CacheConfig{MaxEntries: 2, StaleFor: time.Hour},
