@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Stats is a snapshot of the server's counters, plain data for a metrics
@@ -92,7 +94,7 @@ const refusalSummaryInterval = time.Minute
 // refusal finds the interval over (no goroutine of its own).
 type refusals struct {
 	counts [refusalKinds]atomic.Uint64
-	last   atomic.Int64 // unix nanoseconds of the last summary; 0: none yet
+	every  netcore.Every
 	now    func() time.Time
 	log    func() *slog.Logger
 }
@@ -102,9 +104,8 @@ func (r *refusals) note(k refusalKind) {
 	if r.log == nil {
 		return
 	}
-	now := r.now().UnixNano()
-	last := r.last.Load()
-	if last != 0 && now-last < int64(refusalSummaryInterval) || !r.last.CompareAndSwap(last, now) {
+	last, ok := r.every.Allow(r.now(), refusalSummaryInterval)
+	if !ok {
 		return
 	}
 	args := make([]any, 0, 2*refusalKinds+2)
@@ -113,8 +114,8 @@ func (r *refusals) note(k refusalKind) {
 			args = append(args, refusalNames[i], n)
 		}
 	}
-	if last != 0 {
-		args = append(args, "since", time.Unix(0, last).UTC().Format(time.RFC3339))
+	if !last.IsZero() {
+		args = append(args, "since", last.UTC().Format(time.RFC3339))
 	}
 	r.log().Warn("dnssplit: refused requests (each is logged at Debug)", args...)
 }

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore"
 )
 
 // Stats is a snapshot of the relay's counters, plain data for a metrics
@@ -107,7 +109,7 @@ func (t *userTable) snapshot() (map[string]UserStats, UserStats) {
 // logEvery lets a log line through at most once per logInterval; the
 // lines held back in between are counted and reported with the next one.
 type logEvery struct {
-	last       atomic.Int64 // unix nanos of the last line let through
+	every      netcore.Every
 	suppressed atomic.Int64
 }
 
@@ -115,11 +117,8 @@ type logEvery struct {
 const logInterval = 10 * time.Second
 
 func (l *logEvery) allow(now time.Time) bool {
-	last := l.last.Load()
-	if last != 0 && now.UnixNano()-last < int64(logInterval) {
-		return false
-	}
-	return l.last.CompareAndSwap(last, now.UnixNano())
+	_, ok := l.every.Allow(now, logInterval)
+	return ok
 }
 
 func (l *logEvery) skip() { l.suppressed.Add(1) }
