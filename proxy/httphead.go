@@ -372,106 +372,99 @@ func newResponseTracker() *responseTracker {
 // forwardResponses copies the backend's responses from src to dst one at a
 // time, framing each body as RFC 9112 section 6.3 says, until the
 // connection switches protocols or a body runs to the close; from then on,
-// and after a response it cannot frame, it copies raw bytes. It closes
-// tr.decided when it returns.
+// and after anything it cannot frame, it copies raw bytes. It closes
+// tr.decided when it returns (an upgrade still waiting is then refused).
 func forwardResponses(dst io.Writer, src io.Reader, tr *responseTracker) error {
 	defer close(tr.decided)
 	br := bufio.NewReaderSize(src, 16<<10)
-	raw := func() error {
-		if n := br.Buffered(); n > 0 {
-			b, _ := br.Peek(n)
-			if _, err := dst.Write(b); err != nil {
-				return err
-			}
+	// raw passes head on, then everything after it, unframed.
+	raw := func(head []byte) error {
+		if _, err := dst.Write(head); err != nil {
+			return err
+		}
+		if err := flushBuffered(dst, br); err != nil {
+			return err
 		}
 		_, err := io.Copy(dst, src)
 		return err
 	}
+	var req pendingRequest
+	answered := true // req has its final answer: the next head answers the next request
 	for {
 		head, err := readHead(br)
+		switch {
+		case err == io.EOF && len(head) == 0:
+			return nil
+		case err != nil && len(head) == 0:
+			return err
+		case err != nil:
+			return raw(head) // not a response head we can read
+		}
+		if answered {
+			r, ok := <-tr.reqs
+			if !ok {
+				return raw(head) // an answer to no request
+			}
+			req, answered = r, false
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: req.method})
 		if err != nil {
-			if err == io.EOF && len(head) == 0 {
-				return nil
+			return raw(head)
+		}
+		code := resp.StatusCode
+		switch {
+		case code == http.StatusSwitchingProtocols && req.upgrade && req.method != http.MethodConnect,
+			req.method == http.MethodConnect && code/100 == 2:
+			tr.decided <- true
+			return raw(head)
+		case code/100 == 1 && code != http.StatusSwitchingProtocols:
+			// 100 Continue, 103 Early Hints: the final answer follows.
+			if _, err := dst.Write(head); err != nil {
+				return err
 			}
-			if len(head) > 0 {
-				// Not a response head we can read: pass it on as it is
-				// and stop framing (an upgrade waiting is refused).
-				if _, werr := dst.Write(head); werr != nil {
-					return werr
-				}
-				return raw()
-			}
+			continue
+		}
+		answered = true
+		if req.upgrade {
+			tr.decided <- false
+		}
+		chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+		bodiless := req.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code/100 == 1
+		if !bodiless && !chunked && resp.ContentLength < 0 {
+			return raw(head) // delimited by the close: nothing follows it
+		}
+		if _, err := dst.Write(head); err != nil {
 			return err
 		}
-		req, ok := <-tr.reqs
-		if !ok {
-			// An answer to no request: pass the rest on unframed.
-			if _, err := dst.Write(head); err != nil {
-				return err
-			}
-			return raw()
+		switch {
+		case bodiless:
+		case chunked:
+			err = copyChunked(dst, br)
+		default:
+			_, err = io.CopyN(dst, br, resp.ContentLength)
 		}
-		for {
-			resp, perr := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: req.method})
-			if _, err := dst.Write(head); err != nil {
-				return err
-			}
-			if perr != nil {
-				return raw()
-			}
-			code := resp.StatusCode
-			switch {
-			case code == http.StatusSwitchingProtocols && req.upgrade && req.method != http.MethodConnect,
-				req.method == http.MethodConnect && code/100 == 2:
-				tr.decided <- true
-				return raw()
-			case code/100 == 1 && code != http.StatusSwitchingProtocols:
-				// 100 Continue, 103 Early Hints: the final answer follows.
-				if head, err = readHead(br); err != nil {
-					if len(head) > 0 {
-						if _, werr := dst.Write(head); werr != nil {
-							return werr
-						}
-						return raw()
-					}
-					return err
-				}
-				continue
-			}
-			chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
-			switch {
-			case req.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code/100 == 1:
-			case chunked:
-				if err := copyChunked(dst, br); err != nil {
-					return err
-				}
-			case resp.ContentLength >= 0:
-				if _, err := io.CopyN(dst, br, resp.ContentLength); err != nil {
-					return err
-				}
-			default:
-				// Delimited by the close: nothing follows it.
-				if req.upgrade {
-					tr.decided <- false
-				}
-				return raw()
-			}
-			if req.upgrade {
-				tr.decided <- false
-			}
-			break
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// copyRaw flushes what br and src buffered, then copies the connection itself
-// (spliced when dst is a *net.TCPConn).
-func copyRaw(dst io.Writer, br *bufio.Reader, src *prefixConn) error {
+// flushBuffered writes what br has buffered to dst.
+func flushBuffered(dst io.Writer, br *bufio.Reader) error {
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
 		if _, err := dst.Write(b); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// copyRaw flushes what br and src buffered, then copies the connection itself
+// (spliced when dst is a *net.TCPConn).
+func copyRaw(dst io.Writer, br *bufio.Reader, src *prefixConn) error {
+	if err := flushBuffered(dst, br); err != nil {
+		return err
 	}
 	if len(src.buf) > 0 {
 		if _, err := dst.Write(src.buf); err != nil {
