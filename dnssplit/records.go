@@ -630,7 +630,7 @@ func synthesize(qname string, d *dns.DNAME, apex string) Answer {
 		target = prefix
 	}
 	a := Answer{Local: true, Zone: apex, Answer: []dns.RR{d}}
-	if _, ok := dns.IsDomainName(target); !ok || wireLen(target) > 255 {
+	if _, ok := dns.IsDomainName(target); !ok { // longer than 255 octets, among others
 		a.Rcode = dns.RcodeYXDomain
 		return a
 	}
@@ -638,17 +638,6 @@ func synthesize(qname string, d *dns.DNAME, apex string) Answer {
 	a.Answer = append(a.Answer, cname)
 	a.synthesized = true
 	return a
-}
-
-// wireLen is the length of name in wire format, or 256 if it cannot be
-// packed.
-func wireLen(name string) int {
-	buf := make([]byte, 512)
-	n, err := dns.PackDomainName(name, buf, 0, nil, false)
-	if err != nil {
-		return 256
-	}
-	return n
 }
 
 // cutLocked returns the highest delegation (a name with NS below the apex)

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"net"
-	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"github.com/hairpin-go/hairpin/nat"
 )
 
@@ -27,29 +27,17 @@ func (g *gateway) mapPorts() []config.MapPort {
 		return ps
 	}
 	var out []config.MapPort
-	add := func(t nat.Transport, a net.Addr) {
-		var ap netip.AddrPort
-		switch a := a.(type) {
-		case *net.TCPAddr:
-			ap = a.AddrPort()
-		case *net.UDPAddr:
-			ap = a.AddrPort()
-		default:
-			return
+	for _, a := range append(slices.Clone(g.proxyAddrs), g.relayAddrs...) {
+		t := nat.TransportTCP
+		if _, udp := a.(*net.UDPAddr); udp {
+			t = nat.TransportUDP
 		}
-		if ap.Addr().Unmap().IsLoopback() {
-			return
+		ap := netcore.AddrPort(a)
+		if !ap.IsValid() || ap.Addr().IsLoopback() {
+			continue
 		}
 		if mp := (config.MapPort{Transport: t, Port: ap.Port()}); !slices.Contains(out, mp) {
 			out = append(out, mp)
-		}
-	}
-	for _, a := range append(slices.Clone(g.proxyAddrs), g.relayAddrs...) {
-		switch a.Network() {
-		case "tcp", "tcp4", "tcp6":
-			add(nat.TransportTCP, a)
-		case "udp", "udp4", "udp6":
-			add(nat.TransportUDP, a)
 		}
 	}
 	if g.relay != nil && len(out) > 0 {
@@ -60,11 +48,8 @@ func (g *gateway) mapPorts() []config.MapPort {
 		case n > config.MaxAutoRelayPorts:
 			g.log.Warn("nat.portMapping: the relay port range is too large to map", "ports", n, "max", config.MaxAutoRelayPorts)
 		default:
-			for p := r.Min; ; p++ {
-				out = append(out, config.MapPort{Transport: nat.TransportUDP, Port: p})
-				if p == r.Max {
-					break
-				}
+			for p := int(r.Min); p <= int(r.Max); p++ {
+				out = append(out, config.MapPort{Transport: nat.TransportUDP, Port: uint16(p)})
 			}
 		}
 	}
