@@ -105,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := apply(); err != nil {
 			return nil, err
 		}
-		restart := config.Restart(served(config.Changed(cur, next)), serve.ProxyLiveKeys())
+		restart := config.Restart(config.Within(config.Changed(cur, next), []string{"proxy", "log"}), serve.ProxyLiveKeys())
 		// What waits for a restart keeps its running value, so that the
 		// next reload names it again until the restart.
 		next.Proxy.TLS, next.Proxy.HTTP, next.Log = cur.Proxy.TLS, cur.Proxy.HTTP, cur.Log
@@ -127,16 +127,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 		Failed: failed,
 	})
-}
-
-// served keeps the key paths of the sections sniproxy serves: a change in
-// the file's dns: or relay: section is not sniproxy's to report.
-func served(paths []string) []string {
-	var out []string
-	for _, p := range paths {
-		if config.Covered(p, []string{"proxy", "log"}) {
-			out = append(out, p)
-		}
-	}
-	return out
 }

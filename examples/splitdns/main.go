@@ -140,7 +140,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := apply(); err != nil {
 			return nil, err
 		}
-		restart := config.Restart(served(config.Changed(cur, next)), serve.DNSLiveKeys())
+		restart := config.Restart(config.Within(config.Changed(cur, next), []string{"dns", "log"}), serve.DNSLiveKeys())
 		// What waits for a restart keeps its running value, so that the
 		// next reload names it again until the restart.
 		next.DNS.Listen, next.Log = cur.DNS.Listen, cur.Log
@@ -161,16 +161,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 		Failed: failed,
 	})
-}
-
-// served keeps the key paths of the sections splitdns serves: a change in
-// the file's proxy: or relay: section is not splitdns's to report.
-func served(paths []string) []string {
-	var out []string
-	for _, p := range paths {
-		if config.Covered(p, []string{"dns", "log"}) {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -159,7 +159,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return nil, err
 		}
-		restart := config.Restart(served(config.Changed(cur, next)), liveKeys)
+		restart := config.Restart(config.Within(config.Changed(cur, next), []string{"relay", "log"}), liveKeys)
 		if a := publicOf(next.Relay); a != srv.PublicAddr() {
 			srv.SetPublic(a)
 			log.Info("turnserver: public address for new allocations", "public", a.String())
@@ -190,18 +190,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 		Failed: failed,
 	})
-}
-
-// served keeps the key paths of the sections turnserver serves: a change in
-// the file's dns: or proxy: section is not turnserver's to report.
-func served(paths []string) []string {
-	var out []string
-	for _, p := range paths {
-		if config.Covered(p, []string{"relay", "log"}) {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // checkCredentialsAddr refuses a credentials endpoint reachable from the

@@ -40,6 +40,18 @@ func Restart(changed, live []string) []string {
 	return out
 }
 
+// Within keeps the paths that are one of keys or below one of them: a
+// binary that serves only some sections reports only their changes.
+func Within(paths, keys []string) []string {
+	var out []string
+	for _, p := range paths {
+		if Covered(p, keys) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Covered reports whether path is one of keys or below one of them.
 func Covered(path string, keys []string) bool {
 	for _, k := range keys {
