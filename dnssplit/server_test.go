@@ -543,8 +543,10 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-func TestServeDNSHandler(t *testing.T) {
-	s := splitServer(t)
+// serveHandler runs s as the dns.Handler of a miekg/dns server on a
+// loopback UDP port and returns its address.
+func serveHandler(t *testing.T, s *Server) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -556,7 +558,12 @@ func TestServeDNSHandler(t *testing.T) {
 	go func() { defer close(done); srv.ActivateAndServe() }()
 	<-started
 	t.Cleanup(func() { srv.Shutdown(); <-done; s.Close() })
-	if got := firstA(query(t, "udp", "127.0.0.2", pc.LocalAddr().String(), q("blog.example.com.", dns.TypeA))); got != "192.168.1.20" {
+	return pc.LocalAddr().String()
+}
+
+func TestServeDNSHandler(t *testing.T) {
+	addr := serveHandler(t, splitServer(t))
+	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("blog.example.com.", dns.TypeA))); got != "192.168.1.20" {
 		t.Fatalf("via dns.Server: %s", got)
 	}
 }
@@ -645,18 +652,7 @@ func TestCachePerView(t *testing.T) {
 func TestServeDNSHandlerTSIG(t *testing.T) {
 	s := splitServer(t)
 	s.Transfer = &Transfer{TSIG: map[string]string{"handler-key.": testSecret}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: s}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	done := make(chan struct{})
-	go func() { defer close(done); srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { srv.Shutdown(); <-done; s.Close() })
-	addr := pc.LocalAddr().String()
+	addr := serveHandler(t, s)
 	ask := func(key, secret string) (*dns.Msg, error) {
 		m := q("blog.example.com.", dns.TypeA)
 		m.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
