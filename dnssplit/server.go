@@ -414,7 +414,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		if err != nil {
 			return
 		}
-		if b, _ := s.handleSigned(s.bgCtx, raw, r.Copy(), src, local, tcp, pass{}); b != nil {
+		if b, _ := s.handleSigned(s.bgCtx, raw, r, src, local, tcp, pass{}); b != nil {
 			w.Write(b)
 		}
 		return

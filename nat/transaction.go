@@ -265,9 +265,8 @@ func (e *engine) read(s *socket) {
 		}
 		e.mu.Lock()
 		t := e.pending[msg.txid]
-		if l := e.late[msg.txid]; t == nil && l != nil && l.left > 0 && l.recvOn == s && !msg.request && l.accept(from, msg) {
-			l.left--
-			e.lost--
+		if t == nil {
+			e.takeBackLocked(msg.txid, s, from, msg)
 		}
 		e.mu.Unlock()
 		if t == nil {
@@ -289,17 +288,25 @@ func (e *engine) read(s *socket) {
 		e.mu.Lock()
 		if e.pending[t.id] == t {
 			t.answers++
-		} else if l := e.late[t.id]; l != nil && l.left > 0 && l.recvOn == s && !msg.request {
+		} else {
 			// The exchange ended between the lookup above and now, and
-			// counted its loss without this answer: take it back here.
-			l.left--
-			e.lost--
+			// counted its loss without this answer.
+			e.takeBackLocked(t.id, s, from, msg)
 		}
 		e.mu.Unlock()
 		select {
 		case t.ch <- arrival{msg: msg, from: from, at: time.Now()}:
 		default:
 		}
+	}
+}
+
+// takeBackLocked credits an answer on s to an ended exchange whose earlier
+// transmissions were counted lost: it was only slow. The caller holds e.mu.
+func (e *engine) takeBackLocked(id txID, s *socket, from netip.AddrPort, msg message) {
+	if l := e.late[id]; l != nil && l.left > 0 && l.recvOn == s && !msg.request && l.accept(from, msg) {
+		l.left--
+		e.lost--
 	}
 }
 
