@@ -62,26 +62,38 @@ func tryGet(addr, host string) (string, error) {
 }
 
 // keepAlive sends one request for host on a new connection, reads the
-// answer and returns the connection, still open and routed.
+// answer and returns the connection, still open and routed. A 503 (the
+// source's slot still held by a connection the test closed, which the
+// proxy releases when it notices) is retried for up to 5 s.
 func keepAlive(t *testing.T, addr, host string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			t.Fatalf("kept-alive request for %s: %v", host, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == 200:
+			t.Cleanup(func() { c.Close() })
+			return c
+		case resp.StatusCode == 503 && time.Now().Before(deadline):
+			c.Close()
+			time.Sleep(20 * time.Millisecond)
+		default:
+			c.Close()
+			t.Fatalf("kept-alive request for %s: %s", host, resp.Status)
+		}
 	}
-	t.Cleanup(func() { c.Close() })
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("kept-alive request for %s: %v", host, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("kept-alive request for %s: %s", host, resp.Status)
-	}
-	return c
 }
 
 func proxyConfig(listen, host, backend string) string {
