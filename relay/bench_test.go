@@ -246,3 +246,29 @@ func BenchmarkAllocationMemory(b *testing.B) {
 	b.ReportMetric(stack, "stack-B/alloc")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkChannelDataInProcess measures ChannelData from one client to
+// another through two allocations of the same relay, one way.
+func BenchmarkChannelDataInProcess(b *testing.B) {
+	s := &Server{Users: map[string]string{"a": "pw", "b": "pw"}, Logger: quiet, Limits: Limits{Bandwidth: -1},
+		Public: netip.MustParseAddr("203.0.113.7")}
+	addr := serve(b, s, "udp")
+	ca, cb := dialRaw(b, "udp", addr, "a", "pw"), dialRaw(b, "udp", addr, "b", "pw")
+	if ca.allocate() != 0 || cb.allocate() != 0 || ca.channelBind(0x4000, cb.relayed) != 0 ||
+		cb.channelBind(0x4001, ca.relayed) != 0 {
+		b.Fatal("allocate and channel bind")
+	}
+	msg := make([]byte, 4+160)
+	msg[0], msg[1], msg[2], msg[3] = 0x40, 0, 0, 160
+	buf := make([]byte, 2048)
+	_ = cb.conn.SetReadDeadline(time.Time{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ca.conn.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cb.conn.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

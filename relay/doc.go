@@ -36,9 +36,9 @@
 // and the bandwidth cap, both ways without allocating (BenchmarkChannelData:
 // 0 allocations per round trip).
 //
-// Memory: a UDP allocation with one permission and one channel costs about
-// 10 kB of Go heap and 2 kB of goroutine stack (BenchmarkAllocationMemory,
-// 500 allocations, Go 1.26 on linux/amd64), and one relay socket whose
+// Memory: a UDP allocation with one permission and one channel costs 9-11
+// kB of Go heap and 2-4 kB of goroutine stack (BenchmarkAllocationMemory,
+// 500 allocations, Go 1.26 on linux/amd64, spread over runs), and one relay socket whose
 // kernel buffers are charged only while datagrams queue; the default cap of
 // 4096 allocations is thus about 50 MB.
 //
