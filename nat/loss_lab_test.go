@@ -145,8 +145,9 @@ func BenchmarkLabLoss(b *testing.B) {
 					var times, ptimes []time.Duration
 					for range runs {
 						rep, _ := labClient(lab, natlab.LAN1, srv).Probe(b.Context())
-						if len(wrongVerdicts(lab, rep)) > 0 {
+						if w := wrongVerdicts(lab, rep); len(w) > 0 {
 							wrong++
+							b.Logf("wrong verdict %v; loss measured %.2f over %d, confidence %+v", w, rep.Loss, rep.LossSamples, rep.Confidence)
 						}
 						if rep == nil || !rep.UDP || mfWrong(rep.Mapping, rep.Filtering) {
 							wrongMF++
