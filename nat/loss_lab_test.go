@@ -147,7 +147,11 @@ func BenchmarkLabLoss(b *testing.B) {
 						rep, _ := labClient(lab, natlab.LAN1, srv).Probe(b.Context())
 						if w := wrongVerdicts(lab, rep); len(w) > 0 {
 							wrong++
-							b.Logf("wrong verdict %v; loss measured %.2f over %d, confidence %+v", w, rep.Loss, rep.LossSamples, rep.Confidence)
+							if rep != nil {
+								b.Logf("wrong verdict %v; loss measured %.2f over %d, confidence %+v", w, rep.Loss, rep.LossSamples, rep.Confidence)
+							} else {
+								b.Logf("wrong verdict %v (no report)", w)
+							}
 						}
 						if rep == nil || !rep.UDP || mfWrong(rep.Mapping, rep.Filtering) {
 							wrongMF++
