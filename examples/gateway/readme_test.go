@@ -6,6 +6,8 @@ import (
 
 	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/miekg/dns"
+
+	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 )
 
 // TestREADMEDNSSnippet runs the code of README.md's dnssplit snippet (with
@@ -36,7 +38,7 @@ func TestREADMEDNSSnippet(t *testing.T) {
 		}
 		return r.Answer[0].(*dns.A).A.String()
 	}
-	srv := snippet([]dnssplit.Upstream{{Addr: netip.MustParseAddrPort(fakeUpstream(t))}})
+	srv := snippet([]dnssplit.Upstream{{Addr: netip.MustParseAddrPort(proctest.FakeUpstream(t))}})
 	defer srv.Close()
 	for _, tt := range []struct{ src, name, want string }{
 		{"192.168.1.7", "blog.example.com.", "192.168.1.20"},

@@ -22,29 +22,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// fakeUpstream answers every A question with 192.0.2.99.
-func fakeUpstream(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 192.0.2.99")
-		m.Answer = append(m.Answer, rr)
-		_ = w.WriteMsg(m)
-	})}
-	ready := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(ready) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-ready
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 // TestReloadAppliesDNSSettingsLive: settings other than views (here the
 // upstreams and the rate limit) apply on SIGHUP's path without a restart,
 // on the same sockets, and the counters carry over.
@@ -70,7 +47,7 @@ func TestReloadAppliesDNSSettingsLive(t *testing.T) {
 	}
 	before := gw.dns.Stats()
 
-	up := fakeUpstream(t)
+	up := proctest.FakeUpstream(t)
 	next := strings.Replace(base, "upstreams: []", `upstreams: ["`+up+`"]`, 1)
 	next = strings.Replace(next, "  # rateLimit:", "  rateLimit: {perSecond: 1, burst: 1, slip: -1}\n  #", 1)
 	ncfg, err := config.Parse([]byte(next))
@@ -345,7 +322,7 @@ func waitGauge(t *testing.T, url, name string, ok func(float64) bool) {
 func TestReloadNewKeys(t *testing.T) {
 	bin := gatewayBin.Path(t)
 	base := string(loopbackConfig(t))
-	base = strings.Replace(base, "upstreams: []", `upstreams: ["`+fakeUpstream(t)+`"]`, 1)
+	base = strings.Replace(base, "upstreams: []", `upstreams: ["`+proctest.FakeUpstream(t)+`"]`, 1)
 	base = strings.Replace(base, "  routes:\n", "  routes:\n    - host: silent.example.com\n      backends: [\""+silentBackend(t)+"\"]\n      allow: [\"127.0.0.0/8\"]\n", 1)
 	cfg, err := config.Parse([]byte(base))
 	if err != nil {

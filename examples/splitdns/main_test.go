@@ -82,29 +82,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fakeUpstream answers every A question with 192.0.2.99.
-func fakeUpstream(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.RecursionAvailable = true
-		rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 192.0.2.99")
-		m.Answer = append(m.Answer, rr)
-		_ = w.WriteMsg(m)
-	})}
-	ready := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(ready) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-ready
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 // query asks server for name's A records from 127.0.0.1 and returns them and
 // the rcode.
 func query(t *testing.T, server, name string) ([]string, int) {
@@ -178,7 +155,7 @@ func TestReload(t *testing.T) {
 	// A good file: new record, new upstream, and a listener change that
 	// waits for a restart.
 	next := strings.Replace(base, "192.168.1.20", "192.168.1.99", 1)
-	next = strings.Replace(next, "upstreams: []", `upstreams: ["`+fakeUpstream(t)+`"]`, 1)
+	next = strings.Replace(next, "upstreams: []", `upstreams: ["`+proctest.FakeUpstream(t)+`"]`, 1)
 	next = strings.Replace(next, addr, proctest.FreePort(t), 1)
 	writeFile(t, path, next)
 	p.Signal(t, syscall.SIGHUP)
