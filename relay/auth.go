@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -91,18 +92,47 @@ type credential struct {
 }
 
 // authenticator looks credentials up; it holds a copy of the server's
-// configuration taken at start.
+// configuration taken at start, and the credentials SetCredentials swaps.
 type authenticator struct {
 	realm   string
-	users   map[string]string
-	secrets []string
+	users   map[string]string // initial users; creds, once set, wins
+	secrets []string          // initial secrets; creds, once set, wins
 	maxLife time.Duration
 	now     func() time.Time
+
+	creds atomic.Pointer[credSet]
 
 	// verified remembers which key verified a username most recently, so
 	// the engine, which wants exactly one key, checks the same one.
 	mu       sync.Mutex
 	verified map[string][]byte
+}
+
+// credSet is one generation of users and secrets, replaced as a whole.
+type credSet struct {
+	users   map[string]string
+	secrets []string
+}
+
+// current returns the users and secrets in force.
+func (a *authenticator) current() (map[string]string, []string) {
+	if c := a.creds.Load(); c != nil {
+		return c.users, c.secrets
+	}
+	return a.users, a.secrets
+}
+
+// set replaces users and secrets and forgets which key verified whom, so a
+// removed secret or password stops working at once.
+func (a *authenticator) set(users map[string]string, secrets []string) {
+	c := &credSet{users: make(map[string]string, len(users)), secrets: append([]string(nil), secrets...)}
+	for k, v := range users {
+		c.users[k] = v
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.creds.Store(c)
+	a.verified = nil
 }
 
 // maxVerified bounds the verified-key cache; when full it starts afresh.
@@ -115,10 +145,11 @@ func (a *authenticator) lookup(username, realm string) (credential, error) {
 	if realm != a.realm {
 		return credential{}, errBadRealm
 	}
-	if pw, ok := a.users[username]; ok {
+	users, secrets := a.current()
+	if pw, ok := users[username]; ok {
 		return credential{keys: [][]byte{longTermKey(username, realm, pw)}, userID: username}, nil
 	}
-	if len(a.secrets) == 0 {
+	if len(secrets) == 0 {
 		return credential{}, errUnknownUser
 	}
 	expiry, userID, ok := parseRESTUsername(username)
@@ -133,7 +164,7 @@ func (a *authenticator) lookup(username, realm string) (credential, error) {
 		return credential{}, errTooLong
 	}
 	c := credential{userID: userID}
-	for _, s := range a.secrets {
+	for _, s := range secrets {
 		c.keys = append(c.keys, longTermKey(username, realm, RESTPassword(s, username)))
 	}
 	return c, nil
@@ -147,7 +178,7 @@ const maxUserKey = 128
 // the user part of a TURN REST username, a static user's name, or (for names
 // that are neither) the name itself, cut to maxUserKey bytes.
 func (a *authenticator) userKey(username string) string {
-	if _, ok := a.users[username]; ok {
+	if users, _ := a.current(); hasKey(users, username) {
 		return username
 	}
 	if _, id, ok := parseRESTUsername(username); ok {
@@ -179,4 +210,9 @@ func (a *authenticator) engineKey(username, realm string) (userID string, key []
 		k = c.keys[0]
 	}
 	return c.userID, k, true
+}
+
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
 }

@@ -22,6 +22,10 @@ type CredentialsHandler struct {
 	// Secret is the shared secret, one of the relay's Server.Secrets.
 	Secret string
 
+	// Server, if set, signs with that relay's first secret in force, so
+	// the handler follows Server.SetCredentials; Secret is then ignored.
+	Server *Server
+
 	// URIs lists the TURN URIs returned as "urls".
 	URIs []string
 
@@ -51,7 +55,15 @@ func (h *CredentialsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if h.Secret == "" {
+	secret := h.Secret
+	if h.Server != nil {
+		h.Server.init()
+		secret = ""
+		if _, secrets := h.Server.auth.current(); len(secrets) > 0 {
+			secret = secrets[0]
+		}
+	}
+	if secret == "" {
 		http.Error(w, "relay: no shared secret configured", http.StatusServiceUnavailable)
 		return
 	}
@@ -67,7 +79,7 @@ func (h *CredentialsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.User != nil {
 		user = h.User(r)
 	}
-	name, pass := RESTCredentials(h.Secret, user, now(), ttl)
+	name, pass := RESTCredentials(secret, user, now(), ttl)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	uris := h.URIs
@@ -78,15 +90,17 @@ func (h *CredentialsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Credentials returns TURN REST API credentials for user valid for ttl (24
-// hours if zero), signed with the first of Secrets.
+// hours if zero), signed with the first secret in force (Secrets, or the
+// last SetCredentials).
 func (s *Server) Credentials(user string, ttl time.Duration) (username, password string, err error) {
-	if len(s.Secrets) == 0 {
+	s.init()
+	_, secrets := s.auth.current()
+	if len(secrets) == 0 {
 		return "", "", ErrNoSecret
 	}
 	if ttl <= 0 {
 		ttl = defaultCredentialTTL
 	}
-	s.init()
-	username, password = RESTCredentials(s.Secrets[0], user, s.now(), ttl)
+	username, password = RESTCredentials(secrets[0], user, s.now(), ttl)
 	return username, password, nil
 }

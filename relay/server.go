@@ -27,7 +27,7 @@ const defaultRealm = "hairpin"
 //
 // The zero value is a working STUN server that refuses every allocation
 // (no credentials). Add Users or Secrets to relay. Fields must not change
-// after the first Serve call, except through SetPublic.
+// after the first Serve call, except through SetPublic and SetCredentials.
 //
 // The peer policy is safe by default: no loopback, private, link-local,
 // metadata or other special-purpose peers unless listed in Peers.Allow.
@@ -181,6 +181,18 @@ func (s *Server) SetPublic(addr netip.Addr) {
 	s.init()
 	a := addr.Unmap()
 	s.public.Store(&a)
+}
+
+// SetCredentials replaces the static users and the TURN REST secrets, for a
+// configuration reload or a secret rotation, without dropping allocations.
+// The maps and slices are copied. Requests from then on are checked against
+// the new credentials only: an allocation whose user or secret is gone can
+// no longer refresh, create permissions or bind channels (401) and ends when
+// its lifetime runs out, at most the allocation lifetime later; relayed data
+// keeps flowing until then, as on coturn after a secret change.
+func (s *Server) SetCredentials(users map[string]string, secrets []string) {
+	s.init()
+	s.auth.set(users, secrets)
 }
 
 // PublicAddr returns the advertised public address, invalid when unset.

@@ -52,8 +52,8 @@ func (g *gateway) startCredentials(rc *config.Relay) (*credentialsServer, error)
 		}
 		c.granted.Add(1)
 		h := &relay.CredentialsHandler{
-			// The running relay's secret: a reload does not change it.
-			Secret: g.relay.Secrets[0],
+			// The relay's secret in force, which a reload may replace.
+			Server: g.relay,
 			URIs:   cur.URIs(public),
 			TTL:    cur.Credentials.CredentialsTTL(),
 		}

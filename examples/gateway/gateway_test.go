@@ -523,8 +523,9 @@ func TestRestartKeys(t *testing.T) {
 	}
 	next := strings.Replace(base, `listen: ["127.0.0.1:5353"]`, `listen: ["127.0.0.1:5354"]`, 1)
 	next = strings.Replace(next, `secret: "change-me"`, `secret: "other"`, 1)
+	next = strings.Replace(next, `realm: example.com`, `realm: example.org`, 1)
 	next = strings.Replace(next, `level: info`, `level: debug`, 1)
-	if got := restart(next); got != "dns.listen,log.level,relay.secret" {
-		t.Errorf("listener, relay secret and log level: %q", got)
+	if got := restart(next); got != "dns.listen,log.level,relay.realm" {
+		t.Errorf("listener, relay realm and log level (the secret is live): %q", got)
 	}
 }

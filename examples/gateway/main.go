@@ -16,10 +16,10 @@
 // errors, each naming its key and line, if anything is wrong).
 //
 // Signals: SIGHUP reloads the file: DNS settings and records, proxy routes,
-// limits and timeouts, relay.public, the probe settings and the credentials
-// endpoint's settings apply live, and the log
+// limits and timeouts, relay.public, the relay's secrets and users, the probe
+// settings and the credentials endpoint's settings apply live, and the log
 // names by key path every change that waits for a restart (listeners, the
-// relay); a bad file is rejected and the running configuration kept. SIGINT
+// relay's other settings); a bad file is rejected and the running configuration kept. SIGINT
 // and SIGTERM shut down gracefully within -shutdown-timeout. If a part stops
 // serving, the gateway shuts down and exits with status 1.
 package main

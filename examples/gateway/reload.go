@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -14,8 +15,9 @@ import (
 var liveKeys = append(serve.DNSLiveKeys(),
 	// The probe reads these at each round.
 	"nat.stun", "nat.public", "nat.interval", "nat.hairpin", "nat.tcp", "nat.timeout", "nat.ipv6",
-	// New allocations get the new advertised address.
-	"relay.public",
+	// New allocations get the new advertised address; requests from then on
+	// are checked against the new credentials.
+	"relay.public", "relay.secret", "relay.secrets", "relay.users",
 	// The credentials endpoint reads its settings at each request.
 	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl",
 )
@@ -58,6 +60,18 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 		}
 		proxyApply = apply
 	}
+	var relayCreds func()
+	if g.relay != nil && cur.Relay != nil && next.Relay != nil && (next.Relay.Secret != cur.Relay.Secret ||
+		!slices.Equal(next.Relay.Secrets, cur.Relay.Secrets) || !maps.Equal(next.Relay.Users, cur.Relay.Users)) {
+		srv, _, err := next.Relay.Build(g.log.With("part", "relay"))
+		if err != nil {
+			return nil, err
+		}
+		relayCreds = func() {
+			g.relay.SetCredentials(srv.Users, srv.Secrets)
+			g.log.Info("relay credentials replaced", "users", len(srv.Users), "secrets", len(srv.Secrets))
+		}
+	}
 	var prober = g.prober
 	if next.NAT != nil {
 		prober = next.NAT.Client(g.log.With("part", "nat"))
@@ -71,6 +85,9 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 		if err := proxyApply(); err != nil {
 			return nil, err
 		}
+	}
+	if relayCreds != nil {
+		relayCreds()
 	}
 	g.mu.Lock()
 	// Sections that a restart must add or remove keep their running values.

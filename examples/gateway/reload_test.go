@@ -19,6 +19,7 @@ import (
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
 	"github.com/hairpin-go/hairpin/examples/internal/proctest"
+	"github.com/hairpin-go/hairpin/relay"
 	"github.com/miekg/dns"
 )
 
@@ -85,7 +86,8 @@ func TestReloadAppliesDNSSettingsLive(t *testing.T) {
 }
 
 // TestReloadNamesRestartKeys: a change that waits for a restart is named by
-// its key path, and the old value stays in force.
+// its key path, and the old value stays in force; a new relay secret, made
+// in the same reload, applies at once.
 func TestReloadNamesRestartKeys(t *testing.T) {
 	base := string(loopbackConfig(t))
 	cfg, err := config.Parse([]byte(base))
@@ -102,13 +104,18 @@ func TestReloadNamesRestartKeys(t *testing.T) {
 		_ = gw.shutdown(ctx)
 	})
 	next := strings.Replace(base, `secret: "change-me"`, `secret: "other"`, 1)
+	next = strings.Replace(next, `realm: example.com`, `realm: example.org`, 1)
 	ncfg, err := config.Parse([]byte(next))
 	if err != nil {
 		t.Fatal(err)
 	}
 	restart, err := gw.reload(ncfg)
-	if err != nil || strings.Join(restart, ",") != "relay.secret" {
-		t.Fatalf("reload: %v, restart %v, want [relay.secret]", err, restart)
+	if err != nil || strings.Join(restart, ",") != "relay.realm" {
+		t.Fatalf("reload: %v, restart %v, want [relay.realm]", err, restart)
+	}
+	name, pass, err := gw.relay.Credentials("demo", time.Hour)
+	if err != nil || pass != relay.RESTPassword("other", name) {
+		t.Errorf("after the reload the relay does not sign with the new secret (err %v)", err)
 	}
 }
 

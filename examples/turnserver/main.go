@@ -12,9 +12,11 @@
 // own authentication; ADDR must be a loopback or private address.
 //
 // Signals: SIGHUP re-reads the file; relay.public applies to new
-// allocations at once, and the log names by key path every other change,
-// which waits for a restart (the relay library fixes its credentials,
-// limits and peer policy when it starts serving); a bad file is rejected
+// allocations at once, relay.secret, relay.secrets and relay.users to every
+// request from then on (an allocation whose credential is gone can no
+// longer refresh and ends with its lifetime), and the log names by key path
+// every other change, which waits for a restart (the relay library fixes
+// its limits and peer policy when it starts serving); a bad file is rejected
 // with the running configuration kept. SIGINT and SIGTERM close the
 // listening sockets at once (a new instance can bind them), end UDP
 // allocations (their packets come through those sockets) and let those on
@@ -30,6 +32,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -43,7 +46,7 @@ import (
 const description = "turnserver: a TURN relay (RFC 8656) for WebRTC behind a NAT router, from the relay: section of a hairpin configuration (see turnserver.yaml)."
 
 // liveKeys are the key paths a reload applies while serving.
-var liveKeys = []string{"relay.public"}
+var liveKeys = []string{"relay.public", "relay.secret", "relay.secrets", "relay.users"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -129,7 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/credentials", func(w http.ResponseWriter, r *http.Request) {
 			// The URIs name the public address advertised now.
-			h := &relay.CredentialsHandler{Secret: srv.Secrets[0], URIs: turnURIs(start, srv)}
+			h := &relay.CredentialsHandler{Server: srv, URIs: turnURIs(start, srv)}
 			h.ServeHTTP(w, r)
 		})
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -155,9 +158,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	cur := f
 	reload := func() ([]string, error) {
-		next, _, err := load()
+		next, nextSrv, err := load()
 		if err != nil {
 			return nil, err
+		}
+		if !reflect.DeepEqual(cur.Relay.Secret, next.Relay.Secret) || !reflect.DeepEqual(cur.Relay.Secrets, next.Relay.Secrets) ||
+			!reflect.DeepEqual(cur.Relay.Users, next.Relay.Users) {
+			srv.SetCredentials(nextSrv.Users, nextSrv.Secrets)
+			log.Info("turnserver: credentials replaced", "users", len(nextSrv.Users), "secrets", len(nextSrv.Secrets))
 		}
 		restart := config.Restart(config.Within(config.Changed(cur, next), []string{"relay", "log"}), liveKeys)
 		if a := publicOf(next.Relay); a != srv.PublicAddr() {
@@ -168,6 +176,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// next reload names it again until the restart.
 		kept := *cur.Relay
 		kept.Public = next.Relay.Public
+		kept.Secret, kept.Secrets, kept.Users = next.Relay.Secret, next.Relay.Secrets, next.Relay.Users
 		next.Relay, next.Log = &kept, cur.Log
 		cur = next
 		return restart, nil

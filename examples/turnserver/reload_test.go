@@ -95,6 +95,7 @@ func relayConfig(listen, public, password string) string {
   users: {alice: "` + password + `"}
   public: "` + public + `"
   relayAddress: "127.0.0.1"
+  allowPeers: ["198.51.100.0/24"]
 `
 }
 
@@ -106,9 +107,9 @@ func writeFile(t *testing.T, path, data string) {
 }
 
 // TestReload runs the binary: SIGHUP applies a new relay.public to new
-// allocations, names a credentials change as waiting for a restart (the old
-// password keeps working until then), and a bad file is rejected with the
-// running configuration kept.
+// allocations and a new password at once (the old one is refused from
+// then on), names a realm change as waiting for a restart, and a bad file
+// is rejected with the running configuration kept.
 func TestReload(t *testing.T) {
 	bin := turnserverBin.Path(t)
 	addr := proctest.FreePort(t)
@@ -130,17 +131,28 @@ func TestReload(t *testing.T) {
 		t.Fatalf("after a bad file: relayed address %s, want the old 203.0.113.1", got)
 	}
 
-	writeFile(t, path, relayConfig(addr, "203.0.113.2", "pw2"))
+	old, err := allocate(t, addr, "alice", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := &net.UDPAddr{IP: net.IPv4(198, 51, 100, 7), Port: 9}
+	if err := old.client.CreatePermission(peer); err != nil {
+		t.Fatalf("permission before the reload: %v", err)
+	}
+	writeFile(t, path, strings.Replace(relayConfig(addr, "203.0.113.2", "pw2"), "example.com", "example.org", 1))
 	p.Signal(t, syscall.SIGHUP)
 	p.WaitFor(t, n, "take effect at the next restart", 10*time.Second)
-	if out := p.Output(); !strings.Contains(out, "restart=[relay.users]") {
-		t.Errorf("the reload does not name exactly relay.users as waiting for a restart:\n%s", out)
+	if out := p.Output(); !strings.Contains(out, "restart=[relay.realm]") || !strings.Contains(out, "credentials replaced") {
+		t.Errorf("the reload does not replace the credentials and name exactly relay.realm as waiting for a restart:\n%s", out)
 	}
-	if got := relayedIP(t, addr, "alice", "pw1"); got != "203.0.113.2" {
+	if got := relayedIP(t, addr, "alice", "pw2"); got != "203.0.113.2" {
 		t.Fatalf("after reload: relayed address %s, want the new public 203.0.113.2", got)
 	}
-	if _, err := allocate(t, addr, "alice", "pw2"); err == nil {
-		t.Error("the new password was accepted before a restart, but the reload said it waits for one")
+	if _, err := allocate(t, addr, "alice", "pw1"); err == nil {
+		t.Error("the old password still makes allocations after the reload replaced it")
+	}
+	if err := old.client.CreatePermission(&net.UDPAddr{IP: net.IPv4(198, 51, 100, 8), Port: 9}); err == nil {
+		t.Error("an allocation made with the old password still creates permissions after the reload")
 	}
 	p.Signal(t, syscall.SIGTERM)
 	if code := p.WaitExit(t, 10*time.Second); code != 0 {
