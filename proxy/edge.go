@@ -497,14 +497,17 @@ func (e *Edge) claim(s tunnelSession, agent *EdgeAgent) (net.Conn, *edgeSession,
 			status := e.grant(es, names)
 			var reply []byte
 			if reply, err = encodeClaimReply(status); err == nil {
+				// Registered before the reply: once the agent hears it is
+				// granted, the edge routes its names to it.
+				if !e.register(es) {
+					ctrl.Close()
+					return nil, nil, ErrEdgeClosed
+				}
 				if _, err = ctrl.Write(reply); err == nil {
 					ctrl.SetDeadline(time.Time{})
-					if !e.register(es) {
-						ctrl.Close()
-						return nil, nil, ErrEdgeClosed
-					}
 					return ctrl, es, nil
 				}
+				e.unregister(es)
 			}
 		}
 	}

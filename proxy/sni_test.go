@@ -98,13 +98,15 @@ func TestHelloKit(t *testing.T) {
 			rej := newRejects(p)
 			must(t, p.AddSNIRoute("kit.test", &Pool{Backends: []string{be.addr}}))
 			addr := serve(t, p)
+			// Before the dial: the proxy may accept (and start its peek
+			// deadline) before Dial returns here.
+			start := time.Now()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
 			c.(*net.TCPConn).SetNoDelay(true)
-			start := time.Now()
 			if tt.segment == 0 {
 				c.Write(tt.send)
 			} else {
