@@ -28,11 +28,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -162,8 +163,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return nil, err
 		}
-		if !reflect.DeepEqual(cur.Relay.Secret, next.Relay.Secret) || !reflect.DeepEqual(cur.Relay.Secrets, next.Relay.Secrets) ||
-			!reflect.DeepEqual(cur.Relay.Users, next.Relay.Users) {
+		if cur.Relay.Secret != next.Relay.Secret || !slices.Equal(cur.Relay.Secrets, next.Relay.Secrets) ||
+			!maps.Equal(cur.Relay.Users, next.Relay.Users) {
 			srv.SetCredentials(nextSrv.Users, nextSrv.Secrets)
 			log.Info("turnserver: credentials replaced", "users", len(nextSrv.Users), "secrets", len(nextSrv.Secrets))
 		}
