@@ -1,0 +1,66 @@
+package netcore
+
+import (
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// cmsg builds one control message as the kernel lays it out.
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
+}
+
+func TestPktinfoDst(t *testing.T) {
+	var pi4 unix.Inet4Pktinfo
+	pi4.Addr = [4]byte{192, 0, 2, 7}
+	pi4.Spec_dst = [4]byte{198, 51, 100, 1}
+	b4 := unsafe.Slice((*byte)(unsafe.Pointer(&pi4)), unix.SizeofInet4Pktinfo)
+	pi6 := unix.Inet6Pktinfo{Addr: netip.MustParseAddr("2001:db8::7").As16()}
+	b6 := unsafe.Slice((*byte)(unsafe.Pointer(&pi6)), unix.SizeofInet6Pktinfo)
+	other := cmsg(unix.SOL_SOCKET, unix.SO_TIMESTAMP, make([]byte, 16))
+	for _, tc := range []struct {
+		name string
+		oob  []byte
+		want string
+	}{
+		{"ipv4", cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, b4), "192.0.2.7"},
+		{"ipv6", cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, b6), "2001:db8::7"},
+		{"after another", append(append([]byte{}, other...), cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, b6)...), "2001:db8::7"},
+		{"none", other, ""},
+		{"short data", cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, b4[:8]), ""},
+		{"truncated", cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, b4)[:10], ""},
+		{"empty", nil, ""},
+	} {
+		got, ok := pktinfoDst(tc.oob)
+		if (tc.want == "") == ok || ok && got != netip.MustParseAddr(tc.want) {
+			t.Errorf("%s: pktinfoDst = %v, %v; want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
+// FuzzPktinfoDst: no control-message bytes make the parser read outside
+// them or panic.
+func FuzzPktinfoDst(f *testing.F) {
+	var pi4 unix.Inet4Pktinfo
+	pi4.Addr = [4]byte{192, 0, 2, 7}
+	f.Add(cmsg(unix.IPPROTO_IP, unix.IP_PKTINFO, unsafe.Slice((*byte)(unsafe.Pointer(&pi4)), unix.SizeofInet4Pktinfo)))
+	f.Add(cmsg(unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, make([]byte, unix.SizeofInet6Pktinfo)))
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SO_TIMESTAMP, make([]byte, 16)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// The kernel's buffer is aligned; so is a copy.
+		buf := make([]uint64, (len(b)+7)/8)
+		oob := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(buf))), len(buf)*8)[:len(b)]
+		copy(oob, b)
+		if a, ok := pktinfoDst(oob); ok && !a.IsValid() {
+			t.Fatalf("ok with an invalid address for %x", b)
+		}
+	})
+}
