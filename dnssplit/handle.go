@@ -16,6 +16,11 @@ func (s *Server) handle(ctx context.Context, b []byte, src netip.AddrPort, local
 
 // handlePass is handle with the UDP path's per-query state.
 func (s *Server) handlePass(ctx context.Context, b []byte, src netip.AddrPort, local netip.Addr, tcp bool, ps pass) ([]byte, outcome) {
+	if !tcp {
+		if out, oc, ok := s.cachedReply(b, src, local, &ps, ps.reply); ok {
+			return out, oc
+		}
+	}
 	req := new(dns.Msg)
 	if err := req.Unpack(b); err != nil {
 		s.stats.malformed.Add(1)
@@ -45,6 +50,10 @@ func (s *Server) handlePass(ctx context.Context, b []byte, src netip.AddrPort, l
 		m = new(dns.Msg)
 		m.SetRcode(req, dns.RcodeServerFailure)
 		out, _ = m.Pack()
+		return out, oc
+	}
+	if !tcp && oc.static {
+		s.storeAnswer(b, out, oc)
 	}
 	return out, oc
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -38,6 +39,9 @@ type Records struct {
 	// dnames counts names with a DNAME: none means no DNAME walk.
 	dnames int
 	watch  []func(zone string)
+	// gen counts changes: a packed answer made before the last change is
+	// not served again (the answer cache compares it).
+	gen atomic.Uint64
 }
 
 type zoneState struct {
@@ -134,6 +138,7 @@ func (r *Records) AddZone(apex string) {
 	r.init()
 	if r.zones[apex] == nil {
 		r.zones[apex] = &zoneState{soa: synthSOA(apex)}
+		r.gen.Add(1)
 	}
 	r.mu.Unlock()
 }
@@ -337,6 +342,7 @@ func (r *Records) onChange(fn func(zone string)) {
 // bumpLocked increments the serial of each changed declared zone and returns
 // the watchers to call.
 func (r *Records) bumpLocked(changed map[string]bool) []func(string) {
+	r.gen.Add(1)
 	for apex := range changed {
 		z := r.zones[apex]
 		if z == nil {
@@ -790,6 +796,7 @@ func (r *Records) carrySerials(old *Records) (stale []SerialWarning) {
 		if z.explicit {
 			r.names[apex][dns.TypeSOA] = []dns.RR{soa}
 		}
+		r.gen.Add(1)
 		r.mu.Unlock()
 	}
 	return stale

@@ -33,6 +33,7 @@ func (s *Server) SetViews(views []*View) {
 		}
 	}
 	s.swapped.Store(&v)
+	s.answers.gen.Add(1)
 	if s.notifier == nil {
 		return
 	}

@@ -20,7 +20,11 @@ func (s *Server) Resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 // parameter (never through the context).
 type pass struct {
 	inline  bool // answering on the reader goroutine: never wait on the network
-	charged bool // the rate limit was applied already
+	charged bool // the rate limit was applied already, with verdict limit
+	limit   limitVerdict
+	// reply, when large enough, receives a reply from the answer cache:
+	// the query's own buffer, read before it is overwritten.
+	reply []byte
 }
 
 // outcome is what resolve reports besides the reply.
@@ -30,6 +34,16 @@ type outcome struct {
 	// goroutine, with charged carried over.
 	needsUpstream bool
 	charged       bool // the rate limit was applied to this query
+	// static: the reply is a function of the query's bytes (all but the
+	// ID), the view and recurse, and the view's records: no upstream, no
+	// client-specific option, no TSIG. Its packed form may be cached.
+	static  bool
+	view    *View
+	index   int // of view in the views
+	recurse bool
+	rcode   int
+	records uint64 // view.Records.gen before the answer was made
+	gen     uint64 // answers.gen before the view was chosen
 }
 
 // resolve is Resolve for the server's own pipelines.
@@ -79,16 +93,24 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		subnet = netip.Prefix{}
 	}
 	client.Subnet = subnet
+	oc.gen = s.answers.gen.Load()
 	choice := SelectView(s.views(), s.TrustedProxies, client)
 	v := choice.View
+	if v != nil && v.Records != nil {
+		oc.records = v.Records.gen.Load()
+	}
 	viewName := ""
 	if v != nil {
 		viewName = v.Name
 	}
 
-	if !tcp && s.limiter != nil && verdict != cookieValid && !ps.charged {
-		oc.charged = true
-		switch s.limiter.allow(client.Source) {
+	if !tcp && s.limiter != nil && verdict != cookieValid {
+		lv := ps.limit
+		if !ps.charged {
+			oc.charged = true
+			lv = s.limiter.allow(client.Source)
+		}
+		switch lv {
 		case limitDrop:
 			s.stats.rateLimited.Add(1)
 			return nil, oc
@@ -104,7 +126,7 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	// to the last view by default gets its local data, never recursion, so
 	// a lone recursive "inside" view is not an open resolver.
 	recurse := v != nil && v.Recursion && choice.Reason != ReasonDefault
-	m, ede, needsUpstream := s.answer(ctx, req, q, v, client.Source, recurse, ps.inline)
+	m, ede, needsUpstream, forwarded := s.answer(ctx, req, q, v, client.Source, recurse, ps.inline)
 	if needsUpstream {
 		oc.needsUpstream = true
 		return nil, oc // to be answered again off the reader goroutine
@@ -121,6 +143,12 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	var scope uint8
 	if choice.Reason == ReasonClientSubnet || (subnet.IsValid() && choice.Reason == ReasonDefault && !choice.SubnetIgnored) {
 		scope = subnetScope(s.views(), choice.Address)
+	}
+	// IXFR is not: whether its SOA is given depends on the client address.
+	if !forwarded && !tcp && q.Qtype != dns.TypeIXFR && m.Rcode != dns.RcodeRefused && cookie == nil && ede == nil && scope == 0 && choice.Reason != ReasonClientSubnet && !choice.SubnetIgnored {
+		if opt := req.IsEdns0(); opt == nil || len(opt.Option) == 0 {
+			oc.static, oc.view, oc.index, oc.recurse, oc.rcode = true, v, choice.Index, recurse, m.Rcode
+		}
 	}
 	return s.finishScoped(req, m, tcp, scope, opts...), oc
 }
@@ -144,7 +172,7 @@ func prohibited() *dns.EDNS0_EDE {
 // forwarded; inline that it must not wait on the network. ede is an
 // Extended DNS Error to add, or nil; needsUpstream reports an inline query
 // left unanswered because it must wait on an upstream.
-func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse, inline bool) (m *dns.Msg, ede *dns.EDNS0_EDE, needsUpstream bool) {
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse, inline bool) (m *dns.Msg, ede *dns.EDNS0_EDE, needsUpstream, forwarded bool) {
 	m = new(dns.Msg)
 	m.SetReply(req)
 	// Clients of a recursive view may recurse, whatever this answer is;
@@ -152,7 +180,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 	m.RecursionAvailable = recurse && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		return m, nil, false
+		return m, nil, false, false
 	}
 	switch q.Qtype {
 	case dns.TypeIXFR:
@@ -162,19 +190,19 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if s.transferAllowed(src) && v != nil && v.Records != nil {
 			if soa, ok := v.Records.SOA(q.Name); ok {
 				m.Answer = []dns.RR{soa}
-				return m, nil, false
+				return m, nil, false, false
 			}
 		}
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited(), false
+		return m, prohibited(), false, false
 	case dns.TypeAXFR:
 		// Transfers run on TCP through serveTransfer; anything reaching here
 		// (UDP, or the dns.Handler path) is refused.
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited(), false
+		return m, prohibited(), false, false
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeMAILA, dns.TypeMAILB:
 		m.Rcode = dns.RcodeFormatError
-		return m, nil, false
+		return m, nil, false, false
 	}
 	var local Answer
 	splits := false
@@ -211,9 +239,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if !recurse {
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
-			return m, prohibited(), false
+			return m, prohibited(), false, false
 		}
-		return m, nil, false
+		return m, nil, false, false
 	}
 	if local.Referral && recurse && len(s.Upstreams) > 0 {
 		local = Answer{} // delegated away: a recursive client wants the child's answer
@@ -233,14 +261,15 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 				sub.SetQuestion(c.Target, q.Qtype)
 				up, _, wait := s.forward(ctx, v, sub, req, inline)
 				if wait {
-					return nil, nil, true
+					return nil, nil, true, true
 				}
 				if up != nil && up.Rcode == dns.RcodeSuccess {
 					m.Answer = append(m.Answer, up.Answer...)
 				}
+				return m, nil, false, true
 			}
 		}
-		return m, nil, false
+		return m, nil, false, false
 	}
 	// Pass-through types for names in the local data are forwarded for every
 	// client: they concern our own names, so this is not open recursion.
@@ -250,18 +279,18 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 				m.Authoritative = !local.Referral
 				m.Rcode = local.Rcode
 				m.Answer, m.Ns, m.Extra = local.Answer, local.Ns, local.Extra
-				return m, nil, false
+				return m, nil, false, false
 			}
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil, false
+			return m, nil, false, false
 		}
 		up, stale, wait := s.forward(ctx, v, req, req, inline)
 		if wait {
-			return nil, nil, true
+			return nil, nil, true, true
 		}
 		if up == nil {
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil, false
+			return m, nil, false, true
 		}
 		if stale {
 			// RFC 8914 Stale Answer, as unbound marks serve-stale replies.
@@ -272,10 +301,10 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		// AD only for clients that asked for it (RFC 6840 section 5.8).
 		opt := req.IsEdns0()
 		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		return m, ede, false
+		return m, ede, false, true
 	}
 	m.Rcode = dns.RcodeRefused
-	return m, prohibited(), false
+	return m, prohibited(), false, false
 }
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.

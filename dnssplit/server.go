@@ -162,6 +162,7 @@ type Server struct {
 	limiter      *limiter
 	stats        stats
 	notifier     *notifier
+	answers      answers
 
 	mu        sync.Mutex
 	closed    bool

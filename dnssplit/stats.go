@@ -2,7 +2,6 @@ package dnssplit
 
 import (
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,7 @@ type Stats struct {
 
 type stats struct {
 	mu      sync.Mutex
-	queries map[string]map[string]uint64
+	queries map[string]map[string]*atomic.Uint64 // view → rcode name → count
 
 	cacheHits, cacheMisses, upstreamFailures, staleServed, heldNXDOMAIN atomic.Uint64
 	rateLimited, malformed, tcpRejected, tcpEvicted                     atomic.Uint64
@@ -51,24 +50,35 @@ type stats struct {
 	refusals refusals
 }
 
-func (s *stats) init() { s.queries = make(map[string]map[string]uint64) }
+func (s *stats) init() { s.queries = make(map[string]map[string]*atomic.Uint64) }
 
 func (s *stats) count(view string, rcode int) {
+	s.counter(view, rcode).Add(1)
+	if rcode == dns.RcodeRefused {
+		s.refusals.note(refusedQuery)
+	}
+}
+
+// counter returns the count of answers with rcode in view; the answer cache
+// keeps it, so that a cached answer is counted without a lock.
+func (s *stats) counter(view string, rcode int) *atomic.Uint64 {
 	name, ok := dns.RcodeToString[rcode]
 	if !ok {
 		name = "OTHER"
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := s.queries[view]
 	if m == nil {
-		m = make(map[string]uint64)
+		m = make(map[string]*atomic.Uint64)
 		s.queries[view] = m
 	}
-	m[name]++
-	s.mu.Unlock()
-	if rcode == dns.RcodeRefused {
-		s.refusals.note(refusedQuery)
+	c := m[name]
+	if c == nil {
+		c = new(atomic.Uint64)
+		m[name] = c
 	}
+	return c
 }
 
 // refusalKind names an event any internet host can trigger by asking.
@@ -146,7 +156,11 @@ func (s *Server) Stats() Stats {
 	}
 	s.stats.mu.Lock()
 	for v, m := range s.stats.queries {
-		st.Queries[v] = maps.Clone(m)
+		c := make(map[string]uint64, len(m))
+		for rc, n := range m {
+			c[rc] = n.Load()
+		}
+		st.Queries[v] = c
 	}
 	s.stats.mu.Unlock()
 	return st

@@ -140,7 +140,7 @@ func (s *Server) readPackets(pio packetIO, pool *sync.Pool, jobs chan<- *packet)
 		for i := range n {
 			p := batch[i]
 			var oc outcome
-			p.out, oc = s.handlePass(s.bgCtx, p.buf[:p.n], p.src, p.local, false, pass{inline: true})
+			p.out, oc = s.handlePass(s.bgCtx, p.buf[:p.n], p.src, p.local, false, pass{inline: true, reply: p.buf[:0]})
 			switch {
 			case oc.needsUpstream:
 				p.out, p.charged = nil, oc.charged
