@@ -29,17 +29,27 @@ type batchSys struct {
 	family  int // AF_INET or AF_INET6, of the socket
 	pktinfo bool
 
-	// the reader's scratch
+	// the reader's scratch; rfn is recvmmsg for rc.Read, bound once so
+	// that a read allocates nothing
+	rfn   func(fd uintptr) bool
+	rn    int // datagrams to read
+	rgot  int
+	rerr  syscall.Errno
 	rh    [batchMax]mmsghdr
 	riov  [batchMax]unix.Iovec
 	rname [batchMax]unix.RawSockaddrInet6
 	roob  []byte // batchMax × cmsgRoom
 
-	// the writer's scratch
-	wh    [batchMax]mmsghdr
-	wiov  [batchMax]unix.Iovec
-	wname [batchMax]unix.RawSockaddrInet6
-	woob  []byte
+	// the writer's scratch; wfn is sendmmsg of wh[wfirst:wk] for rc.Write
+	wfn    func(fd uintptr) bool
+	wfirst int
+	wk     int
+	wsent  int
+	werr   syscall.Errno
+	wh     [batchMax]mmsghdr
+	wiov   [batchMax]unix.Iovec
+	wname  [batchMax]unix.RawSockaddrInet6
+	woob   []byte
 }
 
 func (s *batchSys) init(c *net.UDPConn) {
@@ -48,6 +58,7 @@ func (s *batchSys) init(c *net.UDPConn) {
 		return
 	}
 	s.rc = rc
+	s.rfn, s.wfn = s.recvmmsg, s.sendmmsg
 	s.roob = make([]byte, batchMax*cmsgRoom)
 	s.woob = make([]byte, batchMax*cmsgRoom)
 	_ = rc.Control(func(fd uintptr) {
@@ -89,21 +100,13 @@ func (s *batchSys) read(b *BatchConn, ds []Datagram) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	var got int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rh[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		got, errno = int(r), e
-		return true
-	})
-	if err != nil {
+	s.rn = n
+	if err := s.rc.Read(s.rfn); err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, &net.OpError{Op: "read", Net: "udp", Source: b.c.LocalAddr(), Err: errno}
+	got := s.rgot
+	if s.rerr != 0 {
+		return 0, &net.OpError{Op: "read", Net: "udp", Source: b.c.LocalAddr(), Err: s.rerr}
 	}
 	for i := range got {
 		d := &ds[i]
@@ -117,6 +120,28 @@ func (s *batchSys) read(b *BatchConn, ds []Datagram) (int, error) {
 		}
 	}
 	return got, nil
+}
+
+// recvmmsg reads up to rn datagrams without blocking; false asks rc.Read
+// to wait until the socket is readable.
+func (s *batchSys) recvmmsg(fd uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rh[0])), uintptr(s.rn), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	s.rgot, s.rerr = int(r), e
+	return true
+}
+
+// sendmmsg sends wh[wfirst:wk] without blocking; false asks rc.Write to
+// wait until the socket is writable.
+func (s *batchSys) sendmmsg(fd uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.wh[s.wfirst])), uintptr(s.wk-s.wfirst), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	s.wsent, s.werr = int(r), e
+	return true
 }
 
 // readOne is the fallback of a socket that is neither IPv4 nor IPv6.
@@ -167,22 +192,14 @@ func (s *batchSys) write(b *BatchConn, ds []Datagram) error {
 			k++
 		}
 		for first < k {
-			var sent int
-			var errno syscall.Errno
-			err := s.rc.Write(func(fd uintptr) bool {
-				r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.wh[first])), uintptr(k-first), unix.MSG_DONTWAIT, 0, 0)
-				if e == unix.EAGAIN || e == unix.EINTR {
-					return false
-				}
-				sent, errno = int(r), e
-				return true
-			})
-			if err != nil {
+			s.wfirst, s.wk = first, k
+			if err := s.rc.Write(s.wfn); err != nil {
 				return Join(append(errs, err)...)
 			}
-			if errno != 0 {
+			sent := s.wsent
+			if s.werr != 0 {
 				// The first datagram was refused: report it, skip it.
-				errs = append(errs, &net.OpError{Op: "write", Net: "udp", Source: b.c.LocalAddr(), Err: errno})
+				errs = append(errs, &net.OpError{Op: "write", Net: "udp", Source: b.c.LocalAddr(), Err: s.werr})
 				sent = 1
 			}
 			first += sent

@@ -1,6 +1,7 @@
 package netcore
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"unsafe"
@@ -63,4 +64,29 @@ func FuzzPktinfoDst(f *testing.F) {
 			t.Fatalf("ok with an invalid address for %x", b)
 		}
 	})
+}
+
+// TestBatchConnAllocs: a read and a write allocate nothing.
+func TestBatchConnAllocs(t *testing.T) {
+	srv := listenUDP(t, "udp4", "127.0.0.1:0")
+	client := listenUDP(t, "udp4", "127.0.0.1:0")
+	b := NewBatchConn(srv)
+	to := Canonical(srv.LocalAddr().(*net.UDPAddr).AddrPort())
+	back := Canonical(client.LocalAddr().(*net.UDPAddr).AddrPort())
+	rd := []Datagram{{Buf: make([]byte, 100)}}
+	wd := []Datagram{{Buf: []byte("x"), Addr: back}}
+	buf := make([]byte, 100)
+	allocs := testing.AllocsPerRun(200, func() {
+		client.WriteToUDPAddrPort([]byte("q"), to)
+		if _, err := b.ReadBatch(rd); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.WriteBatch(wd); err != nil {
+			t.Fatal(err)
+		}
+		client.ReadFromUDPAddrPort(buf)
+	})
+	if allocs > 0 {
+		t.Fatalf("%.1f allocations per read and write, want 0", allocs)
+	}
 }
