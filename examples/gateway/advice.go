@@ -70,5 +70,5 @@ func noInboundAdvice(r *nat.Report) string {
 	if why == "" {
 		why = "no port can be forwarded to this host"
 	}
-	return "no inbound IPv4 is possible on this line (" + why + "): run the gateway with an edge: section on a host with a public address and add a tunnel: section here, so internet clients reach your names through the edge"
+	return "no inbound IPv4 is possible on this line (" + why + "): run the gateway with an edge: section on a host with a public address and add a tunnel: section here, so internet clients reach your names through the edge, and answer them with {edge} instead of {public} in the outside DNS view"
 }

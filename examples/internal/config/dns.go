@@ -20,6 +20,13 @@ import (
 // gateway learns (and relearns) by probing the NAT.
 const PublicPlaceholder = "{public}"
 
+// EdgePlaceholder in a DNS record (A or AAAA) stands for the addresses of
+// the edges in the tunnel: section: the record is repeated once per edge
+// address of its family, so that the outside view sends internet clients of
+// a tunnelled name to the edges (a home line without inbound ports has no
+// {public} address that would work).
+const EdgePlaceholder = "{edge}"
+
 // DNS is the `dns:` section: a split-horizon DNS server (package dnssplit).
 //
 //	dns:
@@ -33,6 +40,10 @@ const PublicPlaceholder = "{public}"
 //	    - name: outside
 //	      networks: ["0.0.0.0/0", "::/0"]
 //	      records: ["blog.example.com. 300 IN A {public}"]
+//
+// Behind a CGN, with a tunnel: section, the outside view names the edges
+// instead: "blog.example.com. 300 IN A {edge}" becomes one A record per
+// IPv4 address of tunnel.edges (and AAAA {edge} one per IPv6 address).
 type DNS struct {
 	// Listen lists ip:port addresses served on both UDP and TCP.
 	Listen []string `yaml:"listen"`
@@ -66,6 +77,8 @@ type DNS struct {
 	CookieSecret string `yaml:"cookieSecret"`
 
 	root *yaml.Node // the document, for the lines of Build's errors
+	// edges are the IP addresses of tunnel.edges, for {edge}.
+	edges []netip.Addr
 }
 
 // DNSView is one entry of dns.views.
@@ -334,6 +347,14 @@ func (s *DNS) build(logger *slog.Logger, readFiles bool) (*dnssplit.Server, func
 		var tmpl []publicLine
 		for j, r := range v.Records {
 			rp := fmt.Sprintf("%s.records[%d]", p, j)
+			if strings.Contains(r, EdgePlaceholder) {
+				for _, rr := range s.edgeRecords(rp, r, add) {
+					if err := view.Records.Add(rr); err != nil {
+						add(Errorf(rp, r, "%v", unwrapRecordErr(err)))
+					}
+				}
+				continue
+			}
 			if strings.Contains(r, PublicPlaceholder) {
 				pl, err := parsePublicLine(r)
 				if err != nil {
@@ -469,4 +490,38 @@ func parseUpstream(s string) (dnssplit.Upstream, error) {
 	}
 	up.Addr = ap
 	return up, nil
+}
+
+// edgeRecords expands a record line holding {edge} into one record per edge
+// address of the record's family.
+func (s *DNS) edgeRecords(path, line string, add func(error)) []dns.RR {
+	pl, err := parsePublicLine(strings.ReplaceAll(line, EdgePlaceholder, PublicPlaceholder))
+	if err != nil {
+		add(Errorf(path, line, "%v", unwrapRecordErr(err)))
+		return nil
+	}
+	if pl.typ != dns.TypeA && pl.typ != dns.TypeAAAA {
+		add(Errorf(path, line, "%s stands for an address: only A and AAAA records may hold it", EdgePlaceholder))
+		return nil
+	}
+	var out []dns.RR
+	for _, a := range s.edges {
+		if a.Is4() != (pl.typ == dns.TypeA) {
+			continue
+		}
+		rr, err := dnssplit.ParseRecord(strings.ReplaceAll(line, EdgePlaceholder, a.String()))
+		if err != nil {
+			add(Errorf(path, line, "%v", unwrapRecordErr(err)))
+			return nil
+		}
+		out = append(out, rr)
+	}
+	if len(out) == 0 {
+		family := "IPv4"
+		if pl.typ == dns.TypeAAAA {
+			family = "IPv6"
+		}
+		add(Errorf(path, line, "%s needs tunnel.edges with an %s address (the host of an edge's addr)", EdgePlaceholder, family))
+	}
+	return out
 }

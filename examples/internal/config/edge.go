@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/hairpin-go/hairpin/proxy"
 	"go.yaml.in/yaml/v3"
@@ -292,4 +293,22 @@ func (f *File) validateTunnel() error {
 		}
 	}
 	return join(errs...)
+}
+
+// edgeAddrs returns the IP addresses of tunnel.edges (the host of each
+// addr and tcpAddr that is an IP literal), without repeats, for {edge}.
+func (s *Tunnel) edgeAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, e := range s.Edges {
+		for _, a := range []string{e.Addr, e.TCPAddr} {
+			h, _, err := net.SplitHostPort(a)
+			if err != nil {
+				continue
+			}
+			if ip, err := netip.ParseAddr(h); err == nil && !slices.Contains(out, ip.Unmap()) {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }

@@ -2,8 +2,11 @@ package config
 
 import (
 	"crypto/ed25519"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
 
 	"github.com/hairpin-go/hairpin/proxy"
 )
@@ -49,6 +52,68 @@ func TestEdgeTunnelErrors(t *testing.T) {
 		_, err := Parse([]byte(tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Parse(%q) = %v, want error containing %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// TestEdgePlaceholder: {edge} in an outside view's record stands for the
+// addresses of tunnel.edges, one record per edge of the record's family;
+// a line that cannot take it is an error naming the record.
+func TestEdgePlaceholder(t *testing.T) {
+	k, err := proxy.GenerateTunnelKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := proxy.FormatPublicKey(k.Public().(ed25519.PublicKey))
+	proxySec := "proxy:\n  routes: []\n"
+	tunnel := "tunnel:\n  key: /k\n  names: [\"blog.example.com\"]\n  edges:\n" +
+		"    - addr: \"203.0.113.7:7443\"\n      key: \"" + pub + "\"\n" +
+		"    - addr: \"198.51.100.9:7443\"\n      tcpAddr: \"198.51.100.9:443\"\n      key: \"" + pub + "\"\n" +
+		"    - addr: \"[2001:db8::7]:7443\"\n      key: \"" + pub + "\"\n" +
+		"    - addr: \"edge.example.net:7443\"\n      key: \"" + pub + "\"\n"
+	dnsSec := func(records ...string) string {
+		s := "dns:\n  listen: [\"127.0.0.1:0\"]\n  views:\n    - name: outside\n      zones: [\"example.com\"]\n      records:\n"
+		for _, r := range records {
+			s += "        - \"" + r + "\"\n"
+		}
+		return s
+	}
+	f, err := Parse([]byte(proxySec + tunnel + dnsSec("blog.example.com. 300 IN A {edge}", "blog.example.com. 300 IN AAAA {edge}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := f.DNS.Build(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for qt, want := range map[uint16][]string{
+		dns.TypeA:    {"198.51.100.9", "203.0.113.7"},
+		dns.TypeAAAA: {"2001:db8::7"},
+	} {
+		ans := srv.Views[0].Records.Lookup("blog.example.com.", qt)
+		var got []string
+		for _, rr := range ans.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				got = append(got, rr.A.String())
+			case *dns.AAAA:
+				got = append(got, rr.AAAA.String())
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", dns.TypeToString[qt], got, want)
+		}
+	}
+	v4only := strings.Replace(tunnel, "    - addr: \"[2001:db8::7]:7443\"\n      key: \""+pub+"\"\n", "", 1)
+	for _, tt := range []struct{ yaml, want string }{
+		{proxySec + tunnel + dnsSec("blog.example.com. 300 IN MX 10 {edge}"), `dns.views[0].records[0]: "blog.example.com. 300 IN MX 10 {edge}": {edge} stands for an address`},
+		{proxySec + v4only + dnsSec("blog.example.com. 300 IN AAAA {edge}"), `dns.views[0].records[0]: "blog.example.com. 300 IN AAAA {edge}": {edge} needs tunnel.edges with an IPv6 address`},
+		{dnsSec("blog.example.com. 300 IN A {edge}"), `{edge} needs tunnel.edges with an IPv4 address`},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse = %v, want error containing %q", err, tt.want)
 		}
 	}
 }

@@ -42,6 +42,9 @@ func (f *File) setRoot(root *yaml.Node) {
 	f.root = root
 	if f.DNS != nil {
 		f.DNS.root = root
+		if f.Tunnel != nil {
+			f.DNS.edges = f.Tunnel.edgeAddrs()
+		}
 	}
 	if f.Proxy != nil {
 		f.Proxy.root = root
