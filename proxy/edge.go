@@ -83,19 +83,20 @@ type Edge struct {
 
 	initOnce sync.Once
 	initErr  error
-	byKey    map[string]*EdgeAgent
+	byKey    atomic.Pointer[map[string]*EdgeAgent] // Agents, or the last SetAgents
+	agents   atomic.Pointer[[]EdgeAgent]           // the last SetAgents, in order
 	tlsConf  *tls.Config
 
 	mu        sync.Mutex
 	closed    bool
-	sessions  map[*edgeSession]struct{}   // claimed sessions
-	claims    map[string][]*edgeSession   // pattern → holders
-	pending   map[tunnelSession]struct{}  // before their claim
-	stoppers  map[*func()]struct{}        // listeners to close
-	byAgent   map[*EdgeAgent]*edgeSession // one session per agent
-	handshake atomic.Int64                // TCP handshakes running
-	wg        sync.WaitGroup              // session goroutines
-	serveWG   sync.WaitGroup              // Serve loops
+	sessions  map[*edgeSession]struct{}  // claimed sessions
+	claims    map[string][]*edgeSession  // pattern → holders
+	pending   map[tunnelSession]struct{} // before their claim
+	stoppers  map[*func()]struct{}       // listeners to close
+	byAgent   map[string]*edgeSession    // one session per agent public key
+	handshake atomic.Int64               // TCP handshakes running
+	wg        sync.WaitGroup             // session goroutines
+	serveWG   sync.WaitGroup             // Serve loops
 	stats     edgeCounters
 }
 
@@ -156,37 +157,96 @@ func (e *Edge) init() error {
 		e.claims = map[string][]*edgeSession{}
 		e.pending = map[tunnelSession]struct{}{}
 		e.stoppers = map[*func()]struct{}{}
-		e.byAgent = map[*EdgeAgent]*edgeSession{}
-		e.byKey = map[string]*EdgeAgent{}
+		e.byAgent = map[string]*edgeSession{}
 		var errs []error
 		if len(e.Key) != ed25519.PrivateKeySize {
 			errs = append(errs, errors.New("proxy: edge: no Key"))
 		}
-		for i := range e.Agents {
-			a := &e.Agents[i]
-			if len(a.PublicKey) != ed25519.PublicKeySize {
-				errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): no PublicKey", i, a.Name))
-				continue
-			}
-			if _, dup := e.byKey[string(a.PublicKey)]; dup {
-				errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): key listed twice", i, a.Name))
-			}
-			for _, n := range a.Names {
-				if _, err := normalizeClaim(n); err != nil {
-					errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): name %q: %w", i, a.Name, n, err))
-				}
-			}
-			e.byKey[string(a.PublicKey)] = a
+		byKey, err := agentsByKey(e.Agents)
+		if err != nil {
+			errs = append(errs, err)
 		}
+		e.byKey.Store(&byKey)
 		if e.initErr = netcore.Join(errs...); e.initErr != nil {
 			return
 		}
 		e.tlsConf, e.initErr = serverTLS(e.Key, func(k ed25519.PublicKey) bool {
-			_, ok := e.byKey[string(k)]
-			return ok
+			return e.agent(k) != nil
 		})
 	})
 	return e.initErr
+}
+
+// agentsByKey checks agents and indexes copies of them by public key.
+func agentsByKey(agents []EdgeAgent) (map[string]*EdgeAgent, error) {
+	byKey := map[string]*EdgeAgent{}
+	var errs []error
+	for i := range agents {
+		a := agents[i]
+		a.Names = slices.Clone(a.Names)
+		if len(a.PublicKey) != ed25519.PublicKeySize {
+			errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): no PublicKey", i, a.Name))
+			continue
+		}
+		if _, dup := byKey[string(a.PublicKey)]; dup {
+			errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): key listed twice", i, a.Name))
+		}
+		for _, n := range a.Names {
+			if _, err := normalizeClaim(n); err != nil {
+				errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): name %q: %w", i, a.Name, n, err))
+			}
+		}
+		byKey[string(a.PublicKey)] = &a
+	}
+	return byKey, netcore.Join(errs...)
+}
+
+// agent returns the allowed agent with public key k, or nil.
+func (e *Edge) agent(k ed25519.PublicKey) *EdgeAgent {
+	if m := e.byKey.Load(); m != nil {
+		return (*m)[string(k)]
+	}
+	return nil
+}
+
+// SetAgents replaces the agents the edge accepts while it serves (a
+// reload). Connections from then on are checked against the new list. A
+// connected agent that is no longer listed, or whose names or stream limit
+// changed, is disconnected: it reconnects (with its usual back-off) and
+// claims under the new rules, so no name stays held that the list no
+// longer grants. Agents whose entry is unchanged keep their connection and
+// their streams. On an error (a missing key, a key listed twice, a bad
+// name) nothing changes.
+func (e *Edge) SetAgents(agents []EdgeAgent) error {
+	if err := e.init(); err != nil {
+		return err
+	}
+	byKey, err := agentsByKey(agents)
+	if err != nil {
+		return err
+	}
+	list := slices.Clone(agents)
+	e.mu.Lock()
+	e.byKey.Store(&byKey)
+	e.agents.Store(&list)
+	var drop []*edgeSession
+	for es := range e.sessions {
+		na := byKey[string(es.agent.PublicKey)]
+		if na == nil || na.Name != es.agent.Name || na.MaxStreams != es.agent.MaxStreams || !slices.Equal(na.Names, es.agent.Names) {
+			drop = append(drop, es)
+			continue
+		}
+		// Unchanged: the session keeps its (equal) entry.
+	}
+	for _, es := range drop {
+		e.removeLocked(es)
+	}
+	e.mu.Unlock()
+	for _, es := range drop {
+		e.logger().Info("proxy: edge: agent disconnected: its entry changed", "agent", es.agent.Name, "addr", es.sess.remoteAddr())
+		es.sess.close("authorisation changed")
+	}
+	return nil
 }
 
 func (e *Edge) logger() *slog.Logger {
@@ -230,12 +290,17 @@ func (e *Edge) PublicKey() ed25519.PublicKey {
 }
 
 // Routes returns a TLS and an HTTP route to e for every name the agents may
-// claim, for [Proxy.SetRoutes] together with the proxy's other routes. Add
-// Allow lists to them as for any route.
+// claim (Agents, or the list of the last [Edge.SetAgents]), for
+// [Proxy.SetRoutes] together with the proxy's other routes. Add Allow
+// lists to them as for any route.
 func (e *Edge) Routes() []Route {
+	agents := e.Agents
+	if l := e.agents.Load(); l != nil {
+		agents = *l
+	}
 	var seen []string
 	var rs []Route
-	for _, a := range e.Agents {
+	for _, a := range agents {
 		for _, n := range a.Names {
 			p, err := normalizeClaim(n)
 			if err != nil || slices.Contains(seen, p) {
@@ -446,8 +511,8 @@ func (e *Edge) runSession(s tunnelSession) {
 		delete(e.pending, s)
 		e.mu.Unlock()
 	}()
-	agent := e.byKey[string(s.peerKey())]
-	if agent == nil { // the TLS check makes this unreachable
+	agent := e.agent(s.peerKey())
+	if agent == nil { // removed by SetAgents since the TLS check
 		s.close("unknown agent")
 		return
 	}
@@ -550,11 +615,11 @@ func (e *Edge) register(es *edgeSession) bool {
 		e.mu.Unlock()
 		return false
 	}
-	old := e.byAgent[es.agent]
+	old := e.byAgent[string(es.agent.PublicKey)]
 	if old != nil {
 		e.removeLocked(old)
 	}
-	e.byAgent[es.agent] = es
+	e.byAgent[string(es.agent.PublicKey)] = es
 	e.sessions[es] = struct{}{}
 	for _, p := range es.names {
 		e.claims[p] = append(e.claims[p], es)
@@ -572,8 +637,8 @@ func (e *Edge) removeLocked(es *edgeSession) {
 		return
 	}
 	delete(e.sessions, es)
-	if e.byAgent[es.agent] == es {
-		delete(e.byAgent, es.agent)
+	if k := string(es.agent.PublicKey); e.byAgent[k] == es {
+		delete(e.byAgent, k)
 	}
 	for _, p := range es.names {
 		l := slices.DeleteFunc(e.claims[p], func(x *edgeSession) bool { return x == es })

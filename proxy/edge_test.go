@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -266,5 +267,71 @@ func TestEdgeUnknownAgent(t *testing.T) {
 				t.Errorf("edge has %d agents", n)
 			}
 		})
+	}
+}
+
+// TestEdgeSetAgents: a reload of the edge's agent list applies at once. An
+// unchanged agent keeps its connection; one whose names shrank is
+// disconnected and reconnects holding only what the new list grants; a
+// removed one is refused; a new one is accepted; a bad list changes nothing.
+func TestEdgeSetAgents(t *testing.T) {
+	blog, shop := newTLSBackend(t, "blog.example.com"), newTLSBackend(t, "shop.example.com")
+	edgeKey, homeKey, shopKey, newKey := testKey(t), testKey(t), testKey(t), testKey(t)
+	home := EdgeAgent{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"blog.example.com", "www.example.com"}}
+	shopAgent := EdgeAgent{Name: "shop", PublicKey: pubOf(shopKey), Names: []string{"shop.example.com"}}
+	e := &Edge{Key: edgeKey, Agents: []EdgeAgent{home, shopAgent}}
+	ea := startEdge(t, e)
+	_, pubAddr := publicProxy(t, e, Route{Protocol: ProtocolTLS, Target: e})
+	agent := func(k ed25519.PrivateKey, b *tlsBackend, names ...string) *Agent {
+		return &Agent{Key: k, Edges: []AgentEdge{ea.agentEdge(e)}, Names: names,
+			Target: &Pool{Backends: []string{b.addr}, HealthCheck: HealthCheck{Interval: -1}}}
+	}
+	ha := agent(homeKey, blog, "blog.example.com", "www.example.com")
+	sa := agent(shopKey, shop, "shop.example.com")
+	startAgent(t, ha)
+	startAgent(t, sa)
+	shopSince := sa.Status()[0].Since
+
+	if err := e.SetAgents([]EdgeAgent{home, home}); err == nil {
+		t.Fatal("SetAgents accepted a key listed twice")
+	}
+	if got, err := dialTLS(t.Context(), pubAddr, "shop.example.com", shop.roots); err != nil || !strings.HasPrefix(got, "shop.example.com") {
+		t.Fatalf("after a refused SetAgents, shop: %q, %v", got, err)
+	}
+
+	// home loses www; shop is unchanged; a new agent appears.
+	home2 := home
+	home2.Names = []string{"blog.example.com"}
+	newAgent := EdgeAgent{Name: "new", PublicKey: pubOf(newKey), Names: []string{"new.example.com"}}
+	if err := e.SetAgents([]EdgeAgent{home2, shopAgent, newAgent}); err != nil {
+		t.Fatal(err)
+	}
+	st := waitAgent(t, ha, 20*time.Second, func(st []AgentEdgeStatus) bool {
+		return st[0].Connected && slices.Equal(st[0].Refused, []string{"www.example.com"})
+	})
+	if !slices.Equal(st[0].Granted, []string{"blog.example.com"}) {
+		t.Errorf("home after the reload: granted %v", st[0].Granted)
+	}
+	if s := sa.Status()[0]; !s.Connected || !s.Since.Equal(shopSince) {
+		t.Errorf("shop's connection did not survive an unchanged entry: %+v (was since %v)", s, shopSince)
+	}
+	if got, err := dialTLS(t.Context(), pubAddr, "blog.example.com", blog.roots); err != nil || !strings.HasPrefix(got, "blog.example.com") {
+		t.Errorf("blog after the reload: %q, %v", got, err)
+	}
+	nb := newTLSBackend(t, "new.example.com")
+	startAgent(t, agent(newKey, nb, "new.example.com"))
+
+	// shop removed: disconnected, and its reconnects are refused.
+	if err := e.SetAgents([]EdgeAgent{home2, newAgent}); err != nil {
+		t.Fatal(err)
+	}
+	waitAgent(t, sa, 20*time.Second, func(st []AgentEdgeStatus) bool { return !st[0].Connected })
+	if _, err := dialTLSAny(t, pubAddr, "shop.example.com"); err == nil {
+		t.Error("shop.example.com still reached a backend after its agent was removed")
+	}
+	for _, c := range e.Connected() {
+		if c.Name == "shop" {
+			t.Errorf("shop still connected: %+v", c)
+		}
 	}
 }

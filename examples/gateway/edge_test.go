@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,8 @@ func TestEdgeAndTunnelRoles(t *testing.T) {
 		})
 		return gw
 	}
-	edgeGW := startGW(fmt.Sprintf(`edge:
+	edgeYAML := func(names string) string {
+		return fmt.Sprintf(`edge:
   key: %s
   listen: ["127.0.0.1:0"]
   tls: ["127.0.0.1:0"]
@@ -106,8 +108,10 @@ func TestEdgeAndTunnelRoles(t *testing.T) {
   agents:
     - name: home
       key: %q
-      names: ["blog.example.com"]
-`, edgeKey, proxy.FormatPublicKey(homePub)))
+      names: %s
+`, edgeKey, proxy.FormatPublicKey(homePub), names)
+	}
+	edgeGW := startGW(edgeYAML(`["blog.example.com"]`))
 	ta := edgeGW.tunnel.agentAddrs
 	if len(ta) != 2 || len(edgeGW.tunnel.publicAddrs) != 1 {
 		t.Fatalf("edge listens on %v and %v", ta, edgeGW.tunnel.publicAddrs)
@@ -152,5 +156,51 @@ tunnel:
 	}
 	if s := edgeGW.tunnel.edge.Stats(); s.Agents != 1 || s.StreamsTotal != 1 {
 		t.Errorf("edge stats %+v, want 1 agent, 1 stream", s)
+	}
+
+	// A reload of edge.agents applies live: a new name gets its public
+	// routes at once, and the agent's changed entry makes it reconnect.
+	reloadEdge := func(names string) {
+		t.Helper()
+		next, err := config.Parse([]byte(edgeYAML(names)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		restart, err := edgeGW.reload(next)
+		if err != nil || len(restart) != 0 {
+			t.Fatalf("reload: %v, restart %v, want none", err, restart)
+		}
+	}
+	reloadEdge(`["blog.example.com", "www.example.com"]`)
+	var hosts []string
+	for _, r := range edgeGW.tunnel.public.Routes() {
+		hosts = append(hosts, r.Host)
+		if len(r.Allow) != 2 {
+			t.Errorf("route %s allows %v after the reload, want edge.allow", r.Host, r.Allow)
+		}
+	}
+	if !slices.Contains(hosts, "www.example.com") || !slices.Contains(hosts, "blog.example.com") {
+		t.Errorf("public routes after the reload: %v", hosts)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for len(edgeGW.tunnel.edge.Connected()) != 1 || !homeGW.tunnel.agent.Status()[0].Connected {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not back after the reload: %+v", homeGW.tunnel.agent.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Removing the agent's last name is a config error; dropping blog for
+	// another name leaves blog unrouted.
+	reloadEdge(`["www.example.com"]`)
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		st := homeGW.tunnel.agent.Status()[0]
+		if st.Connected && slices.Equal(st.Refused, []string{"blog.example.com"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent still holds blog after the reload: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

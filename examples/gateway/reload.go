@@ -20,6 +20,8 @@ var liveKeys = append(serve.DNSLiveKeys(),
 	"relay.public", "relay.secret", "relay.secrets", "relay.users",
 	// The credentials endpoint reads its settings at each request.
 	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl",
+	// The edge checks agents against the new list (proxy.Edge.SetAgents).
+	"edge.agents",
 )
 
 // live returns liveKeys and the proxy keys a reload applies now: routes
@@ -72,6 +74,31 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 			g.log.Info("relay credentials replaced", "users", len(srv.Users), "secrets", len(srv.Secrets))
 		}
 	}
+	var edgeAgents func() error
+	if g.tunnel.edge != nil && cur.Edge != nil && next.Edge != nil && !slices.EqualFunc(cur.Edge.Agents, next.Edge.Agents, sameEdgeAgent) {
+		e, pub, err := next.Edge.Build(g.log.With("part", "edge"))
+		if err != nil {
+			return nil, err
+		}
+		edgeAgents = func() error {
+			if err := g.tunnel.edge.SetAgents(e.Agents); err != nil {
+				return err
+			}
+			// The public listeners route the new names to the running
+			// edge, with edge.allow as built.
+			routes := g.tunnel.edge.Routes()
+			if built := pub.Routes(); len(built) > 0 {
+				for i := range routes {
+					routes[i].Allow = built[0].Allow
+				}
+			}
+			if err := g.tunnel.public.SetRoutes(routes); err != nil {
+				return err
+			}
+			g.log.Info("edge agents replaced", "agents", len(e.Agents))
+			return nil
+		}
+	}
 	var prober = g.prober
 	if next.NAT != nil {
 		prober = next.NAT.Client(g.log.With("part", "nat"))
@@ -88,6 +115,11 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 	}
 	if relayCreds != nil {
 		relayCreds()
+	}
+	if edgeAgents != nil {
+		if err := edgeAgents(); err != nil {
+			return nil, err
+		}
 	}
 	g.mu.Lock()
 	// Sections that a restart must add or remove keep their running values.
@@ -125,4 +157,8 @@ func (g *gateway) reload(next *config.File) ([]string, error) {
 		}
 	}
 	return restart, nil
+}
+
+func sameEdgeAgent(a, b config.EdgeAgent) bool {
+	return a.Name == b.Name && a.Key == b.Key && a.MaxStreams == b.MaxStreams && slices.Equal(a.Names, b.Names)
 }
