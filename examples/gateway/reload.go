@@ -19,7 +19,7 @@ var liveKeys = append(serve.DNSLiveKeys(),
 	// are checked against the new credentials.
 	"relay.public", "relay.secret", "relay.secrets", "relay.users",
 	// The credentials endpoint reads its settings at each request.
-	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl",
+	"relay.credentials.allow", "relay.credentials.hostname", "relay.credentials.tlsPort", "relay.credentials.ttl", "relay.credentials.uris",
 	// The edge checks agents against the new list (proxy.Edge.SetAgents).
 	"edge.agents",
 )

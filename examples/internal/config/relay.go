@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,6 +69,13 @@ type Relay struct {
 //	  hostname: turn.example.com     # the name in the relay's certificate
 //	  tlsPort: 443                   # public port of TURN over TLS (e.g. through the SNI proxy)
 //	  ttl: 24h
+//	  uris: []                       # the TURN URIs to hand out, if not this relay's
+//
+// Behind a CGN (no inbound port at home) the relay that internet peers can
+// reach runs at the edge, with the same relay.secret; uris then names it,
+// for example ["turn:turn.example.com:3478?transport=udp",
+// "turns:turn.example.com:443?transport=tcp"], and the credentials this
+// endpoint signs are valid there.
 type RelayCredentials struct {
 	Listen string   `yaml:"listen"`
 	Allow  []string `yaml:"allow"`
@@ -79,6 +88,9 @@ type RelayCredentials struct {
 	TLSPort int `yaml:"tlsPort"`
 	// TTL is the lifetime of issued credentials ("24h", the default).
 	TTL string `yaml:"ttl"`
+	// URIs, if set, are the TURN URIs handed out instead of this relay's
+	// (a relay elsewhere that shares relay.secret, such as the edge's).
+	URIs []string `yaml:"uris"`
 }
 
 // RelayTLS is relay.tls: PEM certificate chain and key files.
@@ -268,6 +280,11 @@ func (c *RelayCredentials) validate(srv *relay.Server) error {
 		add(Errorf("relay.credentials.tlsPort", c.TLSPort, "want 1 to 65535"))
 	}
 	duration("relay.credentials.ttl", c.TTL, false, add)
+	for i, u := range c.URIs {
+		if err := checkTURNURI(u); err != nil {
+			add(Errorf(fmt.Sprintf("relay.credentials.uris[%d]", i), u, "%v", err))
+		}
+	}
 	return join(errs...)
 }
 
@@ -285,6 +302,9 @@ func (c *RelayCredentials) CredentialsTTL() time.Duration { return parsed(c.TTL)
 // turns: URI, since browsers refuse TLS to an IP address the certificate
 // does not name.
 func (s *Relay) URIs(public netip.Addr) []string {
+	if c := s.Credentials; c != nil && len(c.URIs) > 0 {
+		return slices.Clone(c.URIs)
+	}
 	var host string
 	if c := s.Credentials; c != nil && c.Hostname != "" {
 		host = strings.TrimSuffix(c.Hostname, ".")
@@ -357,4 +377,34 @@ func parsePortRange(v string) (relay.PortRange, error) {
 		return relay.PortRange{}, errors.New(`want "min-max" with 1 <= min <= max <= 65535`)
 	}
 	return relay.PortRange{Min: uint16(l), Max: uint16(h)}, nil
+}
+
+// checkTURNURI checks a TURN URI (RFC 7065): turn: or turns:, a host, an
+// optional port and an optional ?transport=udp|tcp.
+func checkTURNURI(u string) error {
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || (scheme != "turn" && scheme != "turns") {
+		return errors.New(`want turn:host[:port][?transport=udp|tcp] or turns:…`)
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	if query != "" && query != "transport=udp" && query != "transport=tcp" {
+		return fmt.Errorf("unknown query %q: want transport=udp or transport=tcp", query)
+	}
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		host = hostport[1 : len(hostport)-1] // an IPv6 literal without a port
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q: want 1 to 65535", port)
+		}
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		if _, ok := dns.IsDomainName(host); !ok || host == "" || strings.ContainsAny(host, "[]/ ") {
+			return fmt.Errorf("host %q: want a host name or IP address", host)
+		}
+	}
+	return nil
 }

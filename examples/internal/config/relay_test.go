@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -149,5 +150,26 @@ func TestRelayURIs(t *testing.T) {
 	}
 	if _, err := Parse([]byte(base + "  credentials:\n    listen: 127.0.0.1:8088\n")); err == nil || !strings.Contains(err.Error(), "relay.credentials.allow: missing") {
 		t.Errorf("credentials without allow: %v", err)
+	}
+	// uris: a relay elsewhere (the edge's, sharing the secret) replaces ours.
+	creds := "  credentials:\n    listen: 127.0.0.1:8088\n    allow: [\"127.0.0.0/8\"]\n    uris: [%s]\n"
+	f, err = Parse([]byte(base + fmt.Sprintf(creds, `"turn:edge.example.net:3478?transport=udp", "turns:edge.example.net:443?transport=tcp", "turn:[2001:db8::7]"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Join(f.Relay.URIs(netip.MustParseAddr("203.0.113.1")), " ")
+	if want := "turn:edge.example.net:3478?transport=udp turns:edge.example.net:443?transport=tcp turn:[2001:db8::7]"; got != want {
+		t.Errorf("with uris: %s\nwant %s", got, want)
+	}
+	for _, tt := range []struct{ uri, want string }{
+		{"stun:edge.example.net", `relay.credentials.uris[0]: "stun:edge.example.net": want turn:host`},
+		{"turn:edge.example.net:99999", `port "99999"`},
+		{"turn:edge.example.net?transport=sctp", `unknown query "transport=sctp"`},
+		{"turn:bad host", `host "bad host"`},
+	} {
+		_, err := Parse([]byte(base + fmt.Sprintf(creds, `"`+tt.uri+`"`)))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("uri %q: %v, want %q", tt.uri, err, tt.want)
+		}
 	}
 }
