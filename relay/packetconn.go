@@ -3,8 +3,6 @@ package relay
 import (
 	"net"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"net/netip"
 	"sync"
 	"time"
@@ -23,11 +21,11 @@ type packetConn struct {
 	local net.Addr
 	srv   netip.AddrPort
 
-	// batched reads (recvmmsg) when the socket is a *net.UDPConn
-	batch batchReader
-	msgs  []ipv4.Message
-	next  int // next unread message in msgs
-	count int // messages read by the last batch
+	// batched reads (recvmmsg) and writes when the socket is a *net.UDPConn
+	io    *netcore.BatchConn
+	batch []netcore.Datagram
+	next  int // next unread datagram in batch
+	count int // datagrams read by the last batch
 
 	src   frameSource
 	addrs map[netip.AddrPort]*net.UDPAddr // reader-only cache
@@ -58,15 +56,11 @@ func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 		closing: make(chan struct{}),
 	}
 	w.udp, _ = pc.(*net.UDPConn)
-	if w.udp != nil && s.batchSize() > 1 {
-		if w.srv.Addr().Is4() {
-			w.batch = ipv4.NewPacketConn(w.udp)
-		} else {
-			w.batch = ipv6.NewPacketConn(w.udp)
-		}
-		w.msgs = make([]ipv4.Message, s.batchSize())
-		for i := range w.msgs {
-			w.msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+	if w.udp != nil {
+		w.io = netcore.NewBatchConn(w.udp)
+		w.batch = make([]netcore.Datagram, max(s.batchSize(), 1))
+		for i := range w.batch {
+			w.batch[i].Buf = make([]byte, 2048)
 		}
 	}
 	w.src = frameSource{server: w.srv, transport: "udp", reply: w.reply}
@@ -76,8 +70,17 @@ func newPacketConn(s *Server, pc net.PacketConn) *packetConn {
 // reply answers the client of the frame being inspected.
 func (w *packetConn) reply(b []byte) {
 	if b != nil {
-		_, _ = w.pc.WriteTo(b, udpAddr(w.addrs, w.src.client))
+		_ = w.write(b, w.src.client)
 	}
+}
+
+// write sends b to a client; safe for concurrent use.
+func (w *packetConn) write(b []byte, to netip.AddrPort) error {
+	if w.io != nil {
+		return w.io.WriteTo(b, to)
+	}
+	_, err := w.pc.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	return err
 }
 
 // localAddr16 keeps a UDP socket's address with a 16-byte IP (see udpAddr16).
@@ -88,32 +91,18 @@ func localAddr16(a net.Addr) net.Addr {
 	return a
 }
 
-// batchReader is ipv4.PacketConn or ipv6.PacketConn.
-type batchReader interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 func (w *packetConn) readOne(p []byte) (int, netip.AddrPort, net.Addr, error) {
-	if w.batch != nil {
+	if w.io != nil {
 		if w.next >= w.count {
-			n, err := w.batch.ReadBatch(w.msgs, 0)
+			n, err := w.io.ReadBatch(w.batch)
 			if err != nil {
 				return 0, netip.AddrPort{}, nil, err
 			}
 			w.next, w.count = 0, n
 		}
-		m := &w.msgs[w.next]
+		d := &w.batch[w.next]
 		w.next++
-		n := copy(p, m.Buffers[0][:m.N])
-		ua, _ := m.Addr.(*net.UDPAddr)
-		if ua == nil {
-			return 0, netip.AddrPort{}, nil, nil
-		}
-		return n, unmapAP(ua.AddrPort()), nil, nil
-	}
-	if w.udp != nil {
-		n, ap, err := w.udp.ReadFromUDPAddrPort(p)
-		return n, unmapAP(ap), nil, err
+		return copy(p, d.Buf[:d.N]), unmapAP(d.Addr), nil, nil
 	}
 	n, a, err := w.pc.ReadFrom(p)
 	return n, netcore.AddrPort(a), a, err
@@ -152,9 +141,12 @@ func (w *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo sends to a client.
 func (w *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if w.udp != nil {
+	if w.io != nil {
 		if ua, ok := addr.(*net.UDPAddr); ok {
-			return w.udp.WriteToUDPAddrPort(p, ua.AddrPort())
+			if err := w.io.WriteTo(p, ua.AddrPort()); err != nil {
+				return 0, err
+			}
+			return len(p), nil
 		}
 	}
 	return w.pc.WriteTo(p, addr)

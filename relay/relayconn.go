@@ -339,6 +339,7 @@ type relayConn struct {
 	client     *packetConn // the client-facing UDP socket, nil on streams
 	alloc      atomic.Pointer[allocInfo]
 	conn       *net.UDPConn
+	io         *netcore.BatchConn // conn's reads and writes, without waking the runtime's sysmon
 	bind       netip.Addr
 	advertised netip.AddrPort
 	local      netip.AddrPort // where our own sockets deliver to it
@@ -364,6 +365,7 @@ func (s *Server) newRelayConn(uc *net.UDPConn, bind netip.Addr, adv netip.AddrPo
 	return &relayConn{
 		s:          s,
 		conn:       uc,
+		io:         netcore.NewBatchConn(uc),
 		bind:       bind,
 		advertised: adv,
 		localAddr:  udpAddr16(adv),
@@ -412,7 +414,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		return 0, nil, io.ErrShortBuffer
 	}
 	for {
-		n, ap, err := c.conn.ReadFromUDPAddrPort(p[4:])
+		n, ap, err := c.io.ReadFrom(p[4:])
 		if err != nil {
 			return 0, nil, err
 		}
@@ -461,7 +463,7 @@ func (c *relayConn) toClient(b []byte, peer netip.AddrPort) bool {
 	c.user.bytesFromPeer.Add(uint64(n))
 	binary.BigEndian.PutUint16(b[0:2], number)
 	binary.BigEndian.PutUint16(b[2:4], uint16(n))
-	_, _ = c.client.udp.WriteToUDPAddrPort(b, a.client)
+	_ = c.client.write(b, a.client)
 	return true
 }
 
@@ -503,7 +505,10 @@ func (c *relayConn) writeTo(b []byte, room int, dst netip.AddrPort) (int, error)
 	if other != nil && room >= 4 && other.toClient(b[room-4:], c.advertised) {
 		return len(p), nil
 	}
-	return c.conn.WriteToUDPAddrPort(p, dst)
+	if err := c.io.WriteTo(p, dst); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // boundTo reports whether a (canonical) reaches this socket through the

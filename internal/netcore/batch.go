@@ -34,8 +34,9 @@ type Datagram struct {
 // WriteBatch may be called by two goroutines at once.
 type BatchConn struct {
 	c     *net.UDPConn
-	bound netip.Addr // the socket's own address (unmapped)
-	sys   batchSys   // the platform's state
+	bound netip.Addr  // the socket's own address (unmapped)
+	sys   batchSys    // the platform's state
+	one   [1]Datagram // ReadFrom's
 }
 
 // NewBatchConn prepares c for batched reads and writes. c stays the
@@ -66,4 +67,24 @@ func (b *BatchConn) WriteBatch(ds []Datagram) error {
 		return nil
 	}
 	return b.sys.write(b, ds)
+}
+
+// ReadFrom reads one datagram into p, as ReadFromUDPAddrPort does (the
+// source IPv4-mapped addresses unmapped). It shares ReadBatch's state: one
+// reader at a time.
+func (b *BatchConn) ReadFrom(p []byte) (int, netip.AddrPort, error) {
+	b.one[0] = Datagram{Buf: p}
+	n, err := b.ReadBatch(b.one[:])
+	d := b.one[0]
+	b.one[0] = Datagram{}
+	if err != nil || n == 0 {
+		return 0, netip.AddrPort{}, err
+	}
+	return d.N, d.Addr, nil
+}
+
+// WriteTo sends one datagram to dst, as WriteToUDPAddrPort does, without
+// allocating. Unlike WriteBatch it is safe for concurrent use.
+func (b *BatchConn) WriteTo(p []byte, dst netip.AddrPort) error {
+	return b.sys.writeTo(b, p, dst)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -309,4 +310,55 @@ func pktinfoDst(oob []byte) (netip.Addr, bool) {
 		oob = oob[next:]
 	}
 	return netip.Addr{}, false
+}
+
+// sendScratch is one WriteTo's state, pooled so that concurrent writers
+// allocate nothing: the destination and the bound sendto call.
+type sendScratch struct {
+	sa    unix.RawSockaddrInet6
+	salen uint32
+	p     []byte
+	err   syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+var sendScratches = sync.Pool{New: func() any {
+	x := new(sendScratch)
+	x.fn = x.sendto
+	return x
+}}
+
+func (x *sendScratch) sendto(fd uintptr) bool {
+	var base unsafe.Pointer
+	if len(x.p) > 0 {
+		base = unsafe.Pointer(&x.p[0])
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(base), uintptr(len(x.p)), unix.MSG_DONTWAIT,
+		uintptr(unsafe.Pointer(&x.sa)), uintptr(x.salen))
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	x.err = e
+	return true
+}
+
+func (s *batchSys) writeTo(b *BatchConn, p []byte, dst netip.AddrPort) error {
+	if s.rc == nil || (s.family != unix.AF_INET && s.family != unix.AF_INET6) {
+		_, err := b.c.WriteToUDPAddrPort(p, dst)
+		return err
+	}
+	x := sendScratches.Get().(*sendScratch)
+	defer func() { x.p = nil; sendScratches.Put(x) }()
+	nl, err := s.sockaddr(&x.sa, dst)
+	if err != nil {
+		return &net.OpError{Op: "write", Net: "udp", Addr: UDPAddr(dst), Err: err}
+	}
+	x.salen, x.p, x.err = nl, p, 0
+	if err := s.rc.Write(x.fn); err != nil {
+		return err
+	}
+	if x.err != 0 {
+		return &net.OpError{Op: "write", Net: "udp", Source: b.c.LocalAddr(), Addr: UDPAddr(dst), Err: x.err}
+	}
+	return nil
 }

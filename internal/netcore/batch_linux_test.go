@@ -3,7 +3,9 @@ package netcore
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -88,5 +90,53 @@ func TestBatchConnAllocs(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Fatalf("%.1f allocations per read and write, want 0", allocs)
+	}
+}
+
+// TestBatchConnOneAtATime: ReadFrom and WriteTo move single datagrams
+// without allocating, and WriteTo is safe from many goroutines at once.
+func TestBatchConnOneAtATime(t *testing.T) {
+	srv := listenUDP(t, "udp", "[::]:0")
+	client := listenUDP(t, "udp4", "127.0.0.1:0")
+	b := NewBatchConn(srv)
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(srv.LocalAddr().(*net.UDPAddr).Port))
+	back := Canonical(client.LocalAddr().(*net.UDPAddr).AddrPort())
+	buf, cbuf := make([]byte, 100), make([]byte, 100)
+	q, r := []byte("q"), []byte("r")
+	allocs := testing.AllocsPerRun(200, func() {
+		client.WriteToUDPAddrPort(q, to)
+		n, from, err := b.ReadFrom(buf)
+		if err != nil || n != 1 || from != back {
+			t.Fatalf("ReadFrom = %d, %v, %v; want 1 from %v", n, from, err, back)
+		}
+		if err := b.WriteTo(r, from); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, err := client.ReadFromUDPAddrPort(cbuf); err != nil || string(cbuf[:n]) != "r" {
+			t.Fatalf("reply %q, %v", cbuf[:n], err)
+		}
+	})
+	if allocs > 0 {
+		t.Fatalf("%.1f allocations per ReadFrom and WriteTo, want 0", allocs)
+	}
+	// Fewer datagrams than the receive buffer holds (read after), so none
+	// is lost to it.
+	const writers, each = 8, 20
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				if err := b.WriteTo(r, back); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range writers * each {
+		if _, _, err := client.ReadFromUDPAddrPort(cbuf); err != nil {
+			t.Fatalf("concurrent datagram %d of %d: %v", i, writers*each, err)
+		}
 	}
 }

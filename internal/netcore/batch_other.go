@@ -2,7 +2,10 @@
 
 package netcore
 
-import "net"
+import (
+	"net"
+	"net/netip"
+)
 
 type batchSys struct{}
 
@@ -25,4 +28,9 @@ func (*batchSys) write(b *BatchConn, ds []Datagram) error {
 		}
 	}
 	return Join(errs...)
+}
+
+func (*batchSys) writeTo(b *BatchConn, p []byte, dst netip.AddrPort) error {
+	_, err := b.c.WriteToUDPAddrPort(p, dst)
+	return err
 }
