@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -12,8 +10,6 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
-
-	"github.com/hairpin-go/hairpin/examples/internal/config"
 )
 
 // TestCredentialsForEdgeRelay: behind a CGN the relay internet peers can
@@ -22,32 +18,13 @@ import (
 // credentials it signs allocate on the edge's relay; an edge with another
 // secret refuses them.
 func TestCredentialsForEdgeRelay(t *testing.T) {
-	startGW := func(yaml string) *gateway {
-		t.Helper()
-		cfg, err := config.Parse([]byte(yaml))
-		if err != nil {
-			t.Fatalf("%v\n%s", err, yaml)
-		}
-		gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := gw.shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		})
-		return gw
-	}
 	edgeRelay := func(secret string) string {
-		gw := startGW(fmt.Sprintf("relay:\n  listen: [\"127.0.0.1:0\"]\n  secret: %q\n  realm: example.com\n", secret))
+		gw := startGateway(t, fmt.Sprintf("relay:\n  listen: [\"127.0.0.1:0\"]\n  secret: %q\n  realm: example.com\n", secret))
 		return gw.relayAddrs[0].String()
 	}
 	edge, other := edgeRelay("shared-secret"), edgeRelay("another-secret")
 	uris := []string{"turn:" + edge + "?transport=udp", "turn:" + other + "?transport=udp"}
-	home := startGW(fmt.Sprintf(`relay:
+	home := startGateway(t, fmt.Sprintf(`relay:
   listen: ["127.0.0.1:0"]
   secret: "shared-secret"
   realm: example.com

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
@@ -80,25 +79,6 @@ func TestEdgeAndTunnelRoles(t *testing.T) {
 	})
 	t.Cleanup(func() { tl.Close(); wg.Wait() })
 
-	startGW := func(yaml string) *gateway {
-		t.Helper()
-		cfg, err := config.Parse([]byte(yaml))
-		if err != nil {
-			t.Fatalf("%v\n%s", err, yaml)
-		}
-		gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := gw.shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-		})
-		return gw
-	}
 	edgeYAML := func(names string) string {
 		return fmt.Sprintf(`edge:
   key: %s
@@ -111,12 +91,12 @@ func TestEdgeAndTunnelRoles(t *testing.T) {
       names: %s
 `, edgeKey, proxy.FormatPublicKey(homePub), names)
 	}
-	edgeGW := startGW(edgeYAML(`["blog.example.com"]`))
+	edgeGW := startGateway(t, edgeYAML(`["blog.example.com"]`))
 	ta := edgeGW.tunnel.agentAddrs
 	if len(ta) != 2 || len(edgeGW.tunnel.publicAddrs) != 1 {
 		t.Fatalf("edge listens on %v and %v", ta, edgeGW.tunnel.publicAddrs)
 	}
-	homeGW := startGW(fmt.Sprintf(`proxy:
+	homeGW := startGateway(t, fmt.Sprintf(`proxy:
   routes:
     - host: blog.example.com
       backends: [%q]

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -104,13 +105,22 @@ func tlsName(t *testing.T, proxyAddr, name string) (string, string) {
 	return certs[0].Subject.CommonName, string(body)
 }
 
-func TestQuickstartInProcess(t *testing.T) {
-	cfg, err := config.Parse(loopbackConfig(t))
+// startGateway starts a gateway on the configuration yaml, logging nowhere,
+// and shuts it down when the test ends.
+func startGateway(t *testing.T, yaml string) *gateway {
+	t.Helper()
+	return startLogging(t, yaml, config.Log{}.Logger(io.Discard))
+}
+
+// startLogging is startGateway with log; a shutdown that fails dumps the
+// goroutines.
+func startLogging(t *testing.T, yaml string, log *slog.Logger) *gateway {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, yaml)
 	}
-	var logs bytes.Buffer
-	gw, err := start(t.Context(), cfg, config.Log{Level: "debug"}.Logger(&syncWriter{w: &logs}))
+	gw, err := start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +132,13 @@ func TestQuickstartInProcess(t *testing.T) {
 			pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		}
 	})
+	return gw
+}
+
+func TestQuickstartInProcess(t *testing.T) {
+	var logs bytes.Buffer
+	gw := startLogging(t, string(loopbackConfig(t)), config.Log{Level: "debug"}.Logger(&syncWriter{w: &logs}))
+	cfg := gw.cfg
 	dnsAddr := gw.dnsAddrs[0].String()
 
 	t.Run("dns inside view", func(t *testing.T) {

@@ -90,19 +90,7 @@ func TestReloadAppliesDNSSettingsLive(t *testing.T) {
 // in the same reload, applies at once.
 func TestReloadNamesRestartKeys(t *testing.T) {
 	base := string(loopbackConfig(t))
-	cfg, err := config.Parse([]byte(base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = gw.shutdown(ctx)
-	})
+	gw := startGateway(t, base)
 	next := strings.Replace(base, `secret: "change-me"`, `secret: "other"`, 1)
 	next = strings.Replace(next, `realm: example.com`, `realm: example.org`, 1)
 	ncfg, err := config.Parse([]byte(next))
@@ -184,19 +172,7 @@ func TestCheckLoadsFiles(t *testing.T) {
 // brings the probed one back.
 func TestReloadRelayPublic(t *testing.T) {
 	base := string(loopbackConfig(t))
-	cfg, err := config.Parse([]byte(base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := start(t.Context(), cfg, config.Log{}.Logger(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = gw.shutdown(ctx)
-	})
+	gw := startGateway(t, base)
 	if got := gw.relay.PublicAddr().String(); got != "203.0.113.1" {
 		t.Fatalf("relay public %s at start, want nat.public 203.0.113.1", got)
 	}

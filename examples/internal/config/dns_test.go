@@ -169,16 +169,7 @@ func TestDNSDefaultRateLimit(t *testing.T) {
 	const views = "  views:\n    - name: inside\n      networks: [\"192.168.1.0/24\"]\n      recursion: true\n    - name: outside\n      networks: [\"0.0.0.0/0\"]\n"
 	build := func(extra string) *dnssplit.Server {
 		t.Helper()
-		f, err := Parse([]byte("dns:\n" + extra + views))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, _, err := f.DNS.Build(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { srv.Close() })
-		return srv
+		return buildDNS(t, "dns:\n"+extra+views)
 	}
 	// No key: nil, dnssplit's zero-value limit (on, recursive views exempt).
 	if rl := build("").RateLimit; rl != nil {

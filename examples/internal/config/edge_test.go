@@ -78,15 +78,7 @@ func TestEdgePlaceholder(t *testing.T) {
 		}
 		return s
 	}
-	f, err := Parse([]byte(proxySec + tunnel + dnsSec("blog.example.com. 300 IN A {edge}", "blog.example.com. 300 IN AAAA {edge}")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _, err := f.DNS.Build(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := buildDNS(t, proxySec+tunnel+dnsSec("blog.example.com. 300 IN A {edge}", "blog.example.com. 300 IN AAAA {edge}"))
 	for qt, want := range map[uint16][]string{
 		dns.TypeA:    {"198.51.100.9", "203.0.113.7"},
 		dns.TypeAAAA: {"2001:db8::7"},

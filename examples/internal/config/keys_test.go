@@ -147,15 +147,7 @@ func TestDurationsOneMeaningOfZero(t *testing.T) {
 			t.Errorf("%q: %v, want a positive-duration error", in, err)
 		}
 	}
-	f, err := Parse([]byte("dns:\n  cache:\n    stale: off\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _, err := f.DNS.Build(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := buildDNS(t, "dns:\n  cache:\n    stale: off\n")
 	if srv.Cache.StaleFor >= 0 {
 		t.Errorf("stale: off gave %v", srv.Cache.StaleFor)
 	}
@@ -209,4 +201,20 @@ func TestListenerClashes(t *testing.T) {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
+}
+
+// buildDNS parses yaml and builds its dns: section; the server is closed
+// when the test ends.
+func buildDNS(t *testing.T, yaml string) *dnssplit.Server {
+	t.Helper()
+	f, err := Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := f.DNS.Build(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
