@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"syscall"
 	"unsafe"
 
@@ -322,11 +321,29 @@ type sendScratch struct {
 	fn    func(fd uintptr) bool
 }
 
-var sendScratches = sync.Pool{New: func() any {
-	x := new(sendScratch)
-	x.fn = x.sendto
-	return x
-}}
+// sendScratches is a free list of sendScratch. It is a channel, not a
+// sync.Pool: a Pool under the race detector drops a quarter of what is put
+// back, and a write must not allocate (TestChannelDataAllocs).
+var sendScratches = make(chan *sendScratch, 64)
+
+func getSendScratch() *sendScratch {
+	select {
+	case x := <-sendScratches:
+		return x
+	default:
+		x := new(sendScratch)
+		x.fn = x.sendto
+		return x
+	}
+}
+
+func putSendScratch(x *sendScratch) {
+	x.p = nil
+	select {
+	case sendScratches <- x:
+	default: // more writers at once than the list holds: let it go
+	}
+}
 
 func (x *sendScratch) sendto(fd uintptr) bool {
 	var base unsafe.Pointer
@@ -347,8 +364,8 @@ func (s *batchSys) writeTo(b *BatchConn, p []byte, dst netip.AddrPort) error {
 		_, err := b.c.WriteToUDPAddrPort(p, dst)
 		return err
 	}
-	x := sendScratches.Get().(*sendScratch)
-	defer func() { x.p = nil; sendScratches.Put(x) }()
+	x := getSendScratch()
+	defer putSendScratch(x)
 	nl, err := s.sockaddr(&x.sa, dst)
 	if err != nil {
 		return &net.OpError{Op: "write", Net: "udp", Addr: UDPAddr(dst), Err: err}
