@@ -4,15 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
-	"syscall"
-)
 
-// listenPortTries bounds how often ListenAndServe with port 0 picks a new UDP
-// port because the TCP port of the same number is taken: each try fails only
-// if another process holds that one TCP port, so a few are plenty.
-const listenPortTries = 8
+	"github.com/hairpin-go/hairpin/internal/netcore"
+)
 
 // ListenAndServe serves UDP and TCP on addr until Shutdown or Close, and
 // returns ErrServerClosed after Shutdown. It binds one UDP socket and one TCP
@@ -45,36 +40,9 @@ func (s *Server) ListenAndServe(addr string) error {
 
 // listenBoth binds UDP and TCP on the same address and port.
 func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	anyPort, err := portZero(addr)
+	pc, l, err := netcore.ListenBoth(addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("dnssplit: %w", err)
 	}
-	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("dnssplit: listen udp %s: %w", addr, err)
-		}
-		taddr := pc.LocalAddr().String() // ":0" becomes the UDP port
-		l, err := net.Listen("tcp", taddr)
-		if err == nil {
-			return pc, l, nil
-		}
-		pc.Close()
-		if !anyPort || !errors.Is(err, syscall.EADDRINUSE) || try+1 >= listenPortTries {
-			return nil, nil, fmt.Errorf("dnssplit: listen tcp %s: %w", taddr, err)
-		}
-	}
-}
-
-// portZero reports whether addr asks for any free port.
-func portZero(addr string) (bool, error) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, fmt.Errorf("dnssplit: listen address %q: %w", addr, err)
-	}
-	if port == "" {
-		return true, nil
-	}
-	ap, err := netip.ParseAddrPort("0.0.0.0:" + port)
-	return err == nil && ap.Port() == 0, nil
+	return pc, l, nil
 }

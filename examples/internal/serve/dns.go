@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -81,14 +82,8 @@ func NewDNS(cfg *config.DNS, public netip.Addr, log *slog.Logger, fail func(part
 // sockets bound so far are closed.
 func (d *DNS) Listen(addrs []string) error {
 	for _, a := range addrs {
-		pc, err := net.ListenPacket("udp", a)
+		pc, l, err := netcore.ListenBoth(a)
 		if err != nil {
-			d.closeSockets()
-			return fmt.Errorf("dns: %w", err)
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
 			d.closeSockets()
 			return fmt.Errorf("dns: %w", err)
 		}

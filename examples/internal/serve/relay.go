@@ -2,6 +2,7 @@ package serve
 
 import (
 	"fmt"
+	"github.com/hairpin-go/hairpin/internal/netcore"
 	"net"
 
 	"github.com/hairpin-go/hairpin/examples/internal/config"
@@ -27,16 +28,12 @@ func ListenRelay(c *config.Relay) (*RelaySockets, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	for _, a := range c.Listen {
-		pc, err := net.ListenPacket("udp", a)
+		// The same port for TCP, also when the port is 0.
+		pc, l, err := netcore.ListenBoth(a)
 		if err != nil {
 			return fail(err)
 		}
 		r.pcs = append(r.pcs, pc)
-		// The same port for TCP, also when the port was 0.
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			return fail(err)
-		}
 		r.ls = append(r.ls, l)
 		r.addrs = append(r.addrs, pc.LocalAddr())
 	}
