@@ -17,7 +17,8 @@ const listenPortTries = 8
 // port (DNS and TURN serve both on one port). With port 0 the UDP socket
 // gets a free port and TCP the same number; if that TCP port is taken (a
 // free UDP port says nothing about TCP) another UDP port is tried, up to 8
-// times. Errors say which protocol failed; nothing stays bound on error.
+// times. Errors are the net package's, which name the protocol and the
+// address; nothing stays bound on error.
 func ListenBoth(addr string) (net.PacketConn, net.Listener, error) {
 	anyPort, err := portZero(addr)
 	if err != nil {
@@ -26,7 +27,7 @@ func ListenBoth(addr string) (net.PacketConn, net.Listener, error) {
 	for try := 0; ; try++ {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("listen udp %s: %w", addr, err)
+			return nil, nil, err // a *net.OpError: "listen udp ADDR: …"
 		}
 		taddr := pc.LocalAddr().String() // ":0" becomes the UDP port
 		l, err := net.Listen("tcp", taddr)
@@ -35,7 +36,7 @@ func ListenBoth(addr string) (net.PacketConn, net.Listener, error) {
 		}
 		pc.Close()
 		if !anyPort || !errors.Is(err, syscall.EADDRINUSE) || try+1 >= listenPortTries {
-			return nil, nil, fmt.Errorf("listen tcp %s: %w", taddr, err)
+			return nil, nil, err
 		}
 	}
 }
