@@ -83,8 +83,7 @@ type Edge struct {
 
 	initOnce sync.Once
 	initErr  error
-	byKey    atomic.Pointer[map[string]*EdgeAgent] // Agents, or the last SetAgents
-	agents   atomic.Pointer[[]EdgeAgent]           // the last SetAgents, in order
+	agents   atomic.Pointer[agentSet] // Agents, or the last SetAgents
 	tlsConf  *tls.Config
 
 	mu        sync.Mutex
@@ -162,11 +161,11 @@ func (e *Edge) init() error {
 		if len(e.Key) != ed25519.PrivateKeySize {
 			errs = append(errs, errors.New("proxy: edge: no Key"))
 		}
-		byKey, err := agentsByKey(e.Agents)
+		set, err := newAgentSet(e.Agents)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		e.byKey.Store(&byKey)
+		e.agents.Store(set)
 		if e.initErr = netcore.Join(errs...); e.initErr != nil {
 			return
 		}
@@ -177,12 +176,21 @@ func (e *Edge) init() error {
 	return e.initErr
 }
 
-// agentsByKey checks agents and indexes copies of them by public key.
-func agentsByKey(agents []EdgeAgent) (map[string]*EdgeAgent, error) {
-	byKey := map[string]*EdgeAgent{}
+// agentSet is the agents an Edge accepts: copies, in order (for Routes),
+// and indexed by public key.
+type agentSet struct {
+	list  []EdgeAgent
+	byKey map[string]*EdgeAgent
+}
+
+// newAgentSet checks agents and copies them into a set.
+func newAgentSet(agents []EdgeAgent) (*agentSet, error) {
+	set := &agentSet{list: make([]EdgeAgent, len(agents)), byKey: map[string]*EdgeAgent{}}
+	byKey := set.byKey
 	var errs []error
 	for i := range agents {
-		a := agents[i]
+		a := &set.list[i]
+		*a = agents[i]
 		a.Names = slices.Clone(a.Names)
 		if len(a.PublicKey) != ed25519.PublicKeySize {
 			errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): no PublicKey", i, a.Name))
@@ -196,15 +204,15 @@ func agentsByKey(agents []EdgeAgent) (map[string]*EdgeAgent, error) {
 				errs = append(errs, fmt.Errorf("proxy: edge: agent %d (%q): name %q: %w", i, a.Name, n, err))
 			}
 		}
-		byKey[string(a.PublicKey)] = &a
+		byKey[string(a.PublicKey)] = a
 	}
-	return byKey, netcore.Join(errs...)
+	return set, netcore.Join(errs...)
 }
 
 // agent returns the allowed agent with public key k, or nil.
 func (e *Edge) agent(k ed25519.PublicKey) *EdgeAgent {
-	if m := e.byKey.Load(); m != nil {
-		return (*m)[string(k)]
+	if set := e.agents.Load(); set != nil {
+		return set.byKey[string(k)]
 	}
 	return nil
 }
@@ -221,14 +229,13 @@ func (e *Edge) SetAgents(agents []EdgeAgent) error {
 	if err := e.init(); err != nil {
 		return err
 	}
-	byKey, err := agentsByKey(agents)
+	set, err := newAgentSet(agents)
 	if err != nil {
 		return err
 	}
-	list := slices.Clone(agents)
+	byKey := set.byKey
 	e.mu.Lock()
-	e.byKey.Store(&byKey)
-	e.agents.Store(&list)
+	e.agents.Store(set)
 	var drop []*edgeSession
 	for es := range e.sessions {
 		na := byKey[string(es.agent.PublicKey)]
@@ -295,8 +302,8 @@ func (e *Edge) PublicKey() ed25519.PublicKey {
 // lists to them as for any route.
 func (e *Edge) Routes() []Route {
 	agents := e.Agents
-	if l := e.agents.Load(); l != nil {
-		agents = *l
+	if set := e.agents.Load(); set != nil {
+		agents = set.list
 	}
 	var seen []string
 	var rs []Route
