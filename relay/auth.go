@@ -91,16 +91,14 @@ type credential struct {
 	userID string
 }
 
-// authenticator looks credentials up; it holds a copy of the server's
-// configuration taken at start, and the credentials SetCredentials swaps.
+// authenticator looks credentials up: realm and lifetime are fixed at
+// start, users and secrets are one credSet that SetCredentials swaps.
 type authenticator struct {
 	realm   string
-	users   map[string]string // initial users; creds, once set, wins
-	secrets []string          // initial secrets; creds, once set, wins
 	maxLife time.Duration
 	now     func() time.Time
 
-	creds atomic.Pointer[credSet]
+	creds atomic.Pointer[credSet] // never nil after newAuthenticator
 
 	// verified remembers which key verified a username most recently, so
 	// the engine, which wants exactly one key, checks the same one.
@@ -114,12 +112,17 @@ type credSet struct {
 	secrets []string
 }
 
+// newAuthenticator copies users and secrets into its first credSet.
+func newAuthenticator(realm string, users map[string]string, secrets []string, maxLife time.Duration, now func() time.Time) *authenticator {
+	a := &authenticator{realm: realm, maxLife: maxLife, now: now}
+	a.set(users, secrets)
+	return a
+}
+
 // current returns the users and secrets in force.
 func (a *authenticator) current() (map[string]string, []string) {
-	if c := a.creds.Load(); c != nil {
-		return c.users, c.secrets
-	}
-	return a.users, a.secrets
+	c := a.creds.Load()
+	return c.users, c.secrets
 }
 
 // set replaces users and secrets and forgets which key verified whom, so a

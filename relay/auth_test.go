@@ -32,13 +32,9 @@ func TestRESTCredentials(t *testing.T) {
 
 func TestAuthenticatorLookup(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	a := &authenticator{
-		realm:   "example.org",
-		users:   map[string]string{"alice": "pw", "1700000100:bob": "static wins"},
-		secrets: []string{"new", "old"},
-		maxLife: 48 * time.Hour,
-		now:     func() time.Time { return now },
-	}
+	a := newAuthenticator("example.org",
+		map[string]string{"alice": "pw", "1700000100:bob": "static wins"},
+		[]string{"new", "old"}, 48*time.Hour, func() time.Time { return now })
 	tests := []struct {
 		name, user, realm string
 		wantErr           error

@@ -44,7 +44,7 @@ func TestCredentialsHandler(t *testing.T) {
 				t.Errorf("got %+v", got)
 			}
 			// The server accepts what the handler issued.
-			a := &authenticator{realm: "r", secrets: []string{"north"}, maxLife: 48 * time.Hour, now: func() time.Time { return now }}
+			a := newAuthenticator("r", nil, []string{"north"}, 48*time.Hour, func() time.Time { return now })
 			if _, err := a.lookup(got.Username, "r"); err != nil {
 				t.Errorf("issued credential refused: %v", err)
 			}

@@ -102,7 +102,7 @@ func (w *packetConn) readOne(p []byte) (int, netip.AddrPort, net.Addr, error) {
 		}
 		d := &w.batch[w.next]
 		w.next++
-		return copy(p, d.Buf[:d.N]), unmapAP(d.Addr), nil, nil
+		return copy(p, d.Buf[:d.N]), d.Addr, nil, nil // BatchConn unmaps
 	}
 	n, a, err := w.pc.ReadFrom(p)
 	return n, netcore.AddrPort(a), a, err

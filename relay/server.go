@@ -148,16 +148,11 @@ func (s *Server) init() {
 		if realm == "" {
 			realm = defaultRealm
 		}
-		users := make(map[string]string, len(s.Users))
-		for k, v := range s.Users {
-			users[k] = v
-		}
 		maxLife := s.MaxCredentialLifetime
 		if maxLife <= 0 {
 			maxLife = defaultMaxCredentialLifetime
 		}
-		s.auth = &authenticator{realm: realm, users: users, secrets: append([]string(nil), s.Secrets...),
-			maxLife: maxLife, now: s.now}
+		s.auth = newAuthenticator(realm, s.Users, s.Secrets, maxLife, s.now)
 		s.policy = PeerPolicy{Allow: append([]netip.Prefix(nil), s.Peers.Allow...),
 			Deny: append([]netip.Prefix(nil), s.Peers.Deny...)}
 		s.unauth = s.Limits.unauthLimiter(s.now)
