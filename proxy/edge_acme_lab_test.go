@@ -3,24 +3,15 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hairpin-go/hairpin/dnssplit"
+	"github.com/hairpin-go/hairpin/internal/acmetest"
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/natlab"
 	"golang.org/x/crypto/acme"
@@ -58,7 +50,7 @@ import (
 // server: the edge never held a certificate or a key.
 func TestLabEdgeACME(t *testing.T) {
 	paths := interop.Need(t, "openssl", "curl")
-	pebble := buildPebble(t)
+	pebble := acmetest.Build(t)
 	lab := natlab.New(t, natlab.Config{Kind: natlab.CarrierNAT})
 	edgeHost := lab.Addr(natlab.Server).String()
 	peer := lab.Addr(natlab.Peer).String()
@@ -115,7 +107,17 @@ func TestLabEdgeACME(t *testing.T) {
 	dialLAN1 := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return lab.Dial(ctx, natlab.LAN1, network, addr)
 	}
-	r := newACMEResponder(t, lab)
+	r := acmetest.NewResponder()
+	lan2 := lab.Addr(natlab.LAN2).String()
+	rhl, err := lab.Listen(natlab.LAN2, "tcp4", lan2+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtl, err := lab.Listen(natlab.LAN2, "tcp4", lan2+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Serve(t, rhl, rtl)
 	web := newIssuedWeb(t, lab)
 	pool := func(addr string) *Pool {
 		return &Pool{Backends: []string{addr}, DialContext: dialLAN1, HealthCheck: HealthCheck{Interval: -1}}
@@ -123,8 +125,8 @@ func TestLabEdgeACME(t *testing.T) {
 	home := &Proxy{}
 	claimed := append(slices.Clone(allowed), stray)
 	for _, n := range claimed {
-		must(t, home.AddHTTPHostRoute(n, pool(r.httpAddr)))
-		must(t, home.AddALPNRoute(n, []string{acme.ALPNProto}, pool(r.tlsAddr)))
+		must(t, home.AddHTTPHostRoute(n, pool(rhl.Addr().String())))
+		must(t, home.AddALPNRoute(n, []string{acme.ALPNProto}, pool(rtl.Addr().String())))
 		must(t, home.AddSNIRoute(n, pool(web.addr)))
 	}
 	a := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: claimed,
@@ -140,31 +142,18 @@ func TestLabEdgeACME(t *testing.T) {
 		t.Fatalf("agent status %+v, want %s refused", st, stray)
 	}
 
-	// pebble on the Peer host, its API under a certificate of ours.
-	dir := t.TempDir()
-	apiCert, apiRoots := ipCert(t, lab.Addr(natlab.Peer))
-	certFile, keyFile := writePEM(t, apiCert)
+	// pebble on the Peer host.
 	api := net.JoinHostPort(peer, "14000") // fixed: pebble takes no listener; the namespace is the lab's
-	mgmt := net.JoinHostPort(peer, "15000")
-	cfg, err := json.Marshal(map[string]any{"pebble": map[string]any{
-		"listenAddress": api, "managementListenAddress": mgmt,
-		"certificate": certFile, "privateKey": keyFile,
-		"httpPort": 80, "tlsPort": 443,
-		"retryAfter": map[string]int{"authz": 1, "order": 1},
-	}})
-	must(t, err)
-	cfgFile := filepath.Join(dir, "pebble.json")
-	must(t, os.WriteFile(cfgFile, cfg, 0o600))
+	p := acmetest.Prepare(t, acmetest.Config{API: api, Management: net.JoinHostPort(peer, "15000"),
+		HTTPPort: 80, TLSPort: 443, DNS: dl.Addr().String()})
 	var pebbleOut bytes.Buffer // read after the process is waited for
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pebble:\n%s", pebbleOut.String())
 		}
 	})
-	cmd := lab.Command(natlab.Peer, pebble, "-config", cfgFile, "-dnsserver", dl.Addr().String())
-	// No random sleep before validations; every nonce accepted (the
-	// default rejects 5% to exercise clients' retries).
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	cmd := lab.Command(natlab.Peer, pebble, p.Args...)
+	cmd.Env = p.Env
 	cmd.Stdout, cmd.Stderr = &pebbleOut, &pebbleOut
 	must(t, lab.StartCmd(cmd))
 
@@ -173,46 +162,31 @@ func TestLabEdgeACME(t *testing.T) {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return lab.Dial(ctx, natlab.LAN2, network, addr)
 		},
-		TLSClientConfig: &tls.Config{RootCAs: apiRoots},
+		TLSClientConfig: &tls.Config{RootCAs: p.APIRoots},
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	waitHTTPS(t, hc, "https://"+api+"/dir")
+	acmetest.WaitReady(t, hc, p.Directory())
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	accountKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	cl := &acme.Client{Key: accountKey, DirectoryURL: "https://" + api + "/dir", HTTPClient: hc}
-	if _, err := cl.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
-		t.Fatalf("register: %v", err)
-	}
-
-	root := pebbleRoot(t, hc, "https://"+mgmt+"/roots/0")
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	rootFile := filepath.Join(dir, "pebble-root.pem")
+	cl := acmetest.Register(ctx, t, hc, p.Directory())
+	root := acmetest.Root(t, hc, p.RootURL())
+	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
 	must(t, os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}), 0o600))
 
 	for _, tt := range []struct{ name, challenge string }{
-		{"http01.test", "http-01"},
-		{"alpn.test", "tls-alpn-01"},
+		{"http01.test", acmetest.HTTP01},
+		{"alpn.test", acmetest.TLSALPN01},
 	} {
-		chain, key, err := issue(ctx, cl, r, tt.name, tt.challenge)
+		chain, key, err := acmetest.Issue(ctx, cl, r, tt.name, tt.challenge)
 		if err != nil {
 			t.Fatalf("%s by %s: %v", tt.name, tt.challenge, err)
 		}
-		leaf, err := x509.ParseCertificate(chain[0])
-		must(t, err)
-		inter := x509.NewCertPool()
-		for _, der := range chain[1:] {
-			c, err := x509.ParseCertificate(der)
-			must(t, err)
-			inter.AddCert(c)
-		}
-		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: tt.name, Roots: roots, Intermediates: inter}); err != nil {
+		leaf, err := acmetest.Verify(chain, tt.name, root)
+		if err != nil {
 			t.Fatalf("%s: issued chain does not verify against pebble's root: %v", tt.name, err)
 		}
-		if n := r.hits(tt.name, tt.challenge); n == 0 {
+		if n := r.Hits(tt.name, tt.challenge); n == 0 {
 			t.Errorf("%s: valid, but the responder never answered a %s challenge", tt.name, tt.challenge)
 		}
 		web.set(tt.name, tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf})
@@ -220,12 +194,12 @@ func TestLabEdgeACME(t *testing.T) {
 
 	// The name the edge refused: pebble cannot reach the responder, the
 	// authorization and then the order are invalid.
-	if why, err := refusedOrder(ctx, cl, r, stray); err != nil {
+	if why, err := acmetest.Refused(ctx, cl, r, stray); err != nil {
 		t.Error(err)
 	} else {
 		t.Logf("%s: order invalid: %s", stray, why)
 	}
-	if n := r.hits(stray, "http-01"); n != 0 {
+	if n := r.Hits(stray, acmetest.HTTP01); n != 0 {
 		t.Errorf("%s: the responder answered %d challenges through an edge that does not route the name", stray, n)
 	}
 
@@ -256,69 +230,6 @@ func TestLabEdgeACME(t *testing.T) {
 	}
 }
 
-// buildPebble returns the path of the pebble binary that go.mod's tool
-// directive pins, built (or found in the build cache) by the go command.
-func buildPebble(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		interop.Unavailable(t, "needs the go command to build pebble")
-	}
-	out, err := exec.Command(goBin, "tool", "-n", "pebble").Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		interop.Unavailable(t, fmt.Sprintf("cannot build pebble (go tool -n pebble: %v %s)", err, stderr))
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// waitHTTPS waits until url answers: pebble logs that it listens before it
-// does, so the first answer is its only readiness signal.
-func waitHTTPS(t *testing.T, hc *http.Client, url string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		res, err := hc.Get(url)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return
-			}
-			err = errors.New(res.Status)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pebble at %s: %v", url, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// pebbleRoot fetches the root pebble generated at start.
-func pebbleRoot(t *testing.T, hc *http.Client, url string) *x509.Certificate {
-	t.Helper()
-	res, err := hc.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %v %s %q", url, err, res.Status, b)
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		t.Fatalf("GET %s: no PEM in %q", url, b)
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // firstPEMCert returns the DER of the first certificate in out.
 func firstPEMCert(out []byte) []byte {
 	i := bytes.Index(out, []byte("-----BEGIN CERTIFICATE-----"))
@@ -330,206 +241,6 @@ func firstPEMCert(out []byte) []byte {
 		return nil
 	}
 	return blk.Bytes
-}
-
-// ipCert returns a self-signed certificate for ip.
-func ipCert(t *testing.T, ip netip.Addr) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: ip.String()},
-		IPAddresses:           []net.IP{ip.AsSlice()},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	leaf, err := x509.ParseCertificate(der)
-	must(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
-// authorize creates an order for name and answers its authorizations by
-// challenge type typ, returning the order and the first authorization's
-// failure.
-func authorize(ctx context.Context, cl *acme.Client, r *acmeResponder, name, typ string) (*acme.Order, error) {
-	o, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(name))
-	if err != nil {
-		return nil, fmt.Errorf("new order: %w", err)
-	}
-	for _, u := range o.AuthzURLs {
-		z, err := cl.GetAuthorization(ctx, u)
-		if err != nil {
-			return o, err
-		}
-		if z.Status == acme.StatusValid {
-			continue
-		}
-		i := slices.IndexFunc(z.Challenges, func(c *acme.Challenge) bool { return c.Type == typ })
-		if i < 0 {
-			return o, fmt.Errorf("no %s challenge offered for %s", typ, name)
-		}
-		ch := z.Challenges[i]
-		switch typ {
-		case "http-01":
-			ka, err := cl.HTTP01ChallengeResponse(ch.Token)
-			if err != nil {
-				return o, err
-			}
-			r.setHTTP(cl.HTTP01ChallengePath(ch.Token), ka)
-		case "tls-alpn-01":
-			c, err := cl.TLSALPN01ChallengeCert(ch.Token, name)
-			if err != nil {
-				return o, err
-			}
-			r.setALPN(name, c)
-		}
-		if _, err := cl.Accept(ctx, ch); err != nil {
-			return o, fmt.Errorf("accept: %w", err)
-		}
-		if _, err := cl.WaitAuthorization(ctx, z.URI); err != nil {
-			return o, err
-		}
-	}
-	return o, nil
-}
-
-// issue gets a certificate for name, proving control with typ, and returns
-// the chain (leaf first) and the leaf's key.
-func issue(ctx context.Context, cl *acme.Client, r *acmeResponder, name, typ string) ([][]byte, crypto.Signer, error) {
-	o, err := authorize(ctx, cl, r, name, typ)
-	if err != nil {
-		return nil, nil, err
-	}
-	if o, err = cl.WaitOrder(ctx, o.URI); err != nil {
-		return nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{name}}, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	chain, _, err := cl.CreateCertFromOrder(ctx, o, csr, true)
-	if err != nil {
-		return nil, nil, fmt.Errorf("finalize: %w", err)
-	}
-	return chain, key, nil
-}
-
-// refusedOrder checks that an order for name, answered by HTTP-01, fails
-// its authorization and ends invalid, and returns the CA's reason.
-func refusedOrder(ctx context.Context, cl *acme.Client, r *acmeResponder, name string) (string, error) {
-	o, err := authorize(ctx, cl, r, name, "http-01")
-	var ae *acme.AuthorizationError
-	if !errors.As(err, &ae) {
-		return "", fmt.Errorf("%s: authorization through the edge ended %v, want an authorization error", name, err)
-	}
-	_, err = cl.WaitOrder(ctx, o.URI)
-	var oe *acme.OrderError
-	if !errors.As(err, &oe) || oe.Status != acme.StatusInvalid {
-		return "", fmt.Errorf("%s: order ended %v, want invalid (authorization: %v)", name, err, ae)
-	}
-	return ae.Error(), nil
-}
-
-// acmeResponder answers ACME challenges at home: HTTP-01 on a plain HTTP
-// listener and TLS-ALPN-01 on a TLS one that serves only acme-tls/1, both
-// on LAN2. It counts the challenges it answered, by name.
-type acmeResponder struct {
-	httpAddr, tlsAddr string
-
-	mu    sync.Mutex
-	http  map[string]string           // path: key authorization
-	alpn  map[string]*tls.Certificate // name: challenge certificate
-	count map[string]int              // name+" "+type: answers
-}
-
-func newACMEResponder(t *testing.T, lab *natlab.Lab) *acmeResponder {
-	t.Helper()
-	r := &acmeResponder{http: map[string]string{}, alpn: map[string]*tls.Certificate{}, count: map[string]int{}}
-	host := lab.Addr(natlab.LAN2).String()
-	hl, err := lab.Listen(natlab.LAN2, "tcp4", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := lab.Listen(natlab.LAN2, "tcp4", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.httpAddr, r.tlsAddr = hl.Addr().String(), tl.Addr().String()
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.mu.Lock()
-		ka, ok := r.http[req.URL.Path]
-		if ok {
-			r.count[hostOnly(req.Host)+" http-01"]++
-		}
-		r.mu.Unlock()
-		if !ok {
-			http.NotFound(w, req)
-			return
-		}
-		io.WriteString(w, ka)
-	})}
-	ts := &http.Server{
-		Handler: http.NotFoundHandler(), // a validation handshake sends nothing after it
-		TLSConfig: &tls.Config{
-			NextProtos: []string{acme.ALPNProto},
-			GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-				if !slices.Equal(h.SupportedProtos, []string{acme.ALPNProto}) {
-					return nil, fmt.Errorf("hello for %q offers %q, not only acme-tls/1", h.ServerName, h.SupportedProtos)
-				}
-				r.mu.Lock()
-				defer r.mu.Unlock()
-				c := r.alpn[h.ServerName]
-				if c == nil {
-					return nil, fmt.Errorf("no challenge for %q", h.ServerName)
-				}
-				r.count[h.ServerName+" tls-alpn-01"]++
-				return c, nil
-			},
-		},
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { hs.Serve(hl) })
-	wg.Go(func() { ts.ServeTLS(tl, "", "") })
-	t.Cleanup(func() { hs.Close(); ts.Close(); wg.Wait() })
-	return r
-}
-
-func (r *acmeResponder) setHTTP(path, keyAuth string) {
-	r.mu.Lock()
-	r.http[path] = keyAuth
-	r.mu.Unlock()
-}
-
-func (r *acmeResponder) setALPN(name string, c tls.Certificate) {
-	r.mu.Lock()
-	r.alpn[name] = &c
-	r.mu.Unlock()
-}
-
-func (r *acmeResponder) hits(name, typ string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.count[name+" "+typ]
-}
-
-func hostOnly(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		return host
-	}
-	return h
 }
 
 // issuedWeb is the home web server: HTTPS on LAN2 with the certificates
