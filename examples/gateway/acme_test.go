@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -95,7 +96,11 @@ func TestEdgeACME(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { dns.Serve(dl) })
 	t.Cleanup(func() { dns.Close(); wg.Wait() })
-	p := acmetest.Prepare(t, acmetest.Config{API: freePort(t), Management: freePort(t),
+	// pebble binds ports it is given, so they are found free first; on a
+	// loopback address of this test's own (127.0.0.0/8 all reaches lo), no
+	// other test or process takes one in the meantime.
+	own := ownLoopback(t)
+	p := acmetest.Prepare(t, acmetest.Config{API: freePortOn(t, own), Management: freePortOn(t, own),
 		HTTPPort: httpAddr.Port, TLSPort: tlsAddr.Port, DNS: dl.Addr().String()})
 	cmd := exec.Command(bin, p.Args...)
 	cmd.Env = p.Env
@@ -145,6 +150,28 @@ func TestEdgeACME(t *testing.T) {
 	if s := edgeGW.tunnel.edge.Stats(); s.NoAgent != 0 {
 		t.Errorf("edge stats %+v, want every connection carried", s)
 	}
+}
+
+// ownLoopback returns a random address of 127.0.0.0/8 other than 127.0.0.1.
+func ownLoopback(t *testing.T) netip.Addr {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[1:]); err != nil {
+		t.Fatal(err)
+	}
+	b[0], b[3] = 127, 2+b[3]%253 // .2 to .254
+	return netip.AddrFrom4(b)
+}
+
+// freePortOn returns addr with a port the kernel gave a listener just closed.
+func freePortOn(t *testing.T, addr netip.Addr) string {
+	t.Helper()
+	l, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // writeTunnelKey writes a new tunnel key into the test's directory.
