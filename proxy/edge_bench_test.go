@@ -123,6 +123,24 @@ func (s benchSite) command(h natlab.Host, name string, args ...string) *exec.Cmd
 // benchPaths returns the address to dial for each path to backend.
 func benchPaths(b *testing.B, site benchSite, name, backend string) []struct{ name, addr string } {
 	paths := []struct{ name, addr string }{{"direct", backend}}
+	// "proxy": the public proxy straight to the backend, no tunnel: what
+	// the SNI path costs by itself, so that the tunnel rows' excess over it
+	// is the tunnel's.
+	{
+		p := &Proxy{MaxPeeksPerSource: -1, MaxPeeksPerNetwork: -1, MaxConnsPerSource: -1}
+		pool := &Pool{Backends: []string{backend}, DialContext: site.dialer(natlab.Server), HealthCheck: HealthCheck{Interval: -1}}
+		if err := p.SetRoutes([]Route{{Protocol: ProtocolTLS, Host: name, Target: pool}, {Protocol: ProtocolHTTP, Host: name, Target: pool}}); err != nil {
+			b.Fatal(err)
+		}
+		pl, err := site.listen(natlab.Server, "tcp4")
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(pl) }()
+		b.Cleanup(func() { p.Close(); <-done })
+		paths = append(paths, struct{ name, addr string }{"proxy", pl.Addr().String()})
+	}
 	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
 		edgeKey, homeKey := testKey(b), testKey(b)
 		e := &Edge{Key: edgeKey, Agents: []EdgeAgent{{Name: "home", PublicKey: pubOf(homeKey), Names: []string{name}, MaxStreams: -1}}}
