@@ -31,14 +31,15 @@ func BenchmarkEdgeHTTP(b *testing.B) {
 	const name = "web.example.com"
 	be := httpBench(b)
 	paths := benchPaths(b, benchSite{}, name, be)
-	if addr, ok := pagekiteForward(b, name, be); ok {
-		paths = append(paths, struct{ name, addr string }{"pagekite", addr})
+	if addr, pids, ok := pagekiteForward(b, name, be); ok {
+		paths = append(paths, benchPath{name: "pagekite", addr: addr, pids: pids})
 	}
 	get := func(path string) []byte {
 		return []byte("GET " + path + " HTTP/1.1\r\nHost: " + name + "\r\nConnection: close\r\n\r\n")
 	}
 	for _, p := range paths {
 		b.Run("conns/"+p.name, func(b *testing.B) {
+			defer cpuMeter(b, p.pids)()
 			for b.Loop() {
 				c, err := net.Dial("tcp", p.addr)
 				if err != nil {
@@ -73,6 +74,7 @@ func BenchmarkEdgeHTTP(b *testing.B) {
 			}
 			buf := make([]byte, 1<<20)
 			b.SetBytes(int64(len(buf)))
+			defer cpuMeter(b, p.pids)()
 			for b.Loop() {
 				if _, err := io.ReadFull(br, buf); err != nil {
 					b.Fatal(err)
@@ -84,6 +86,7 @@ func BenchmarkEdgeHTTP(b *testing.B) {
 		b.Run("ttfb/"+p.name, func(b *testing.B) {
 			var lat []time.Duration
 			one := make([]byte, 1)
+			defer cpuMeter(b, p.pids)()
 			for b.Loop() {
 				start := time.Now()
 				c, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.addr)
@@ -156,12 +159,12 @@ func httpBench(b *testing.B) string {
 // pagekiteForward runs pagekite's front end on loopback and a back end
 // publishing name at backend through it, and returns the front end's
 // address. Without pagekite the path is left out, with a log line.
-func pagekiteForward(b *testing.B, name, backend string) (string, bool) {
+func pagekiteForward(b *testing.B, name, backend string) (string, []int, bool) {
 	b.Helper()
 	pk, err := exec.LookPath("pagekite")
 	if err != nil {
 		b.Logf("pagekite baseline left out (apt-get install pagekite): %v", err)
-		return "", false
+		return "", nil, false
 	}
 	// pagekite cannot bind port 0 and report it: take a free port (a
 	// benchmark, not a test; a clash shows as a failed start).
@@ -172,6 +175,7 @@ func pagekiteForward(b *testing.B, name, backend string) (string, bool) {
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
 	const secret = "benchsecret"
+	var pids []int
 	start := func(want *regexp.Regexp, args ...string) {
 		cmd := exec.Command(pk, append([]string{"--clean", "--nullui", "--logfile=stdio"}, args...)...)
 		out, err := cmd.StdoutPipe()
@@ -182,6 +186,7 @@ func pagekiteForward(b *testing.B, name, backend string) (string, bool) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		pids = append(pids, cmd.Process.Pid)
 		found := make(chan []string, 1)
 		go func() {
 			sc := bufio.NewScanner(out)
@@ -210,5 +215,5 @@ func pagekiteForward(b *testing.B, name, backend string) (string, bool) {
 	host, bport, _ := net.SplitHostPort(backend)
 	start(regexp.MustCompile(`protocols=http`), "--frontend=127.0.0.1:"+port,
 		"--service_on=http:"+name+":"+host+":"+bport+":"+secret)
-	return "127.0.0.1:" + port, true
+	return "127.0.0.1:" + port, pids, true
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,7 +13,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,13 +64,19 @@ func rawBench(b *testing.B, site benchSite, helloLen int, bulk bool) string {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				buf := make([]byte, max(helloLen, 256<<10))
-				if _, err := io.ReadFull(c, buf[:helloLen]); err != nil {
-					return
-				}
 				if !bulk {
+					buf := make([]byte, helloLen)
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
 					c.Write(buf[:1])
 					io.Copy(io.Discard, c)
+					return
+				}
+				// Only here the large buffer: allocated per connection it
+				// would make the ttfb rows measure the garbage collector.
+				buf := make([]byte, max(helloLen, 256<<10))
+				if _, err := io.ReadFull(c, buf[:helloLen]); err != nil {
 					return
 				}
 				for {
@@ -120,9 +130,62 @@ func (s benchSite) command(h natlab.Host, name string, args ...string) *exec.Cmd
 	return s.lab.Command(h, name, args...)
 }
 
+// benchPath is one way to the backend: the address to dial and the
+// processes other than this one that carry it (their CPU counts too).
+type benchPath struct {
+	name, addr string
+	pids       []int
+}
+
+// cpuMeter reports the CPU time of the run per op ("cpu-µs/op"): this
+// process (client, backend and, for our rows, proxy, edge and agent) plus
+// pids and their descendants (sshd forks a process per connection).
+func cpuMeter(b *testing.B, pids []int) func() {
+	start := cpuTime(pids)
+	return func() {
+		b.ReportMetric(float64((cpuTime(pids)-start).Microseconds())/float64(b.N), "cpu-µs/op")
+	}
+}
+
+func cpuTime(pids []int) time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	seen := map[int]bool{}
+	for len(pids) > 0 {
+		pid := pids[0]
+		pids = pids[1:]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+			// Fields after the command's closing parenthesis: utime and
+			// stime are the 12th and 13th, in clock ticks (100 per second).
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 12 {
+					u, _ := strconv.ParseInt(f[11], 10, 64)
+					s, _ := strconv.ParseInt(f[12], 10, 64)
+					t += time.Duration(u+s) * 10 * time.Millisecond
+				}
+			}
+		}
+		tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+		for _, f := range tasks {
+			c, _ := os.ReadFile(f)
+			for _, w := range strings.Fields(string(c)) {
+				if n, err := strconv.Atoi(w); err == nil {
+					pids = append(pids, n)
+				}
+			}
+		}
+	}
+	return t
+}
+
 // benchPaths returns the address to dial for each path to backend.
-func benchPaths(b *testing.B, site benchSite, name, backend string) []struct{ name, addr string } {
-	paths := []struct{ name, addr string }{{"direct", backend}}
+func benchPaths(b *testing.B, site benchSite, name, backend string) []benchPath {
+	paths := []benchPath{{name: "direct", addr: backend}}
 	// "proxy": the public proxy straight to the backend, no tunnel: what
 	// the SNI path costs by itself, so that the tunnel rows' excess over it
 	// is the tunnel's.
@@ -139,7 +202,7 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []struct{ na
 		done := make(chan error, 1)
 		go func() { done <- p.Serve(pl) }()
 		b.Cleanup(func() { p.Close(); <-done })
-		paths = append(paths, struct{ name, addr string }{"proxy", pl.Addr().String()})
+		paths = append(paths, benchPath{name: "proxy", addr: pl.Addr().String()})
 	}
 	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
 		edgeKey, homeKey := testKey(b), testKey(b)
@@ -172,10 +235,10 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []struct{ na
 			a.ListenPacket = func(network, _ string) (net.PacketConn, error) { return site.listenPacket(natlab.LAN1, network) }
 		}
 		startAgent(b, a)
-		paths = append(paths, struct{ name, addr string }{tr.String(), pl.Addr().String()})
+		paths = append(paths, benchPath{name: tr.String(), addr: pl.Addr().String()})
 	}
-	if addr, ok := sshForward(b, site, backend); ok {
-		paths = append(paths, struct{ name, addr string }{"ssh-R", addr})
+	if addr, pids, ok := sshForward(b, site, backend); ok {
+		paths = append(paths, benchPath{name: "ssh-R", addr: addr, pids: pids})
 	}
 	return paths
 }
@@ -184,7 +247,7 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []struct{ na
 // universal baseline for publishing a home server (Debian's
 // openssh-server), and returns the forwarded port's address. Without sshd
 // and ssh the path is left out, with a log line.
-func sshForward(b *testing.B, site benchSite, backend string) (string, bool) {
+func sshForward(b *testing.B, site benchSite, backend string) (string, []int, bool) {
 	b.Helper()
 	sshd, err1 := exec.LookPath("sshd")
 	if err1 != nil {
@@ -194,7 +257,7 @@ func sshForward(b *testing.B, site benchSite, backend string) (string, bool) {
 	keygen, err3 := exec.LookPath("ssh-keygen")
 	if err := errors.Join(err1, err2, err3); err != nil {
 		b.Logf("ssh -R baseline left out (apt-get install openssh-server): %v", err)
-		return "", false
+		return "", nil, false
 	}
 	dir := b.TempDir()
 	for _, k := range []string{"host", "user"} {
@@ -253,20 +316,21 @@ func sshForward(b *testing.B, site benchSite, backend string) (string, bool) {
 		}
 		return nil, nil
 	}
-	start(natlab.Server, sshd, []string{"-D", "-e", "-f", "/dev/null", "-o", "ListenAddress=" + net.JoinHostPort(host, port),
+	sshdCmd, _ := start(natlab.Server, sshd, []string{"-D", "-e", "-f", "/dev/null", "-o", "ListenAddress=" + net.JoinHostPort(host, port),
 		"-o", "HostKey=" + filepath.Join(dir, "host"), "-o", "AuthorizedKeysFile=" + filepath.Join(dir, "authorized_keys"),
 		"-o", "StrictModes=no", "-o", "PidFile=none", "-o", "UsePAM=no", "-o", "PermitRootLogin=prohibit-password",
 		"-o", "MaxStartups=1000", "-o", "GatewayPorts=clientspecified"}, regexp.MustCompile(`Server listening on`))
-	_, m := start(natlab.LAN1, ssh, []string{"-N", "-v", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+	sshCmd, m := start(natlab.LAN1, ssh, []string{"-N", "-v", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 		"-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-i", filepath.Join(dir, "user"), "-p", port,
 		"-R", host + ":0:" + backend, host}, regexp.MustCompile(`Allocated port (\d+) for remote forward`))
-	return net.JoinHostPort(host, m[1]), true
+	return net.JoinHostPort(host, m[1]), []int{sshdCmd.Process.Pid, sshCmd.Process.Pid}, true
 }
 
 func BenchmarkEdgeConns(b *testing.B) {
 	be := newTLSBackend(b, "blog.example.com")
 	for _, p := range benchPaths(b, benchSite{}, "blog.example.com", be.addr) {
 		b.Run(p.name, func(b *testing.B) {
+			defer cpuMeter(b, p.pids)()
 			for b.Loop() {
 				if got, err := dialTLS(b.Context(), p.addr, "blog.example.com", be.roots); err != nil || got != "blog.example.com " {
 					b.Fatalf("%q, %v", got, err)
@@ -280,7 +344,7 @@ func BenchmarkEdgeBulk(b *testing.B) {
 	hello := makeHello(b, &tls.Config{ServerName: "bulk.example.com"})
 	be := rawBench(b, benchSite{}, len(hello), true)
 	for _, p := range benchPaths(b, benchSite{}, "bulk.example.com", be) {
-		b.Run(p.name, func(b *testing.B) { benchBulk(b, benchSite{}, p.addr, hello) })
+		b.Run(p.name, func(b *testing.B) { benchBulk(b, benchSite{}, p, hello) })
 	}
 }
 
@@ -314,14 +378,14 @@ func BenchmarkLabEdgeBulk(b *testing.B) {
 			}
 		}
 		for _, p := range paths {
-			b.Run(line.rate+"/"+p.name, func(b *testing.B) { benchBulk(b, site, p.addr, hello) })
+			b.Run(line.rate+"/"+p.name, func(b *testing.B) { benchBulk(b, site, p, hello) })
 		}
 	}
 }
 
 // benchBulk reads 1 MiB per op on one connection from the client's host.
-func benchBulk(b *testing.B, site benchSite, addr string, hello []byte) {
-	c, err := site.dialer(natlab.Peer)(b.Context(), "tcp4", addr)
+func benchBulk(b *testing.B, site benchSite, p benchPath, hello []byte) {
+	c, err := site.dialer(natlab.Peer)(b.Context(), "tcp4", p.addr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -331,6 +395,7 @@ func benchBulk(b *testing.B, site benchSite, addr string, hello []byte) {
 	}
 	buf := make([]byte, 1<<20)
 	b.SetBytes(int64(len(buf)))
+	defer cpuMeter(b, p.pids)()
 	for b.Loop() {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			b.Fatal(err)
@@ -345,6 +410,7 @@ func BenchmarkEdgeTTFB(b *testing.B) {
 		b.Run(p.name, func(b *testing.B) {
 			var lat []time.Duration
 			one := make([]byte, 1)
+			defer cpuMeter(b, p.pids)()
 			for b.Loop() {
 				start := time.Now()
 				c, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.addr)
