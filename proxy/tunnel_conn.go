@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"sync"
 )
@@ -36,3 +37,6 @@ func (c *tunnelConn) Close() error {
 	})
 	return err
 }
+
+// ReadFrom lets io.Copy into c reach the stream's ReadFrom.
+func (c *tunnelConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
