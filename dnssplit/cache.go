@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -89,8 +90,11 @@ type cacheEntry struct {
 	stored   time.Time
 	ttl      time.Duration
 	positive bool
-	hits     int
+	hits     atomic.Int64 // the answer cache's hits count too (prefetch popularity)
 	fetching bool
+	// gone is set once the entry left the map (expired, evicted, replaced):
+	// the answer cache stops serving replies packed from it.
+	gone atomic.Bool
 	// rendered is msg with TTLs aged by renderedAge seconds, shared by all
 	// hits within that second (read-only): a busy name costs one copy per
 	// second, not one per query.
@@ -102,12 +106,23 @@ type cache struct {
 	cfg     CacheConfig
 	mu      sync.Mutex
 	entries map[cacheKey]*cacheEntry
-	now     func() time.Time
+	// clock is the cache's time (tests set it with setClock, even while
+	// serving: the answer cache reads it without mu); nil means time.Now.
+	clock atomic.Pointer[func() time.Time]
 }
 
 func newCache(cfg CacheConfig) *cache {
-	return &cache{cfg: cfg, entries: make(map[cacheKey]*cacheEntry), now: time.Now}
+	return &cache{cfg: cfg, entries: make(map[cacheKey]*cacheEntry)}
 }
+
+func (c *cache) now() time.Time {
+	if f := c.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
+
+func (c *cache) setClock(f func() time.Time) { c.clock.Store(&f) }
 
 func (c *cache) maxEntries() int {
 	if c.cfg.MaxEntries > 0 {
@@ -141,37 +156,65 @@ const (
 	cacheStale
 )
 
-// get returns the cached answer with TTLs aged (shared: read only), and whether it is
-// fresh, stale (past TTL but within StaleFor) or missing. prefetch reports
-// that the caller should refresh the entry in the background.
-func (c *cache) get(k cacheKey) (m *dns.Msg, st cacheState, positive, prefetch bool) {
+// cached is what the cache holds for a key.
+type cached struct {
+	msg      *dns.Msg // TTLs aged; shared: read only
+	state    cacheState
+	positive bool
+	prefetch bool // the caller should refresh the entry in the background
+	// entry and age, for a fresh answer: msg is entry's message with
+	// every TTL reduced by age seconds (down to 0).
+	entry *cacheEntry
+	age   uint32
+}
+
+// get returns the cached answer with TTLs aged, and whether it is fresh,
+// stale (past TTL but within StaleFor) or missing.
+func (c *cache) get(k cacheKey) cached {
 	if c.cfg.Disabled {
-		return nil, cacheMiss, false, false
+		return cached{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	e := c.entries[k]
 	if e == nil {
-		return nil, cacheMiss, false, false
+		return cached{}
 	}
 	age := now.Sub(e.stored)
 	if age < e.ttl {
-		e.hits++
-		if c.cfg.Prefetch && !e.fetching && e.hits >= prefetchHits && e.ttl-age < e.ttl/10 {
+		hits := e.hits.Add(1)
+		prefetch := false
+		if c.cfg.Prefetch && !e.fetching && hits >= prefetchHits && e.ttl-age < e.ttl/10 {
 			e.fetching, prefetch = true, true
 		}
 		secs := uint32(age / time.Second)
 		if e.rendered == nil || e.renderedAge != secs {
 			e.rendered, e.renderedAge = aged(e.msg, secs, 0), secs
 		}
-		return e.rendered, cacheFresh, e.positive, prefetch
+		return cached{msg: e.rendered, state: cacheFresh, positive: e.positive, prefetch: prefetch, entry: e, age: secs}
 	}
 	if age < e.ttl+c.staleFor() {
-		return aged(e.msg, 0, staleTTL), cacheStale, e.positive, false
+		return cached{msg: aged(e.msg, 0, staleTTL), state: cacheStale, positive: e.positive}
 	}
+	c.removeLocked(k, e)
+	return cached{}
+}
+
+// removeLocked deletes entry e of key k.
+func (c *cache) removeLocked(k cacheKey, e *cacheEntry) {
+	e.gone.Store(true)
 	delete(c.entries, k)
-	return nil, cacheMiss, false, false
+}
+
+// freshUntil is when a reply packed from fresh entry e must stop being
+// served without asking the cache: at expiry, or with Prefetch where the
+// refresh window starts, so that the cache sees the hits that trigger it.
+func (c *cache) freshUntil(e *cacheEntry) time.Time {
+	if c.cfg.Prefetch {
+		return e.stored.Add(e.ttl - e.ttl/10)
+	}
+	return e.stored.Add(e.ttl)
 }
 
 // aged copies m with every TTL reduced by age, or set to fixed if non-zero.
@@ -239,7 +282,9 @@ func (c *cache) put(k cacheKey, m *dns.Msg) {
 	stored.Extra = stripOPT(stored.Extra)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.maxEntries() {
+	if old, ok := c.entries[k]; ok {
+		old.gone.Store(true)
+	} else if len(c.entries) >= c.maxEntries() {
 		c.evictLocked()
 	}
 	c.entries[k] = &cacheEntry{msg: stored, stored: c.now(), ttl: ttl, positive: positive}
@@ -258,24 +303,25 @@ func (c *cache) done(k cacheKey) {
 func (c *cache) evictLocked() {
 	now := c.now()
 	var victim *cacheKey
+	var victimEntry *cacheEntry
 	var soonest time.Time
 	n := 0
 	for k, e := range c.entries {
 		end := e.stored.Add(e.ttl + c.staleFor())
 		if end.Before(now) {
-			delete(c.entries, k)
+			c.removeLocked(k, e)
 			return
 		}
 		if victim == nil || end.Before(soonest) {
 			kk := k
-			victim, soonest = &kk, end
+			victim, victimEntry, soonest = &kk, e, end
 		}
 		if n++; n >= 16 {
 			break
 		}
 	}
 	if victim != nil {
-		delete(c.entries, *victim)
+		c.removeLocked(*victim, victimEntry)
 	}
 }
 

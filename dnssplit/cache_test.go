@@ -123,7 +123,7 @@ func TestCacheEviction(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			clock := now
 			ca := newCache(c.cfg)
-			ca.now = func() time.Time { return clock }
+			ca.setClock(func() time.Time { return clock })
 			for _, s := range c.steps {
 				clock = clock.Add(s.advance)
 				ca.put(key(s.put), answer(t, s.put, s.ttl))
@@ -156,7 +156,7 @@ func sorted(s []string) []string {
 func TestCacheGet(t *testing.T) {
 	clock := time.Unix(1e9, 0)
 	ca := newCache(CacheConfig{StaleFor: time.Minute})
-	ca.now = func() time.Time { return clock }
+	ca.setClock(func() time.Time { return clock })
 	k := cacheKey{View: "v", Name: "a.test.", Type: dns.TypeA, Class: dns.ClassINET}
 	ca.put(k, msg(t, dns.RcodeSuccess, "an:a.test. 100 IN A 192.0.2.1"))
 	for _, c := range []struct {
@@ -174,7 +174,8 @@ func TestCacheGet(t *testing.T) {
 		if c.at != 0 {
 			clock = time.Unix(1e9, 0).Add(c.at)
 		}
-		m, st, _, _ := ca.get(k)
+		got := ca.get(k)
+		m, st := got.msg, got.state
 		if st != c.state {
 			t.Fatalf("at %v: state %v, want %v", c.at, st, c.state)
 		}

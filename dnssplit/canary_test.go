@@ -59,8 +59,9 @@ func TestStaleAnswerMarked(t *testing.T) {
 	s.Upstreams = []Upstream{{Addr: up}}
 	s.UpstreamTimeout = 200 * time.Millisecond
 	s.init()
-	clock := time.Now()
-	s.cache.now = func() time.Time { return clock }
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	s.cache.setClock(func() time.Time { return time.Unix(0, clock.Load()) })
 	addr := start(t, s)
 	edns := func() *dns.Msg {
 		m := q("s.example.net.", dns.TypeA)
@@ -83,9 +84,7 @@ func TestStaleAnswerMarked(t *testing.T) {
 		t.Fatalf("fresh answer: %v", r)
 	}
 	stop()
-	s.cache.mu.Lock()
-	clock = clock.Add(5 * time.Second)
-	s.cache.mu.Unlock()
+	clock.Add(int64(5 * time.Second))
 	for _, network := range []string{"udp", "tcp"} {
 		r = query(t, network, "127.0.0.2", addr, edns())
 		if got := ede(r); firstA(r) != "198.51.100.11" || len(got) != 1 || got[0] != dns.ExtendedErrorCodeStaleAnswer {

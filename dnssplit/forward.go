@@ -19,8 +19,9 @@ const dohCanary = "use-application-dns.net."
 // answer is a stale one (RFC 8767), for the Extended DNS Error Stale Answer.
 // When inline (the UDP reader must not wait) and the answer needs an
 // upstream, it returns needsUpstream instead of asking. The returned message
-// is shared: callers must not modify it.
-func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline bool) (m *dns.Msg, stale, needsUpstream bool) {
+// is shared: callers must not modify it. entry and age are set when m is a
+// fresh cache entry's message aged by age seconds (see cached).
+func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline bool) (m *dns.Msg, stale, needsUpstream bool, entry *cacheEntry, age uint32) {
 	qq := q.Question[0]
 	opt := req.IsEdns0()
 	k := cacheKey{Name: dns.CanonicalName(qq.Name), Type: qq.Qtype, Class: qq.Qclass,
@@ -28,13 +29,14 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline b
 	if v != nil {
 		k.View = v.Name
 		if v.Recursion && !s.ForwardDoHCanary && k.Name == dohCanary {
-			return canaryAnswer(qq), false, false
+			return canaryAnswer(qq), false, false, nil, 0
 		}
 	}
-	cached, st, positive, prefetch := s.cache.get(k)
+	got := s.cache.get(k)
+	st, positive := got.state, got.positive
 	if st == cacheFresh {
 		s.stats.cacheHits.Add(1)
-		if prefetch {
+		if got.prefetch {
 			s.bgWG.Add(1)
 			go func() {
 				defer s.bgWG.Done()
@@ -44,10 +46,10 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline b
 				}
 			}()
 		}
-		return cached, false, false
+		return got.msg, false, false, got.entry, got.age
 	}
 	if inline {
-		return nil, false, true
+		return nil, false, true, nil, 0
 	}
 	s.stats.cacheMisses.Add(1)
 	// fetch asks the upstreams and caches the answer. A sudden NXDOMAIN for
@@ -69,9 +71,9 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline b
 	if st != cacheStale {
 		r, err := s.flight.do(k, func() (*dns.Msg, error) { return fetch(ctx) })
 		if err != nil {
-			return nil, false, false
+			return nil, false, false, nil, 0
 		}
-		return r, false, false
+		return r, false, false, nil, 0
 	}
 	// A stale answer is at hand: wait for the upstreams only so long
 	// (RFC 8767's client response timer), then answer stale and let the
@@ -91,13 +93,13 @@ func (s *Server) forward(ctx context.Context, v *View, q, req *dns.Msg, inline b
 	select {
 	case r := <-ch:
 		if r != nil {
-			return r, false, false
+			return r, false, false, nil, 0
 		}
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	s.stats.staleServed.Add(1)
-	return cached, true, false
+	return got.msg, true, false, nil, 0
 }
 
 // upstream asks the upstreams for q (whose answers are scrubbed: only the

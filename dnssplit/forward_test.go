@@ -160,15 +160,14 @@ func TestPrefetch(t *testing.T) {
 	s.Upstreams = []Upstream{{Addr: up}}
 	s.Cache.Prefetch = true
 	s.init()
-	clock := time.Now()
-	s.cache.now = func() time.Time { return clock }
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	s.cache.setClock(func() time.Time { return time.Unix(0, clock.Load()) })
 	addr := start(t, s)
 	for range prefetchHits + 1 {
 		query(t, "udp", "127.0.0.2", addr, q("pop.example.net.", dns.TypeA))
 	}
-	s.cache.mu.Lock()
-	clock = clock.Add(95 * time.Second) // within the last 10% of the TTL
-	s.cache.mu.Unlock()
+	clock.Add(int64(95 * time.Second)) // within the last 10% of the TTL
 	query(t, "udp", "127.0.0.2", addr, q("pop.example.net.", dns.TypeA))
 	deadline := time.Now().Add(3 * time.Second)
 	for n.Load() < 2 && time.Now().Before(deadline) {

@@ -141,7 +141,7 @@ func TestLabSplitHorizon(t *testing.T) {
 	// Unbound dies: the cached name is served stale once its TTL is over.
 	ub.Process.Kill()
 	s.cache.mu.Lock()
-	s.cache.now = func() time.Time { return time.Now().Add(time.Minute) }
+	s.cache.setClock(func() time.Time { return time.Now().Add(time.Minute) })
 	s.cache.mu.Unlock()
 	if got := dig(natlab.LAN2, lan1, "+short", "www.example.net"); got != "198.51.100.77" {
 		t.Fatalf("stale after the upstream died: %q", got)

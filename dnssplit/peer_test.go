@@ -213,7 +213,7 @@ func TestUnboundUpstreamStale(t *testing.T) {
 	// Kill unbound and let the 5 s TTL run out on the cache clock.
 	stopUnbound()
 	s.cache.mu.Lock()
-	s.cache.now = func() time.Time { return time.Now().Add(time.Minute) }
+	s.cache.setClock(func() time.Time { return time.Now().Add(time.Minute) })
 	s.cache.mu.Unlock()
 	if got := dig("www.example.net"); got != "198.51.100.77" {
 		t.Fatalf("stale answer after unbound died: %q", got)
@@ -230,7 +230,7 @@ func TestUnboundUpstreamStale(t *testing.T) {
 	s2.UpstreamTimeout = 300 * time.Millisecond
 	s2.Cache.PersistPath = persist
 	s2.init()
-	s2.cache.now = func() time.Time { return time.Now().Add(time.Minute) }
+	s2.cache.setClock(func() time.Time { return time.Now().Add(time.Minute) })
 	addr2 := start(t, s2)
 	r = query(t, "udp", "127.0.0.2", addr2, q("www.example.net.", dns.TypeA))
 	if firstA(r) != "198.51.100.77" {

@@ -25,6 +25,12 @@ type pass struct {
 	// reply, when large enough, receives a reply from the answer cache:
 	// the query's own buffer, read before it is overwritten.
 	reply []byte
+	// chosen: the answer cache chose the view already (choice, for a
+	// client without a client subnet, from the views of generation gen),
+	// so a query it misses does not choose again.
+	chosen bool
+	choice Choice
+	gen    uint64
 }
 
 // outcome is what resolve reports besides the reply.
@@ -35,9 +41,12 @@ type outcome struct {
 	needsUpstream bool
 	charged       bool // the rate limit was applied to this query
 	// static: the reply is a function of the query's bytes (all but the
-	// ID), the view and recurse, and the view's records: no upstream, no
-	// client-specific option, no TSIG. Its packed form may be cached.
+	// ID), the view and recurse, and the view's records (and, with entry
+	// set, of that fresh cache entry and its age): no client-specific
+	// option, no TSIG. Its packed form may be cached.
 	static  bool
+	entry   *cacheEntry
+	age     uint32
 	view    *View
 	index   int // of view in the views
 	recurse bool
@@ -93,8 +102,13 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		subnet = netip.Prefix{}
 	}
 	client.Subnet = subnet
-	oc.gen = s.answers.gen.Load()
-	choice := SelectView(s.views(), s.TrustedProxies, client)
+	var choice Choice
+	if ps.chosen && !subnet.IsValid() {
+		oc.gen, choice = ps.gen, ps.choice // the same client the answer cache saw
+	} else {
+		oc.gen = s.answers.gen.Load()
+		choice = SelectView(s.views(), s.TrustedProxies, client)
+	}
 	v := choice.View
 	if v != nil && v.Records != nil {
 		oc.records = v.Records.gen.Load()
@@ -126,7 +140,7 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 	// to the last view by default gets its local data, never recursion, so
 	// a lone recursive "inside" view is not an open resolver.
 	recurse := v != nil && v.Recursion && choice.Reason != ReasonDefault
-	m, ede, needsUpstream, forwarded := s.answer(ctx, req, q, v, client.Source, recurse, ps.inline)
+	m, ede, needsUpstream, from := s.answer(ctx, req, q, v, client.Source, recurse, ps.inline)
 	if needsUpstream {
 		oc.needsUpstream = true
 		return nil, oc // to be answered again off the reader goroutine
@@ -145,12 +159,17 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, client Client, tcp b
 		scope = subnetScope(s.views(), choice.Address)
 	}
 	// IXFR is not: whether its SOA is given depends on the client address.
-	if !forwarded && !tcp && q.Qtype != dns.TypeIXFR && m.Rcode != dns.RcodeRefused && cookie == nil && ede == nil && scope == 0 && choice.Reason != ReasonClientSubnet && !choice.SubnetIgnored {
+	// A forwarded answer is when it is a fresh cache entry's, as a whole
+	// (not a local CNAME completed upstream), and not truncated: its TTLs
+	// then age with the entry, and the entry's end ends it.
+	m = s.finishScoped(req, m, tcp, scope, opts...)
+	if (!from.forwarded || from.entry != nil && !m.Truncated) && !tcp && q.Qtype != dns.TypeIXFR && m.Rcode != dns.RcodeRefused && cookie == nil && ede == nil && scope == 0 && choice.Reason != ReasonClientSubnet && !choice.SubnetIgnored {
 		if opt := req.IsEdns0(); opt == nil || len(opt.Option) == 0 {
 			oc.static, oc.view, oc.index, oc.recurse, oc.rcode = true, v, choice.Index, recurse, m.Rcode
+			oc.entry, oc.age = from.entry, from.age
 		}
 	}
-	return s.finishScoped(req, m, tcp, scope, opts...), oc
+	return m, oc
 }
 
 func cookieOpt(c *dns.EDNS0_COOKIE) []dns.EDNS0 {
@@ -167,12 +186,22 @@ func prohibited() *dns.EDNS0_EDE {
 	return &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeProhibited}
 }
 
+// answerSource says where an answer came from.
+type answerSource struct {
+	forwarded bool // an upstream's answer is in it (perhaps from the cache)
+	// entry, when set: the answer's records are exactly those of this
+	// fresh cache entry, TTLs aged by age seconds (see cached).
+	entry *cacheEntry
+	age   uint32
+}
+
 // answer decides the reply to a well-formed single-question query from src
 // in view v; recurse says whether the client may have other names
 // forwarded; inline that it must not wait on the network. ede is an
 // Extended DNS Error to add, or nil; needsUpstream reports an inline query
-// left unanswered because it must wait on an upstream.
-func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse, inline bool) (m *dns.Msg, ede *dns.EDNS0_EDE, needsUpstream, forwarded bool) {
+// left unanswered because it must wait on an upstream; from says where the
+// answer came from.
+func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *View, src netip.Addr, recurse, inline bool) (m *dns.Msg, ede *dns.EDNS0_EDE, needsUpstream bool, from answerSource) {
 	m = new(dns.Msg)
 	m.SetReply(req)
 	// Clients of a recursive view may recurse, whatever this answer is;
@@ -180,7 +209,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 	m.RecursionAvailable = recurse && len(s.Upstreams) > 0
 	if q.Qclass != dns.ClassINET {
 		m.Rcode = dns.RcodeRefused
-		return m, nil, false, false
+		return m, nil, false, answerSource{}
 	}
 	switch q.Qtype {
 	case dns.TypeIXFR:
@@ -190,19 +219,19 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if s.transferAllowed(src) && v != nil && v.Records != nil {
 			if soa, ok := v.Records.SOA(q.Name); ok {
 				m.Answer = []dns.RR{soa}
-				return m, nil, false, false
+				return m, nil, false, answerSource{}
 			}
 		}
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited(), false, false
+		return m, prohibited(), false, answerSource{}
 	case dns.TypeAXFR:
 		// Transfers run on TCP through serveTransfer; anything reaching here
 		// (UDP, or the dns.Handler path) is refused.
 		m.Rcode = dns.RcodeRefused
-		return m, prohibited(), false, false
+		return m, prohibited(), false, answerSource{}
 	case dns.TypeOPT, dns.TypeTSIG, dns.TypeMAILA, dns.TypeMAILB:
 		m.Rcode = dns.RcodeFormatError
-		return m, nil, false, false
+		return m, nil, false, answerSource{}
 	}
 	var local Answer
 	splits := false
@@ -239,9 +268,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		if !recurse {
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
-			return m, prohibited(), false, false
+			return m, prohibited(), false, answerSource{}
 		}
-		return m, nil, false, false
+		return m, nil, false, answerSource{}
 	}
 	if local.Referral && recurse && len(s.Upstreams) > 0 {
 		local = Answer{} // delegated away: a recursive client wants the child's answer
@@ -259,17 +288,17 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 			if c, ok := m.Answer[n-1].(*dns.CNAME); ok {
 				sub := new(dns.Msg)
 				sub.SetQuestion(c.Target, q.Qtype)
-				up, _, wait := s.forward(ctx, v, sub, req, inline)
+				up, _, wait, _, _ := s.forward(ctx, v, sub, req, inline)
 				if wait {
-					return nil, nil, true, true
+					return nil, nil, true, answerSource{forwarded: true}
 				}
 				if up != nil && up.Rcode == dns.RcodeSuccess {
 					m.Answer = append(m.Answer, up.Answer...)
 				}
-				return m, nil, false, true
+				return m, nil, false, answerSource{forwarded: true}
 			}
 		}
-		return m, nil, false, false
+		return m, nil, false, answerSource{}
 	}
 	// Pass-through types for names in the local data are forwarded for every
 	// client: they concern our own names, so this is not open recursion.
@@ -279,18 +308,18 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 				m.Authoritative = !local.Referral
 				m.Rcode = local.Rcode
 				m.Answer, m.Ns, m.Extra = local.Answer, local.Ns, local.Extra
-				return m, nil, false, false
+				return m, nil, false, answerSource{}
 			}
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil, false, false
+			return m, nil, false, answerSource{}
 		}
-		up, stale, wait := s.forward(ctx, v, req, req, inline)
+		up, stale, wait, entry, age := s.forward(ctx, v, req, req, inline)
 		if wait {
-			return nil, nil, true, true
+			return nil, nil, true, answerSource{forwarded: true}
 		}
 		if up == nil {
 			m.Rcode = dns.RcodeServerFailure
-			return m, nil, false, true
+			return m, nil, false, answerSource{forwarded: true}
 		}
 		if stale {
 			// RFC 8914 Stale Answer, as unbound marks serve-stale replies.
@@ -301,10 +330,10 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, q dns.Question, v *Vi
 		// AD only for clients that asked for it (RFC 6840 section 5.8).
 		opt := req.IsEdns0()
 		m.AuthenticatedData = up.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		return m, ede, false, true
+		return m, ede, false, answerSource{forwarded: true, entry: entry, age: age}
 	}
 	m.Rcode = dns.RcodeRefused
-	return m, prohibited(), false, false
+	return m, prohibited(), false, answerSource{}
 }
 
 // finish adds EDNS and truncates UDP replies to the client's buffer size.

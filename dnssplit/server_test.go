@@ -299,13 +299,12 @@ func TestServeStaleAndHoldNXDOMAIN(t *testing.T) {
 	s.UpstreamTimeout = 300 * time.Millisecond
 	s.Cache.HoldNXDOMAIN = true
 	s.init()
-	clock := time.Now()
-	s.cache.now = func() time.Time { return clock }
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	s.cache.setClock(func() time.Time { return time.Unix(0, clock.Load()) })
 	addr := start(t, s)
 	advance := func(d time.Duration) {
-		s.cache.mu.Lock()
-		clock = clock.Add(d)
-		s.cache.mu.Unlock()
+		clock.Add(int64(d))
 	}
 	if got := firstA(query(t, "udp", "127.0.0.2", addr, q("a.io.", dns.TypeA))); got != "198.51.100.8" {
 		t.Fatalf("first: %s", got)
@@ -359,7 +358,7 @@ func TestPersistedCache(t *testing.T) {
 	// On the cache clock the one-second TTL has run out: the answer must
 	// come from stale data.
 	s2.cache.mu.Lock()
-	s2.cache.now = func() time.Time { return time.Now().Add(2 * time.Second) }
+	s2.cache.setClock(func() time.Time { return time.Now().Add(2 * time.Second) })
 	s2.cache.mu.Unlock()
 	addr2 := start(t, s2)
 	r := query(t, "udp", "127.0.0.2", addr2, q("p.example.net.", dns.TypeA))
@@ -609,7 +608,7 @@ func TestStaleAnswerTimer(t *testing.T) {
 	s.init()
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
-	s.cache.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	s.cache.setClock(func() time.Time { return time.Unix(0, clock.Load()) })
 	addr := start(t, s)
 	query(t, "udp", "127.0.0.2", addr, q("slow.example.net.", dns.TypeA))
 	clock.Add(int64(time.Minute))
