@@ -56,8 +56,10 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 	// when data last came (splice stays possible), else wrappers that note it.
 	var csrc, bsrc io.Reader = client, bc
 	act := newActivity(client, bc)
+	copyFn := io.Copy
 	if act.kernel == nil {
-		csrc, bsrc = act.reader(client), act.reader(bc)
+		// No splice between these: a pooled buffer, not one per copy.
+		csrc, bsrc, copyFn = act.reader(client), act.reader(bc), copyPooled
 	}
 	if idle := c.proxy.idleTimeout(); idle > 0 {
 		t := act.watch(idle, closeBoth)
@@ -101,7 +103,7 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 				err = nil
 			}
 		} else {
-			_, err = io.Copy(bc, csrc)
+			_, err = copyFn(bc, csrc)
 		}
 		if err != nil {
 			closeBoth()
@@ -114,7 +116,7 @@ func pipe(ctx context.Context, c *Conn, bc net.Conn) {
 	if tr != nil {
 		err = forwardResponses(client, bsrc, tr)
 	} else {
-		_, err = io.Copy(client, bsrc)
+		_, err = copyFn(client, bsrc)
 	}
 	if err != nil {
 		closeBoth()

@@ -231,22 +231,23 @@ type yamuxStream struct{ *yamux.Stream }
 
 func (s yamuxStream) CloseWrite() error { return s.Stream.Close() }
 
-// ReadFrom copies r into the stream with a pooled buffer (copyToStream).
-func (s *quicStream) ReadFrom(r io.Reader) (int64, error) { return copyToStream(s.Stream, r) }
+// ReadFrom copies r into the stream with a pooled buffer (copyPooled).
+func (s *quicStream) ReadFrom(r io.Reader) (int64, error) { return copyPooled(s.Stream, r) }
 
-// ReadFrom copies r into the stream with a pooled buffer (copyToStream).
-func (s yamuxStream) ReadFrom(r io.Reader) (int64, error) { return copyToStream(s.Stream, r) }
+// ReadFrom copies r into the stream with a pooled buffer (copyPooled).
+func (s yamuxStream) ReadFrom(r io.Reader) (int64, error) { return copyPooled(s.Stream, r) }
 
-// copyBufs holds the buffers of copyToStream: io.Copy's size, 32 KiB, so
+// copyBufs holds the buffers of copyPooled: io.Copy's size, 32 KiB, so
 // that an idle copy holds no more than before.
 var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-// copyToStream is io.Copy into a tunnel stream with a buffer from copyBufs
-// instead of a new one per copy: every proxied connection has a copy into
-// its stream at each end of the tunnel, and at thousands of short
+// copyPooled is io.Copy with a buffer from copyBufs instead of a new one
+// per copy: every proxied connection has a copy into its stream at each end
+// of the tunnel (and pipe copies from a stream into a TCP socket, whose
+// ReadFrom would fall back to io.Copy), and at thousands of short
 // connections a second the allocations made the garbage collector a tenth
 // of the tunnel's CPU.
-func copyToStream(w io.Writer, r io.Reader) (int64, error) {
+func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	buf := copyBufs.Get().(*[32 << 10]byte)
 	defer copyBufs.Put(buf)
 	return io.CopyBuffer(writerOnly{w}, r, buf[:])
