@@ -11,9 +11,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 // BenchmarkEdgeHTTP is the edge benchmark over plain HTTP (routed by Host),
@@ -115,44 +116,33 @@ func httpBench(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	netcoretest.Serve(b, l, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		first, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
 		for {
-			c, err := l.Accept()
+			l, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				first, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if l == "\r\n" {
-						break
-					}
-				}
-				if !strings.HasPrefix(first, "GET /bulk ") {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.FormatInt(1<<50, 10)+"\r\n\r\n")
-				buf := make([]byte, 256<<10)
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			})
+			if l == "\r\n" {
+				break
+			}
+		}
+		if !strings.HasPrefix(first, "GET /bulk ") {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.FormatInt(1<<50, 10)+"\r\n\r\n")
+		buf := make([]byte, 256<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
 		}
 	})
-	b.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
 }
 

@@ -15,13 +15,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hairpin-go/hairpin/internal/interop"
 	"github.com/hairpin-go/hairpin/internal/natlab"
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 // Edge benchmarks: the same client work direct to a backend and through
@@ -55,39 +55,28 @@ func rawBench(b *testing.B, site benchSite, helloLen int, bulk bool) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
+	netcoretest.Serve(b, l, func(c net.Conn) {
+		if !bulk {
+			buf := make([]byte, helloLen)
+			if _, err := io.ReadFull(c, buf); err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				if !bulk {
-					buf := make([]byte, helloLen)
-					if _, err := io.ReadFull(c, buf); err != nil {
-						return
-					}
-					c.Write(buf[:1])
-					io.Copy(io.Discard, c)
-					return
-				}
-				// Only here the large buffer: allocated per connection it
-				// would make the ttfb rows measure the garbage collector.
-				buf := make([]byte, max(helloLen, 256<<10))
-				if _, err := io.ReadFull(c, buf[:helloLen]); err != nil {
-					return
-				}
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			})
+			c.Write(buf[:1])
+			io.Copy(io.Discard, c)
+			return
+		}
+		// Only here the large buffer: allocated per connection it
+		// would make the ttfb rows measure the garbage collector.
+		buf := make([]byte, max(helloLen, 256<<10))
+		if _, err := io.ReadFull(c, buf[:helloLen]); err != nil {
+			return
+		}
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
 		}
 	})
-	b.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
 }
 

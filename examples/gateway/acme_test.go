@@ -19,6 +19,7 @@ import (
 	"github.com/hairpin-go/hairpin/dnssplit"
 	"github.com/hairpin-go/hairpin/examples/internal/proctest"
 	"github.com/hairpin-go/hairpin/internal/acmetest"
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 	"github.com/hairpin-go/hairpin/proxy"
 )
 
@@ -211,24 +212,13 @@ func issuedWebServer(t *testing.T) (string, func(string, *tls.Certificate)) {
 		}
 		return nil, fmt.Errorf("no certificate for %q yet", h.ServerName)
 	}})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				tc := c.(*tls.Conn)
-				if tc.Handshake() == nil {
-					io.WriteString(c, tc.ConnectionState().ServerName)
-				}
-			})
+	netcoretest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		tc := c.(*tls.Conn)
+		if tc.Handshake() == nil {
+			io.WriteString(c, tc.ConnectionState().ServerName)
 		}
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String(), func(name string, c *tls.Certificate) {
 		mu.Lock()
 		certs[name] = c

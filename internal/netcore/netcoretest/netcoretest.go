@@ -1,6 +1,7 @@
 // Package netcoretest has the fault-injecting sockets that every serving
-// package's EMFILE test uses: a listener and a packet socket whose first calls
-// fail as a process out of file descriptors sees them fail.
+// package's EMFILE test uses (a listener and a packet socket whose first calls
+// fail as a process out of file descriptors sees them fail), and Serve, the
+// accept loop of the tests' small backends.
 package netcoretest
 
 import (
