@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -96,7 +97,9 @@ func parseHead(head []byte) (requestHead, error) {
 	if headerCount(head, "host") > 1 {
 		return rh, reject(ReasonBadRequest, errors.New("more than one Host"))
 	}
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+	hr := getHeadReader(head)
+	defer putHeadReader(hr)
+	req, err := http.ReadRequest(&hr.br)
 	if err != nil {
 		return rh, reject(ReasonBadRequest, err)
 	}
@@ -283,7 +286,8 @@ func (p *prefixConn) reader() io.Reader {
 // its side cleanly between requests. Each request head after the first must
 // arrive within idle.
 func forwardHTTP(dst io.Writer, src *prefixConn, routed func(host string) bool, idle time.Duration, tr *responseTracker) error {
-	br := bufio.NewReaderSize(src, 16<<10)
+	br := getStreamReader(src)
+	defer putStreamReader(br)
 	if tr != nil {
 		defer close(tr.reqs)
 	}
@@ -376,7 +380,8 @@ func newResponseTracker() *responseTracker {
 // tr.decided when it returns (an upgrade still waiting is then refused).
 func forwardResponses(dst io.Writer, src io.Reader, tr *responseTracker) error {
 	defer close(tr.decided)
-	br := bufio.NewReaderSize(src, 16<<10)
+	br := getStreamReader(src)
+	defer putStreamReader(br)
 	// raw passes head on, then everything after it, unframed.
 	raw := func(head []byte) error {
 		if _, err := dst.Write(head); err != nil {
@@ -407,7 +412,9 @@ func forwardResponses(dst io.Writer, src io.Reader, tr *responseTracker) error {
 			}
 			req, answered = r, false
 		}
-		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: req.method})
+		hr := getHeadReader(head)
+		resp, err := http.ReadResponse(&hr.br, &http.Request{Method: req.method})
+		putHeadReader(hr) // only resp's fields are used, never its Body
 		if err != nil {
 			return raw(head)
 		}
@@ -447,6 +454,45 @@ func forwardResponses(dst io.Writer, src io.Reader, tr *responseTracker) error {
 			return err
 		}
 	}
+}
+
+// streamReaders are the 16 KiB readers of the HTTP copies, one per
+// direction of every routed HTTP connection while it lasts.
+var streamReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+func getStreamReader(r io.Reader) *bufio.Reader {
+	br := streamReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putStreamReader(br *bufio.Reader) {
+	br.Reset(nil)
+	streamReaders.Put(br)
+}
+
+// headReader reads one complete head with net/http's parsers.
+type headReader struct {
+	r  bytes.Reader
+	br bufio.Reader
+}
+
+// headReaders: a zero bufio.Reader gets its 4 KiB buffer at the first Reset.
+var headReaders = sync.Pool{New: func() any { return new(headReader) }}
+
+func getHeadReader(head []byte) *headReader {
+	hr := headReaders.Get().(*headReader)
+	hr.r.Reset(head)
+	hr.br.Reset(&hr.r)
+	return hr
+}
+
+// putHeadReader returns hr once nothing parsed from it reads on: the
+// request or response is used for its fields, never for its Body.
+func putHeadReader(hr *headReader) {
+	hr.r.Reset(nil)
+	hr.br.Reset(&hr.r)
+	headReaders.Put(hr)
 }
 
 // flushBuffered writes what br has buffered to dst.
