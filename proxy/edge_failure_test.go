@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 // countingEcho echoes whatever a connection sends and counts the
@@ -28,29 +30,18 @@ func newCountingEcho(t testing.TB) *countingEcho {
 		t.Fatal(err)
 	}
 	b := &countingEcho{addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	netcoretest.Serve(t, l, func(c net.Conn) {
+		n := b.open.Add(1)
+		defer b.open.Add(-1)
 		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+			p := b.peak.Load()
+			if n <= p || b.peak.CompareAndSwap(p, n) {
+				break
 			}
-			wg.Go(func() {
-				defer c.Close()
-				n := b.open.Add(1)
-				defer b.open.Add(-1)
-				for {
-					p := b.peak.Load()
-					if n <= p || b.peak.CompareAndSwap(p, n) {
-						break
-					}
-				}
-				c.SetDeadline(time.Now().Add(time.Minute))
-				io.Copy(c, c)
-			})
 		}
+		c.SetDeadline(time.Now().Add(time.Minute))
+		io.Copy(c, c)
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return b
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
@@ -131,32 +132,21 @@ func newEdgePPBackend(t testing.TB, name string) *edgePPBackend {
 		t.Fatal(err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReader(c)
-				h, err := proxyproto.Read(br)
-				if err != nil {
-					return // health checks
-				}
-				tc := tls.Server(&edgeBufConn{c, br}, cfg)
-				if tc.Handshake() != nil {
-					return
-				}
-				io.WriteString(tc, name+" "+h.SourceAddr.String())
-				tc.CloseWrite()
-				io.Copy(io.Discard, tc)
-			})
+	netcoretest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			return // health checks
 		}
+		tc := tls.Server(&edgeBufConn{c, br}, cfg)
+		if tc.Handshake() != nil {
+			return
+		}
+		io.WriteString(tc, name+" "+h.SourceAddr.String())
+		tc.CloseWrite()
+		io.Copy(io.Discard, tc)
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return &edgePPBackend{name: name, addr: l.Addr().String(), roots: roots}
 }
 

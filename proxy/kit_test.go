@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 // The hello test kit: real ClientHellos made by crypto/tls clients, re-framed
@@ -208,24 +210,14 @@ func newRawBackend(t testing.TB) *rawBackend {
 		t.Fatal(err)
 	}
 	b := &rawBackend{addr: l.Addr().String(), got: make(chan []byte, 100)}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				data, _ := io.ReadAll(c)
-				if len(data) > 0 { // health checks connect and close
-					b.got <- data
-				}
-			})
+	t.Cleanup(func() { close(b.got) }) // after Serve's own cleanup
+	netcoretest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		data, _ := io.ReadAll(c)
+		if len(data) > 0 { // health checks connect and close
+			b.got <- data
 		}
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait(); close(b.got) })
 	return b
 }
 

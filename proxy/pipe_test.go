@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hairpin-go/hairpin/internal/netcore/netcoretest"
 )
 
 // silentBackend accepts connections, reads whatever comes and never
@@ -53,21 +55,10 @@ func echoBackend(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				io.Copy(c, c)
-			})
-		}
+	netcoretest.Serve(t, l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(c, c)
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
 }
 
