@@ -75,19 +75,7 @@ func TestLabEdgeACME(t *testing.T) {
 	// The edge: agent listeners, and the public Proxy on ports 80 and 443
 	// of its address (the namespace is the lab's own), where pebble's VA
 	// validates.
-	edgeKey, homeKey := testKey(t), testKey(t)
-	e := &Edge{Key: edgeKey, Agents: []EdgeAgent{{Name: "home", PublicKey: pubOf(homeKey), Names: allowed}}}
-	pc, err := lab.ListenPacket(natlab.Server, "udp4", edgeHost+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	al, err := lab.Listen(natlab.Server, "tcp4", edgeHost+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ea := serveEdge(t, e, pc, al)
-	pub := &Proxy{}
-	must(t, pub.SetRoutes(e.Routes()))
+	e, ea, pub, homeKey := labEdge(t, lab, allowed)
 	var pubWG sync.WaitGroup
 	for _, l := range []struct {
 		port  string

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -74,19 +75,7 @@ func TestLabEdgeBehindCGN(t *testing.T) {
 			}
 
 			edgeHost := lab.Addr(natlab.Server).String()
-			edgeKey, homeKey := testKey(t), testKey(t)
-			e := &Edge{Key: edgeKey, Agents: []EdgeAgent{{Name: "home", PublicKey: pubOf(homeKey), Names: names}}}
-			pc, err := lab.ListenPacket(natlab.Server, "udp4", edgeHost+":0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			al, err := lab.Listen(natlab.Server, "tcp4", edgeHost+":0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ea := serveEdge(t, e, pc, al)
-			pub := &Proxy{}
-			must(t, pub.SetRoutes(e.Routes()))
+			e, ea, pub, homeKey := labEdge(t, lab, names)
 			pl, err := lab.Listen(natlab.Server, "tcp4", edgeHost+":0")
 			if err != nil {
 				t.Fatal(err)
@@ -161,4 +150,26 @@ func checkSaid(t *testing.T, what, said string, err error, name, client string) 
 	if gotName != name || perr != nil || ap.Addr().String() != client {
 		t.Errorf("%s: backend said %q, want %s and the client %s", what, said, name, client)
 	}
+}
+
+// labEdge serves an Edge on the lab's Server host (QUIC and TLS/TCP agent
+// listeners on its address) that accepts agent "home", with homeKey, for
+// names; pub is a public Proxy routed by the edge's routes, not serving yet.
+func labEdge(t *testing.T, lab *natlab.Lab, names []string) (e *Edge, ea edgeAddrs, pub *Proxy, homeKey ed25519.PrivateKey) {
+	t.Helper()
+	edgeHost := lab.Addr(natlab.Server).String()
+	homeKey = testKey(t)
+	e = &Edge{Key: testKey(t), Agents: []EdgeAgent{{Name: "home", PublicKey: pubOf(homeKey), Names: names}}}
+	pc, err := lab.ListenPacket(natlab.Server, "udp4", edgeHost+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := lab.Listen(natlab.Server, "tcp4", edgeHost+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea = serveEdge(t, e, pc, al)
+	pub = &Proxy{}
+	must(t, pub.SetRoutes(e.Routes()))
+	return e, ea, pub, homeKey
 }
