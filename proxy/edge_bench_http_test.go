@@ -3,12 +3,10 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,27 +82,7 @@ func BenchmarkEdgeHTTP(b *testing.B) {
 		})
 	}
 	for _, p := range paths {
-		b.Run("ttfb/"+p.name, func(b *testing.B) {
-			var lat []time.Duration
-			one := make([]byte, 1)
-			defer cpuMeter(b, p.pids)()
-			for b.Loop() {
-				start := time.Now()
-				c, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.addr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				c.Write(get("/"))
-				if _, err := io.ReadFull(c, one); err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(start))
-				c.Close()
-			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-		})
+		b.Run("ttfb/"+p.name, func(b *testing.B) { benchTTFB(b, p, get("/")) })
 	}
 }
 
