@@ -146,19 +146,11 @@ func TestLabEdgeACME(t *testing.T) {
 	must(t, lab.StartCmd(cmd))
 
 	// The ACME client runs on LAN2 and reaches pebble out through the CGN.
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return lab.Dial(ctx, natlab.LAN2, network, addr)
-		},
-		TLSClientConfig: &tls.Config{RootCAs: p.APIRoots},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	acmetest.WaitReady(t, hc, p.Directory())
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	cl := acmetest.Register(ctx, t, hc, p.Directory())
-	root := acmetest.Root(t, hc, p.RootURL())
+	cl, root := p.Connect(ctx, t, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return lab.Dial(ctx, natlab.LAN2, network, addr)
+	})
 	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
 	must(t, os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}), 0o600))
 

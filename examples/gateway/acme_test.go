@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"sync"
@@ -107,14 +106,9 @@ func TestEdgeACME(t *testing.T) {
 	cmd.Env = p.Env
 	proctest.Start(t, cmd)
 
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.APIRoots}}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	acmetest.WaitReady(t, hc, p.Directory())
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
-	cl := acmetest.Register(ctx, t, hc, p.Directory())
-	root := acmetest.Root(t, hc, p.RootURL())
+	cl, root := p.Connect(ctx, t, nil)
 	roots := x509.NewCertPool()
 	roots.AddCert(root)
 

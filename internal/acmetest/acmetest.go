@@ -231,6 +231,18 @@ func Root(t testing.TB, hc *http.Client, url string) *x509.Certificate {
 	return c
 }
 
+// Connect waits for the started pebble p, registers a new account and
+// fetches the root it issues under. dial, if not nil, is how the client
+// reaches pebble (from a lab host).
+func (p *Pebble) Connect(ctx context.Context, t testing.TB, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*acme.Client, *x509.Certificate) {
+	t.Helper()
+	tr := &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{RootCAs: p.APIRoots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	WaitReady(t, hc, p.Directory())
+	return Register(ctx, t, hc, p.Directory()), Root(t, hc, p.RootURL())
+}
+
 // Register returns a client with a new account at the directory.
 func Register(ctx context.Context, t testing.TB, hc *http.Client, directory string) *acme.Client {
 	t.Helper()
