@@ -179,19 +179,9 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []benchPath 
 	// the SNI path costs by itself, so that the tunnel rows' excess over it
 	// is the tunnel's.
 	{
-		p := &Proxy{MaxPeeksPerSource: -1, MaxPeeksPerNetwork: -1, MaxConnsPerSource: -1}
 		pool := &Pool{Backends: []string{backend}, DialContext: site.dialer(natlab.Server), HealthCheck: HealthCheck{Interval: -1}}
-		if err := p.SetRoutes([]Route{{Protocol: ProtocolTLS, Host: name, Target: pool}, {Protocol: ProtocolHTTP, Host: name, Target: pool}}); err != nil {
-			b.Fatal(err)
-		}
-		pl, err := site.listen(natlab.Server, "tcp4")
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Serve(pl) }()
-		b.Cleanup(func() { p.Close(); <-done })
-		paths = append(paths, benchPath{name: "proxy", addr: pl.Addr().String()})
+		addr := benchPublic(b, site, []Route{{Protocol: ProtocolTLS, Host: name, Target: pool}, {Protocol: ProtocolHTTP, Host: name, Target: pool}})
+		paths = append(paths, benchPath{name: "proxy", addr: addr})
 	}
 	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
 		edgeKey, homeKey := testKey(b), testKey(b)
@@ -205,17 +195,7 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []benchPath 
 			b.Fatal(err)
 		}
 		ea := serveEdge(b, e, pc, l)
-		p := &Proxy{MaxPeeksPerSource: -1, MaxPeeksPerNetwork: -1, MaxConnsPerSource: -1}
-		if err := p.SetRoutes(e.Routes()); err != nil {
-			b.Fatal(err)
-		}
-		pl, err := site.listen(natlab.Server, "tcp4")
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- p.Serve(pl) }()
-		b.Cleanup(func() { p.Close(); <-done })
+		addr := benchPublic(b, site, e.Routes())
 		home := site.dialer(natlab.LAN1)
 		a := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{name}, Transport: tr, MaxStreams: -1,
 			DialContext: home,
@@ -224,7 +204,7 @@ func benchPaths(b *testing.B, site benchSite, name, backend string) []benchPath 
 			a.ListenPacket = func(network, _ string) (net.PacketConn, error) { return site.listenPacket(natlab.LAN1, network) }
 		}
 		startAgent(b, a)
-		paths = append(paths, benchPath{name: tr.String(), addr: pl.Addr().String()})
+		paths = append(paths, benchPath{name: tr.String(), addr: addr})
 	}
 	if addr, pids, ok := sshForward(b, site, backend); ok {
 		paths = append(paths, benchPath{name: "ssh-R", addr: addr, pids: pids})
@@ -424,4 +404,22 @@ func benchTTFB(b *testing.B, p benchPath, request []byte) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// benchPublic serves a public Proxy with routes on the site's Server host,
+// without the per-source limits a benchmark's one client would hit, and
+// returns its address.
+func benchPublic(b *testing.B, site benchSite, routes []Route) string {
+	p := &Proxy{MaxPeeksPerSource: -1, MaxPeeksPerNetwork: -1, MaxConnsPerSource: -1}
+	if err := p.SetRoutes(routes); err != nil {
+		b.Fatal(err)
+	}
+	pl, err := site.listen(natlab.Server, "tcp4")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(pl) }()
+	b.Cleanup(func() { p.Close(); <-done })
+	return pl.Addr().String()
 }
