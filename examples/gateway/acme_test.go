@@ -32,8 +32,8 @@ import (
 func TestEdgeACME(t *testing.T) {
 	bin := acmetest.Build(t)
 	names := []string{"http01.example.com", "alpn.example.com"}
-	edgeKey, edgePub := writeTunnelKey(t, "edge.key")
-	homeKey, homePub := writeTunnelKey(t, "home.key")
+	edgeKey, edgePub := writeTunnelKey(t)
+	homeKey, homePub := writeTunnelKey(t)
 
 	edgeGW := startGateway(t, fmt.Sprintf(`edge:
   key: %s
@@ -169,8 +169,8 @@ func freePortOn(t *testing.T, addr netip.Addr) string {
 	return l.Addr().String()
 }
 
-// writeTunnelKey writes a new tunnel key into the test's directory.
-func writeTunnelKey(t *testing.T, name string) (string, ed25519.PublicKey) {
+// writeTunnelKey writes a new tunnel key into a file of the test's own.
+func writeTunnelKey(t *testing.T) (string, ed25519.PublicKey) {
 	t.Helper()
 	k, err := proxy.GenerateTunnelKey()
 	if err != nil {

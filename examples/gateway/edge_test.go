@@ -2,14 +2,11 @@ package main
 
 import (
 	"bufio"
-	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,24 +26,8 @@ import (
 // its certificate: the edge never decrypts), and the backend sees the
 // client's address in the PROXY v2 header the home proxy sends.
 func TestEdgeAndTunnelRoles(t *testing.T) {
-	dir := t.TempDir()
-	keyFile := func(name string) (string, ed25519.PublicKey) {
-		k, err := proxy.GenerateTunnelKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := proxy.MarshalTunnelKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p, k.Public().(ed25519.PublicKey)
-	}
-	edgeKey, edgePub := keyFile("edge.key")
-	homeKey, homePub := keyFile("home.key")
+	edgeKey, edgePub := writeTunnelKey(t)
+	homeKey, homePub := writeTunnelKey(t)
 
 	// The home backend: TLS behind a required PROXY v2 header.
 	cert, err := selfSigned([]string{"blog.example.com"})
