@@ -121,7 +121,14 @@ func (c *rawClient) do(method stun.Method, attrs ...stun.Setter) (*stun.Message,
 
 func (c *rawClient) allocate() int {
 	c.t.Helper()
-	res, code := c.do(stun.MethodAllocate, udpTransport)
+	_, code := c.allocateWith()
+	return code
+}
+
+// allocateWith sends a UDP Allocate with attrs and notes the relayed address.
+func (c *rawClient) allocateWith(attrs ...stun.Setter) (*stun.Message, int) {
+	c.t.Helper()
+	res, code := c.do(stun.MethodAllocate, append([]stun.Setter{udpTransport}, attrs...)...)
 	if code == 0 {
 		var r stun.XORMappedAddress
 		if err := r.GetFromAs(res, stun.AttrXORRelayedAddress); err == nil {
@@ -129,7 +136,7 @@ func (c *rawClient) allocate() int {
 			c.relayed = netip.AddrPortFrom(a.Unmap(), uint16(r.Port))
 		}
 	}
-	return code
+	return res, code
 }
 
 func (c *rawClient) permit(peers ...netip.AddrPort) int {

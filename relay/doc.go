@@ -30,6 +30,11 @@
 // clients are told the public one. Traffic between two allocations of the
 // same server is relayed in process, so the router need not hairpin.
 //
+// An Allocate with EVEN-PORT gets an even port whose odd neighbour is held
+// for the allocation that claims it with the RESERVATION-TOKEN (RTP and
+// RTCP, as coturn does; the engine alone would only remember the number):
+// at most 1024 held at once, each for the token's 30 s.
+//
 // ChannelData, the relay's hot path, never reaches the TURN engine: it is
 // recognised by its 4-byte header, its channel looked up in a table the
 // engine's events keep, and relayed after the peer policy, the permission

@@ -243,19 +243,43 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return nil, nil, err
 	}
 	adv := g.advertise(bind)
-	for _, port := range g.ports(conf.RequestedPort) {
-		uc, err := g.s.listenRelay(conf.Network, netip.AddrPortFrom(bind, port))
-		if err != nil {
-			continue
-		}
+	wrap := func(uc *net.UDPConn, port uint16) (net.PacketConn, net.Addr, bool) {
 		_ = uc.SetReadBuffer(relayBuffer)
 		rc := g.s.newRelayConn(uc, bind, netip.AddrPortFrom(adv, port), conf.UserID)
 		rc.gen, rc.client = g, g.client
 		if !g.s.reg.add(rc) {
 			uc.Close()
+			return nil, nil, false
+		}
+		return rc, net.UDPAddrFromAddrPort(rc.advertised), true
+	}
+	// An explicit port is the engine's: even for EVEN-PORT (bind a pair,
+	// hold the odd one), odd for RESERVATION-TOKEN (the held one); see
+	// evenport.go.
+	if rp := conf.RequestedPort; rp > 0 && rp <= 0xffff {
+		port := uint16(rp)
+		if port%2 == 1 {
+			if uc := g.s.held.take(netip.AddrPortFrom(bind, port)); uc != nil {
+				if pc, a, ok := wrap(uc, port); ok {
+					return pc, a, nil
+				}
+				return nil, nil, errNoPort
+			}
+		} else if uc, p, ok := g.bindPair(conf.Network, bind, port); ok {
+			if pc, a, ok := wrap(uc, p); ok {
+				return pc, a, nil
+			}
+			return nil, nil, errNoPort
+		}
+	}
+	for _, port := range g.ports(conf.RequestedPort) {
+		uc, err := g.s.listenRelay(conf.Network, netip.AddrPortFrom(bind, port))
+		if err != nil {
 			continue
 		}
-		return rc, net.UDPAddrFromAddrPort(rc.advertised), nil
+		if pc, a, ok := wrap(uc, port); ok {
+			return pc, a, nil
+		}
 	}
 	return nil, nil, errNoPort
 }

@@ -113,6 +113,7 @@ type Server struct {
 	users    userTable
 	allocs   allocTable
 	reg      registry
+	held     heldPorts // reserved odd ports of EVEN-PORT pairs
 	listens  listenSet
 	hosts    hostAddrs
 	counters counters
@@ -402,6 +403,7 @@ func (s *Server) Close() error {
 		sv.closeFn()
 	}
 	s.wg.Wait()
+	s.held.closeAll()
 	return nil
 }
 
@@ -434,6 +436,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sv := range svs {
 		sv.stopFn()
 	}
+	s.held.closeAll() // a new instance may bind them; no new Allocate reaches us
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	var err error
@@ -458,7 +461,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Allocations:       uint64(s.allocs.count()),
 		AllocationsTotal:  c.allocationsTotal.Load(),
-		RelayPortsInUse:   uint64(s.reg.inUse()),
+		RelayPortsInUse:   uint64(s.reg.inUse() + s.held.count()),
 		PortRangeSize:     uint64(s.RelayPorts.Size()),
 		AuthFailures:      c.authFailures.Load(),
 		Challenges:        c.challenges.Load(),

@@ -13,7 +13,7 @@ import (
 type Stats struct {
 	Allocations      uint64 // gauge: allocations now
 	AllocationsTotal uint64 // allocations ever created
-	RelayPortsInUse  uint64 // gauge: relay ports bound now
+	RelayPortsInUse  uint64 // gauge: relay ports bound now, reserved EVEN-PORT neighbours included
 	PortRangeSize    uint64 // number of ports in the relay port range
 
 	AuthFailures      uint64 // requests refused with 401 for bad credentials

@@ -409,9 +409,24 @@ func TestQuickstartBinaryNoArguments(t *testing.T) {
 	if _, err := exec.LookPath("turnutils_uclient"); err == nil {
 		out := in("turnutils_uclient", "-p", "3478", "-W", "change-me", "-u", "demo", "-y", "-n", "10", "-m", "1", "-l", "100", "127.0.0.1")
 		if err := uclientDelivered(out); err != nil {
-			t.Errorf("TURN via the default relay: %v\n%s", err, tail(out, 5))
+			// uclient's error lines come early in its output; the
+			// gateway's last lines say what the relay made of them.
+			t.Errorf("TURN via the default relay: %v\nuclient:\n%s\ngateway:\n%s",
+				err, uclientErrors(out, tail(out, 5)), tail(p.Output(), 20))
 		}
 	}
+}
+
+// uclientErrors returns turnutils_uclient's lines that report an error or
+// a retry, followed by last.
+func uclientErrors(out, last string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "error") || strings.Contains(line, "trying") || strings.Contains(line, "Cannot") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String() + last
 }
 
 // TestProbedPublicAddress: with nat.stun set and no fixed address, the
