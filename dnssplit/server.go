@@ -293,13 +293,18 @@ func (s *Server) persistLoop(ctx context.Context) {
 	}
 }
 
-// track registers a socket; it reports false if the server is closed.
+// track registers a socket and counts its goroutine in s.wg (the caller
+// calls s.wg.Done when it ends); it reports false if the server is closed.
+// The count is taken under s.mu, so a Shutdown that has marked the server
+// closed either sees the socket or is seen by track: never a wg.Add after
+// its wg.Wait found zero.
 func (s *Server) track(l net.Listener, pc net.PacketConn, c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
+	s.wg.Add(1)
 	switch {
 	case l != nil:
 		s.listeners[l] = struct{}{}

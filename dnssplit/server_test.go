@@ -689,3 +689,33 @@ func TestServeDNSHandlerTSIG(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownWhileServeStarts: Shutdown racing a ServePacket and a Serve
+// that are just starting must either stop them or be seen by them; Serve
+// returns ErrServerClosed either way. Under -race, a sequence where Serve
+// counted itself after Shutdown's wait had found nothing (the bug this
+// guards against) is reported as a race on the WaitGroup.
+func TestShutdownWhileServeStarts(t *testing.T) {
+	for range 200 {
+		s := &Server{}
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 2)
+		go func() { done <- s.ServePacket(pc) }()
+		go func() { done <- s.Serve(l) }()
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := <-done; !errors.Is(err, ErrServerClosed) {
+				t.Fatalf("serve returned %v, want ErrServerClosed", err)
+			}
+		}
+	}
+}

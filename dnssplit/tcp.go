@@ -32,7 +32,6 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 		return ErrServerClosed
 	}
-	s.wg.Add(1)
 	defer s.wg.Done()
 	defer s.untrack(l, nil, nil)
 	defer l.Close()
@@ -63,7 +62,6 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			return
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer slots.release(tc)

@@ -23,7 +23,6 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 		pc.Close()
 		return ErrServerClosed
 	}
-	s.wg.Add(1)
 	defer s.wg.Done()
 	defer s.untrack(nil, pc, nil)
 	defer pc.Close()
