@@ -154,7 +154,6 @@ func (g *relayGen) bindPair(network string, bind netip.Addr, first uint16) (uc *
 			even.Close()
 			continue
 		}
-		_ = odd.SetReadBuffer(relayBuffer)
 		if !g.s.held.hold(netip.AddrPortFrom(bind, p+1), odd, reservationLifetime) {
 			odd.Close() // full: the even port alone, as without a reservation
 		}

@@ -197,3 +197,41 @@ func TestHeldPorts(t *testing.T) {
 		t.Error("hold after closeAll")
 	}
 }
+
+// TestEvenPortHoldsBounded: clients that make EVEN-PORT allocations and
+// delete them at once, from one source and then from many, leave reserved
+// ports behind (the token outlives the allocation); the held ports stay at
+// the table's bound and a legitimate client still gets its pair.
+func TestEvenPortHoldsBounded(t *testing.T) {
+	s := &Server{Users: map[string]string{"alice": "pw", "mallory": "pw"}, Peers: loopbackOnly}
+	s.held.max = 8
+	addr := serve(t, s, "udp")
+	churn := func(src string, rounds int) {
+		m := dialRawFrom(t, src, addr, "mallory", "pw")
+		for range rounds {
+			if _, code := m.allocateWith(evenPortR); code != 0 {
+				t.Fatalf("%s: EVEN-PORT allocate: %d", src, code)
+			}
+			if _, code := m.do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}); code != 0 {
+				t.Fatalf("%s: delete: %d", src, code)
+			}
+			if n := s.held.count(); n > s.held.max {
+				t.Fatalf("%d ports held, bound %d", n, s.held.max)
+			}
+		}
+	}
+	churn("127.0.0.2", 20)
+	for i := 3; i < 11; i++ {
+		churn("127.0.0."+strconv.Itoa(i), 3)
+	}
+	if n := s.held.count(); n != s.held.max {
+		t.Errorf("%d ports held after the churn, want the bound %d", n, s.held.max)
+	}
+	if st := s.Stats(); st.Allocations != 0 || st.RelayPortsInUse != uint64(s.held.max) {
+		t.Errorf("after the churn: %d allocations, %d ports in use", st.Allocations, st.RelayPortsInUse)
+	}
+	rtp, rtcp := allocatePair(t, addr, nil)
+	if rtcp != rtp+1 || rtp%2 != 0 {
+		t.Fatalf("legitimate pair %d/%d", rtp, rtcp)
+	}
+}
