@@ -34,6 +34,9 @@ type packet struct {
 
 // batchSize is how many datagrams one system call moves at most: enough to
 // amortize the call under load, small enough to keep buffers modest (32 × 4 KiB).
+// The exact value matters little: saturated by dnsperf -c 4 -q 500 on one
+// core, 16, 32 and 64 answered the same (about 160k qps, the load generator's
+// core the limit), and at 20k qps a wake-up finds two or three queries.
 const batchSize = 32
 
 func newPacketIO(c net.PacketConn) packetIO {
