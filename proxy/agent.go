@@ -588,19 +588,19 @@ func (a *Agent) handleStream(ctx context.Context, st net.Conn, granted []string)
 	}
 	a.streams.Add(1)
 	tc := &tunnelConn{Conn: st, remote: tcpAddr(h.Source), local: tcpAddr(h.Dest), release: func() { a.streams.Add(-1) }}
-	// A TLS backend answers the ClientHello, which came with the header:
-	// the OK waits for that answer and shares its packet. An HTTP backend
-	// waits for the request, which the edge sends once it has the OK.
-	if h.Protocol == ProtocolTLS {
-		tc.holdOK()
-	} else if err := tc.sendOK(); err != nil {
-		tc.Close()
-		return
-	}
 	if a.Target != nil {
+		if _, err := st.Write([]byte{streamOK}); err != nil {
+			tc.Close()
+			return
+		}
 		a.Target.HandleConn(ctx, &Conn{Conn: tc, Hello: Hello{
 			Protocol: h.Protocol, ServerName: h.ServerName, ALPN: h.ALPN, Source: h.Source, Dest: h.Dest,
 		}})
+		return
+	}
+	// The OK goes first: the consumer may write as soon as it has the conn.
+	if _, err := st.Write([]byte{streamOK}); err != nil {
+		tc.Close()
 		return
 	}
 	t := time.NewTimer(streamHeaderTimeout)

@@ -66,10 +66,7 @@ type Edge struct {
 	KeepAlive time.Duration
 
 	// OpenTimeout optionally bounds the wait for an agent to accept a
-	// stream before the next agent is tried; if zero, 5 s. The wait
-	// includes up to 50 ms in which the agent holds its answer to a TLS
-	// stream for the backend's first bytes, to send both in one packet:
-	// keep it well above that and the tunnel's round trip.
+	// stream before the next agent is tried; if zero, 5 s.
 	OpenTimeout time.Duration
 
 	// HandshakeTimeout optionally bounds an agent's TLS handshake and claim;

@@ -17,16 +17,7 @@ import (
 //	"HPS1" len:u16 | proto:u8 | src | dst | name:str | nalpn:u8 alpn:str*
 //	addr = n:u8 (4 or 16) bytes:n port:u16;  str = n:u8 bytes:n
 //
-// Stream reply (agent → edge, one byte): streamOK or a refusal code. The
-// edge forwards nothing more from the client until it has the reply. A
-// refusal is sent at once. For a TLS stream the agent may hold streamOK
-// back and send it as the first byte of the backend's answer to the
-// ClientHello (which came with the header), so that both travel in one
-// packet; it sends it alone after at most okHoldMax (50 ms) without such
-// an answer, and before closing its side. For HTTP streams it is sent at
-// once: the backend waits for the request, which the edge sends after the
-// reply. The bytes on the wire are those of the first version: an edge
-// that reads the reply first works with either timing.
+// Stream reply (agent → edge, one byte): streamOK or a refusal code.
 //
 // Claim (agent → edge, on the control stream the agent opens first):
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -173,11 +172,10 @@ func newYamuxSession(tc *tls.Conn, client bool, keepAlive time.Duration) (*yamux
 		return nil, err
 	}
 	var mux *yamux.Session
-	wc := &yamuxWire{Conn: tc}
 	if client {
-		mux, err = yamux.Client(wc, yamuxConfig(keepAlive))
+		mux, err = yamux.Client(tc, yamuxConfig(keepAlive))
 	} else {
-		mux, err = yamux.Server(wc, yamuxConfig(keepAlive))
+		mux, err = yamux.Server(tc, yamuxConfig(keepAlive))
 	}
 	if err != nil {
 		tc.Close()
@@ -227,59 +225,6 @@ func (s *yamuxSession) done() <-chan struct{}      { return s.mux.CloseChan() }
 func (s *yamuxSession) peerKey() ed25519.PublicKey { return s.key }
 func (s *yamuxSession) remoteAddr() net.Addr       { return s.mux.RemoteAddr() }
 func (s *yamuxSession) transport() TunnelTransport { return TransportTCP }
-
-// yamuxWire is the TLS connection as yamux sees it: a data frame's header
-// is held back and written together with its body. yamux's send loop (its
-// only writer) writes the 12-byte header and then the body as two Writes,
-// which on a tls.Conn are two records and two syscalls, so two TCP
-// segments for every frame: a new client connection's stream carried about
-// a dozen such frames. A header that announces no body (window updates,
-// pings, go-aways, data frames of length 0 with SYN or FIN) goes out at
-// once.
-type yamuxWire struct {
-	net.Conn
-	mu   sync.Mutex
-	hold []byte // a data header waiting for its body, with room for it
-}
-
-// yamuxHeaderSize and yamuxTypeData are yamux's framing: version, type,
-// flags (2), stream ID (4), length (4); type 0 is data, followed by length
-// bytes.
-const (
-	yamuxHeaderSize = 12
-	yamuxTypeData   = 0
-)
-
-// maxCoalesced bounds the body bytes copied behind a held header: one TLS
-// record's worth, so that a large frame costs no extra record or copy
-// beyond its first.
-const maxCoalesced = 16<<10 - yamuxHeaderSize
-
-func (w *yamuxWire) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.hold) == 0 {
-		if len(b) == yamuxHeaderSize && b[1] == yamuxTypeData && binary.BigEndian.Uint32(b[8:]) > 0 {
-			if w.hold == nil {
-				w.hold = make([]byte, 0, yamuxHeaderSize+maxCoalesced)
-			}
-			w.hold = append(w.hold, b...)
-			return len(b), nil
-		}
-		return w.Conn.Write(b)
-	}
-	k := min(len(b), maxCoalesced)
-	buf := append(w.hold, b[:k]...)
-	w.hold = w.hold[:0]
-	if _, err := w.Conn.Write(buf); err != nil {
-		return 0, err
-	}
-	if k == len(b) {
-		return len(b), nil
-	}
-	n, err := w.Conn.Write(b[k:])
-	return k + n, err
-}
 
 // yamuxStream: yamux's Close sends a FIN and keeps reading, a half-close.
 type yamuxStream struct{ *yamux.Stream }
