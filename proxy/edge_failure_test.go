@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -434,4 +438,114 @@ func TestEdgeAgentStreamCap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEdgeStreamAnswer: the edge waits for the agent's one-byte answer
+// before it forwards more than the header and the peek, so every way a
+// backend may start must still answer the client promptly (OpenTimeout is
+// a minute here, the clients' deadline 10 s): a backend that closes
+// without writing gives a close, counted as a carried stream, not a failed
+// agent; a backend that reads more than the ClientHello before it speaks
+// gets the rest (sent only once the hello reached it, so not in the peek);
+// an HTTP POST body of 200 KiB reaches the backend.
+func TestEdgeStreamAnswer(t *testing.T) {
+	hello := makeHello(t, &tls.Config{ServerName: "blog.example.com"})
+	const extra = 100
+	for _, tr := range []TunnelTransport{TransportQUIC, TransportTCP} {
+		t.Run(tr.String(), func(t *testing.T) {
+			silent, _ := net.Listen("tcp", "127.0.0.1:0")
+			netcoretest.Serve(t, silent, func(c net.Conn) {
+				io.ReadFull(c, make([]byte, len(hello)))
+			})
+			greedy, _ := net.Listen("tcp", "127.0.0.1:0")
+			gotHello := make(chan struct{}, 1)
+			netcoretest.Serve(t, greedy, func(c net.Conn) {
+				if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
+					return
+				}
+				gotHello <- struct{}{}
+				if _, err := io.ReadFull(c, make([]byte, extra)); err == nil {
+					io.WriteString(c, "all there")
+				}
+			})
+			post := newEdgeEchoHTTPBackend(t)
+			edgeKey, homeKey := testKey(t), testKey(t)
+			e := &Edge{Key: edgeKey, OpenTimeout: time.Minute, Agents: []EdgeAgent{
+				{Name: "home", PublicKey: pubOf(homeKey), Names: []string{"*.example.com"}},
+			}}
+			ea := startEdge(t, e)
+			_, pubAddr := publicProxy(t, e)
+			pool := func(addr string) *Pool {
+				return &Pool{Backends: []string{addr}, HealthCheck: HealthCheck{Interval: -1}}
+			}
+			a := &Agent{Key: homeKey, Edges: []AgentEdge{ea.agentEdge(e)}, Names: []string{"*.example.com"}, Transport: tr}
+			homeProxy(t, a,
+				Route{Protocol: ProtocolTLS, Host: "blog.example.com", Target: pool(silent.Addr().String())},
+				Route{Protocol: ProtocolTLS, Host: "shop.example.com", Target: pool(greedy.Addr().String())},
+				Route{Protocol: ProtocolHTTP, Host: "wiki.example.com", Target: pool(post)})
+			startAgent(t, a)
+
+			// exchange sends each of send, the next once the one before
+			// reached the backend if wait is set, and reads to the end.
+			exchange := func(wait chan struct{}, send ...[]byte) (string, error) {
+				c, err := net.Dial("tcp", pubAddr)
+				if err != nil {
+					return "", err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				for i, b := range send {
+					if i > 0 && wait != nil {
+						select {
+						case <-wait:
+						case <-time.After(10 * time.Second):
+							return "", errors.New("the backend got no hello")
+						}
+					}
+					if _, err := c.Write(b); err != nil {
+						return "", err
+					}
+				}
+				got, err := io.ReadAll(c)
+				return string(got), err
+			}
+			if got, err := exchange(nil, hello); err != nil || got != "" {
+				t.Errorf("silent backend: %q, %v; want a close", got, err)
+			}
+			shopHello := makeHello(t, &tls.Config{ServerName: "shop.example.com"})
+			if len(shopHello) != len(hello) {
+				t.Fatalf("hellos of %d and %d bytes", len(shopHello), len(hello))
+			}
+			// The rest after the hello reached the backend: not in the peek.
+			if got, err := exchange(gotHello, shopHello, bytes.Repeat([]byte{1}, extra)); err != nil || got != "all there" {
+				t.Errorf("backend reading past the hello: %q, %v", got, err)
+			}
+			body := strings.Repeat("p", 200<<10)
+			got, err := exchange(nil, []byte("POST / HTTP/1.1\r\nHost: wiki.example.com\r\nConnection: close\r\nContent-Length: "+
+				strconv.Itoa(len(body))+"\r\n\r\n"+body))
+			if err != nil || !strings.HasSuffix(got, "\r\n\r\n"+strconv.Itoa(len(body))) {
+				t.Errorf("POST: %.80q, %v", got, err)
+			}
+			if s := e.Stats(); s.StreamsTotal != 3 || s.NoAgent != 0 || s.Failovers != 0 {
+				t.Errorf("edge stats %+v, want 3 streams carried, none failed", s)
+			}
+		})
+	}
+}
+
+// newEdgeEchoHTTPBackend answers a request with the length of its body.
+func newEdgeEchoHTTPBackend(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	})}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.Serve(l) })
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return l.Addr().String()
 }
