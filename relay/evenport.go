@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -33,9 +32,6 @@ const reservationLifetime = 30 * time.Second
 
 // maxHeldPorts bounds the reserved ports held at once.
 const maxHeldPorts = 1024
-
-// pairTries is how many even ports of the range are tried for a free pair.
-const pairTries = 64
 
 type heldPort struct {
 	uc    *net.UDPConn
@@ -102,11 +98,11 @@ func (h *heldPorts) closeAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
-	for ap, hp := range h.ports {
+	for _, hp := range h.ports {
 		hp.timer.Stop()
 		hp.uc.Close()
-		delete(h.ports, ap)
 	}
+	clear(h.ports)
 }
 
 // pairCandidates lists the even ports to try for a reserved pair: the one
@@ -114,7 +110,7 @@ func (h *heldPorts) closeAll() {
 // random start. Each has its odd neighbour inside the range.
 func (g *relayGen) pairCandidates(first uint16) []uint16 {
 	lo, hi := g.s.RelayPorts.bounds()
-	out := make([]uint16, 0, pairTries+1)
+	out := make([]uint16, 0, relayPortTries+1)
 	if first%2 == 0 && first >= lo && first < hi {
 		out = append(out, first)
 	}
@@ -122,11 +118,9 @@ func (g *relayGen) pairCandidates(first uint16) []uint16 {
 	if elo >= hi {
 		return out
 	}
-	n := (int(hi)-int(elo)-1)/2 + 1 // even ports whose +1 is in range
-	start := rand.IntN(n)
-	for i := 0; i < pairTries && i < n; i++ {
-		p := elo + 2*uint16((start+i*7919)%n)
-		if p != first {
+	// The even ports whose +1 is in range, as indexes.
+	for _, i := range spread((int(hi)-int(elo)-1)/2+1, relayPortTries) {
+		if p := elo + 2*uint16(i); p != first {
 			out = append(out, p)
 		}
 	}

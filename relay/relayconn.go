@@ -227,12 +227,27 @@ func (g *relayGen) ports(requested int) []uint16 {
 		return []uint16{uint16(requested)}
 	}
 	lo, hi := g.s.RelayPorts.bounds()
-	n := int(hi) - int(lo) + 1
-	const tries = 64
-	out := make([]uint16, 0, tries)
+	out := make([]uint16, 0, relayPortTries)
+	for _, i := range spread(int(hi)-int(lo)+1, relayPortTries) {
+		out = append(out, lo+uint16(i))
+	}
+	return out
+}
+
+// relayPortTries is how many ports of the range an allocation tries.
+const relayPortTries = 64
+
+// spread returns up to tries distinct indexes below n, from a random start
+// and spaced by a prime stride, so that probes for a free port do not walk
+// a crowded stretch of the range one by one.
+func spread(n, tries int) []int {
+	if n <= 0 {
+		return nil
+	}
+	out := make([]int, 0, min(n, tries))
 	start := rand.IntN(n)
 	for i := 0; i < tries && i < n; i++ {
-		out = append(out, lo+uint16((start+i*7919)%n)) // 7919 is prime: spreads the probes
+		out = append(out, (start+i*7919)%n) // 7919 is prime
 	}
 	return out
 }
