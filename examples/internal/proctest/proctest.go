@@ -113,6 +113,7 @@ func mustAbs(dir string) string {
 type Process struct {
 	Cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has been waited for
+	read   chan struct{} // closed when every output line is in lines
 	mu     sync.Mutex
 	lines  []string
 	cond   *sync.Cond
@@ -124,7 +125,7 @@ type Process struct {
 // to exit; if the test failed, its output is logged.
 func Start(t testing.TB, cmd *exec.Cmd) *Process {
 	t.Helper()
-	p := &Process{Cmd: cmd, exited: make(chan struct{})}
+	p := &Process{Cmd: cmd, exited: make(chan struct{}), read: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -143,6 +144,7 @@ func Start(t testing.TB, cmd *exec.Cmd) *Process {
 		p.done = true
 		p.cond.Broadcast()
 		p.mu.Unlock()
+		close(p.read)
 	}()
 	go func() {
 		_ = cmd.Wait()
@@ -212,7 +214,9 @@ func (p *Process) Lines() int {
 }
 
 // WaitExit waits up to within for the process to exit, kills it after
-// that (failing the test), and returns its exit code.
+// that (failing the test), and returns its exit code. Every line the
+// process printed is in Output when it returns: the scanner may still hold
+// the last ones when the process has been waited for.
 func (p *Process) WaitExit(t testing.TB, within time.Duration) int {
 	t.Helper()
 	select {
@@ -222,6 +226,7 @@ func (p *Process) WaitExit(t testing.TB, within time.Duration) int {
 		<-p.exited
 		t.Errorf("%s did not exit within %s", filepath.Base(p.Cmd.Path), within)
 	}
+	<-p.read // the pipe is closed once the process has been waited for
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.state.ExitCode()
